@@ -1,0 +1,8 @@
+//! kubedrill: rehearse Kubernetes + Cilium upgrades on a lab that mirrors production.
+//!
+//! Data flows one way: [`inventory`] (Kubespray YAML/INI) → [`spec`] (what the cluster should
+//! be) → [`render`] (kubeadm, Cilium and containerd files) → [`plan`] (the ordered phases of an
+//! apply, with every file and command).
+
+pub mod diag;
+pub mod inventory;
