@@ -1,0 +1,605 @@
+//! The cluster spec: what the cluster should be, merged from Kubespray's variables, kubedrill's
+//! own keys and `cilium_extra_values`, with where each effective value came from.
+//!
+//! Precedence for each Cilium setting, lowest first: kubedrill's default, Kubespray's variable,
+//! kubedrill's first-class key (`kubedrill_cilium_*`), then `cilium_extra_values` (which
+//! Kubespray merges last into the chart values, so it wins here too, with a warning on conflict).
+
+pub mod cilium;
+mod extra;
+pub mod rules;
+pub mod version;
+
+use crate::diag::{Diagnostic, Diagnostics, Origin};
+use crate::inventory::{Host, Inventory, Var, Vars};
+use cilium::*;
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::path::PathBuf;
+pub use version::{KubeadmApi, Version};
+
+/// kubedrill's default Kubernetes version when the inventory sets none.
+pub const DEFAULT_KUBE_VERSION: Version = Version::new(1, 34, 2);
+/// kubedrill's default Cilium version when the inventory sets none.
+pub const DEFAULT_CILIUM_VERSION: Version = Version::new(1, 19, 6);
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Source {
+    /// kubedrill's default.
+    Default,
+    /// Computed from other settings.
+    Derived {
+        /// From what.
+        from: String,
+    },
+    /// An inventory variable.
+    Var {
+        /// Variable name.
+        name: String,
+        /// Where it was set.
+        origin: Origin,
+    },
+    /// A key inside `cilium_extra_values`.
+    ExtraValues {
+        /// Dotted path inside the chart values.
+        path: String,
+        /// Where `cilium_extra_values` was set.
+        origin: Origin,
+    },
+    /// Kept from an earlier run (a state file).
+    Stored {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Generated now; saved by the command that needs it.
+    Generated,
+}
+
+impl Source {
+    fn var(name: &str, v: &Var) -> Self {
+        Source::Var { name: name.to_owned(), origin: v.origin.clone() }
+    }
+
+    /// True when the user set the value (not a default, derivation or generation).
+    pub fn is_explicit(&self) -> bool {
+        matches!(self, Source::Var { .. } | Source::ExtraValues { .. })
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("kubedrill default"),
+            Source::Derived { from } => write!(f, "derived from {from}"),
+            Source::Var { name, origin } => write!(f, "{name} ({origin})"),
+            Source::ExtraValues { path, origin } => write!(f, "cilium_extra_values.{path} ({origin})"),
+            Source::Stored { path } => write!(f, "kept in {}", path.display()),
+            Source::Generated => f.write_str("generated (saved on first plan --render-dir or apply)"),
+        }
+    }
+}
+
+/// One effective setting, shown by `inventory show`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Provenance {
+    /// Setting name.
+    pub setting: &'static str,
+    /// Effective value, as text.
+    pub value: String,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// The API server endpoint every node and Cilium use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A registry mirror entry in Kubespray's `containerd_registries_mirrors` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryMirror {
+    /// Registry this mirrors, e.g. `docker.io`.
+    pub prefix: String,
+    /// Mirror hosts, tried in order.
+    pub mirrors: Vec<MirrorHost>,
+}
+
+/// One mirror host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorHost {
+    /// URL of the mirror, e.g. `http://10.0.0.1:5000`.
+    pub host: String,
+    /// containerd capabilities (`pull`, `resolve`, `push`).
+    #[serde(default = "default_capabilities")]
+    pub capabilities: Vec<String>,
+    /// Skip TLS verification.
+    #[serde(default)]
+    pub skip_verify: bool,
+    /// Override the path (containerd's `override_path`).
+    #[serde(default)]
+    pub override_path: bool,
+}
+
+fn default_capabilities() -> Vec<String> {
+    vec!["pull".to_owned(), "resolve".to_owned()]
+}
+
+/// Container runtime settings (containerd only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerRuntime {
+    /// Registry mirrors, written as `certs.d/<prefix>/hosts.toml`.
+    pub mirrors: Vec<RegistryMirror>,
+    /// Root of containerd's host configs.
+    pub config_path: String,
+}
+
+/// What the cluster should be.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterSpec {
+    /// Short label (the inventory directory's name).
+    pub label: String,
+    /// Kubespray's `cluster_name`: kubeadm's cluster name and the DNS domain.
+    pub cluster_name: String,
+    /// Kubernetes version.
+    pub kubernetes: Version,
+    /// kubeadm config API for that version.
+    pub kubeadm_api: KubeadmApi,
+    /// Cilium version (also the chart version).
+    pub cilium: Version,
+    /// Pod CIDR (`kube_pods_subnet`).
+    pub pod_cidr: Ipv4Net,
+    /// Service CIDR (`kube_service_addresses`).
+    pub service_cidr: Ipv4Net,
+    /// Per-node pod CIDR size (`kube_network_node_prefix`).
+    pub node_prefix: u8,
+    /// The control-plane endpoint.
+    pub endpoint: Endpoint,
+    /// Port the API server binds on each control plane (`kube_apiserver_port`).
+    pub apiserver_port: u16,
+    /// Remove (never install) kube-proxy.
+    pub kube_proxy_remove: bool,
+    /// Container runtime.
+    pub runtime: ContainerRuntime,
+    /// The Cilium intent.
+    pub cilium_intent: CiliumIntent,
+    /// `cilium_extra_values` without the keys kubedrill reads into the intent; merged last.
+    pub cilium_extra_values: Map<String, Value>,
+    /// Effective settings and their sources.
+    pub provenance: Vec<Provenance>,
+}
+
+/// State kept between runs that the spec needs.
+#[derive(Debug, Clone, Default)]
+pub struct SpecContext {
+    /// A Maglev hash seed saved by an earlier run, with its file.
+    pub stored_hash_seed: Option<(HashSeed, PathBuf)>,
+}
+
+/// A setting being resolved through the precedence layers.
+struct Setting<T> {
+    value: T,
+    source: Source,
+}
+
+impl<T: PartialEq + fmt::Display + Clone> Setting<T> {
+    fn new(value: T, source: Source) -> Self {
+        Setting { value, source }
+    }
+
+    /// Override; a conflicting explicit value being overridden by `cilium_extra_values` is worth a warning.
+    fn set(&mut self, name: &str, value: T, source: Source, diags: &mut Diagnostics) {
+        if self.source.is_explicit() && matches!(source, Source::ExtraValues { .. }) && self.value != value {
+            let origin = match &source {
+                Source::ExtraValues { origin, .. } => Some(origin.clone()),
+                _ => None,
+            };
+            diags.push(
+                Diagnostic::warning(format!(
+                    "{name}: {} sets {}, {} sets {}; cilium_extra_values wins (merged last, as in Kubespray)",
+                    self.source, self.value, source, value
+                ))
+                .at_opt(origin.as_ref())
+                .field(name),
+            );
+        }
+        self.value = value;
+        self.source = source;
+    }
+
+    fn record(&self, setting: &'static str, out: &mut Vec<Provenance>) {
+        out.push(Provenance { setting, value: self.value.to_string(), source: self.source.clone() });
+    }
+}
+
+/// Cluster-level variables that must have one value on every host.
+const CLUSTER_VARS: &[&str] = &[
+    "kube_version",
+    "cilium_version",
+    "kube_pods_subnet",
+    "kube_service_addresses",
+    "kube_network_plugin",
+    "kube_proxy_remove",
+    "cilium_kube_proxy_replacement",
+    "cilium_tunnel_mode",
+    "cilium_loadbalancer_mode",
+    "cilium_native_routing_cidr",
+    "cilium_extra_values",
+    "cluster_name",
+];
+
+/// Build the spec from a validated inventory. Returns the spec with its warnings, or every error.
+pub fn build(inv: &Inventory, ctx: &SpecContext) -> Result<(ClusterSpec, Diagnostics), Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let cp = inv.first_control_plane();
+    check_cluster_vars_agree(inv, cp, &mut diags);
+    let b = Builder { vars: &cp.vars };
+    let spec = b.build(inv, ctx, &mut diags);
+    match spec {
+        Some(spec) => {
+            rules::check(&spec, inv, &mut diags);
+            if diags.has_errors() { Err(diags) } else { Ok((spec, diags)) }
+        }
+        None => Err(diags),
+    }
+}
+
+fn check_cluster_vars_agree(inv: &Inventory, cp: &Host, diags: &mut Diagnostics) {
+    for name in CLUSTER_VARS {
+        let reference = cp.vars.get(*name);
+        for h in &inv.hosts {
+            let other = h.vars.get(*name);
+            if other.map(|v| &v.value) != reference.map(|v| &v.value) {
+                let (here, there) = (describe_opt(reference), describe_opt(other));
+                diags.push(
+                    Diagnostic::error(format!(
+                        "`{name}` differs between hosts: {} has {here}, {} has {there}",
+                        cp.name, h.name
+                    ))
+                    .at_opt(other.or(reference).map(|v| &v.origin))
+                    .field(*name)
+                    .hint("cluster-wide variables belong in group_vars/k8s_cluster or group_vars/all"),
+                );
+                break;
+            }
+        }
+    }
+}
+
+fn describe_opt(v: Option<&Var>) -> String {
+    match v {
+        Some(v) => format!("{} ({})", crate::inventory::model::describe(&v.value), v.origin),
+        None => "it unset".to_owned(),
+    }
+}
+
+struct Builder<'a> {
+    vars: &'a Vars,
+}
+
+impl<'a> Builder<'a> {
+    fn get(&self, name: &str) -> Option<(&'a Var, Source)> {
+        self.vars.get(name).map(|v| (v, Source::var(name, v)))
+    }
+
+    fn build(&self, inv: &Inventory, ctx: &SpecContext, diags: &mut Diagnostics) -> Option<ClusterSpec> {
+        let mut prov = Vec::new();
+        let mut ok = true;
+        let mut fail = |d: Diagnostic, diags: &mut Diagnostics| {
+            diags.push(d);
+            ok = false;
+        };
+
+        // Plugin and runtime kubedrill supports.
+        if let Some((v, _)) = self.get("kube_network_plugin") {
+            match v.string("kube_network_plugin") {
+                Ok(s) if s == "cilium" => {}
+                Ok(s) => fail(
+                    Diagnostic::error(format!("kube_network_plugin is \"{s}\"; kubedrill installs Cilium only"))
+                        .at(&v.origin)
+                        .field("kube_network_plugin")
+                        .hint("set kube_network_plugin: cilium"),
+                    diags,
+                ),
+                Err(d) => fail(d, diags),
+            }
+        }
+        if let Some((v, _)) = self.get("container_manager") {
+            match v.string("container_manager") {
+                Ok(s) if s == "containerd" => {}
+                Ok(s) => fail(
+                    Diagnostic::error(format!("container_manager is \"{s}\"; kubedrill sets up containerd only"))
+                        .at(&v.origin)
+                        .field("container_manager"),
+                    diags,
+                ),
+                Err(d) => fail(d, diags),
+            }
+        }
+
+        let kubernetes = self.version("kube_version", DEFAULT_KUBE_VERSION, diags, &mut prov);
+        let cilium_v = self.version("cilium_version", DEFAULT_CILIUM_VERSION, diags, &mut prov);
+        let (Some(kubernetes), Some(cilium_v)) = (kubernetes, cilium_v) else {
+            return None;
+        };
+        let cluster_name = match self.get("cluster_name") {
+            Some((v, src)) => match v.string("cluster_name") {
+                Ok(s) => Setting::new(s, src),
+                Err(d) => {
+                    fail(d, diags);
+                    Setting::new("cluster.local".to_owned(), Source::Default)
+                }
+            },
+            None => Setting::new("cluster.local".to_owned(), Source::Default),
+        };
+        cluster_name.record("cluster_name", &mut prov);
+
+        let pod_cidr = self.cidr("kube_pods_subnet", "10.233.64.0/18", diags, &mut prov)?;
+        let service_cidr = self.cidr("kube_service_addresses", "10.233.0.0/18", diags, &mut prov)?;
+        let node_prefix = match self.get("kube_network_node_prefix") {
+            Some((v, src)) => match v.uint("kube_network_node_prefix").ok().and_then(|n| u8::try_from(n).ok()) {
+                Some(n) if n >= pod_cidr.prefix_len() && n <= 30 => Setting::new(n, src),
+                _ => {
+                    fail(
+                        Diagnostic::error(format!(
+                            "must be a prefix length between the pod CIDR's /{} and /30",
+                            pod_cidr.prefix_len()
+                        ))
+                        .at(&v.origin)
+                        .field("kube_network_node_prefix"),
+                        diags,
+                    );
+                    return None;
+                }
+            },
+            None => Setting::new(24u8.max(pod_cidr.prefix_len()), Source::Default),
+        };
+        node_prefix.record("kube_network_node_prefix", &mut prov);
+
+        let apiserver_port = match self.get("kube_apiserver_port") {
+            Some((v, src)) => match v.port("kube_apiserver_port") {
+                Ok(p) => Setting::new(p, src),
+                Err(d) => {
+                    fail(d, diags);
+                    Setting::new(6443, Source::Default)
+                }
+            },
+            None => Setting::new(6443u16, Source::Default),
+        };
+        apiserver_port.record("kube_apiserver_port", &mut prov);
+        let endpoint = self.endpoint(inv, apiserver_port.value, diags, &mut prov)?;
+
+        let runtime = self.runtime(diags, &mut prov);
+
+        // cilium_extra_values: read the keys kubedrill understands, keep the rest for the final merge.
+        let mut extra = match self.get("cilium_extra_values") {
+            None => None,
+            Some((v, _)) => match &v.value {
+                Value::Object(m) => Some((m.clone(), v.origin.clone())),
+                Value::Null => None,
+                other => {
+                    fail(
+                        Diagnostic::error(format!(
+                            "must be a mapping of Cilium chart values, found {}",
+                            crate::inventory::model::describe(other)
+                        ))
+                        .at(&v.origin)
+                        .field("cilium_extra_values"),
+                        diags,
+                    );
+                    None
+                }
+            },
+        };
+        let intent = extra::intent(self, &mut extra, pod_cidr, ctx, diags, &mut prov)?;
+        let kube_proxy_remove = {
+            let default = intent.kube_proxy_replacement == KubeProxyReplacement::True;
+            let mut s = Setting::new(default, Source::Derived { from: "kube-proxy replacement".to_owned() });
+            if let Some((v, src)) = self.get("kube_proxy_remove") {
+                match v.bool("kube_proxy_remove") {
+                    Ok(b) => s.set("kube_proxy_remove", b, src, diags),
+                    Err(d) => fail(d, diags),
+                }
+            }
+            s.record("kube_proxy_remove", &mut prov);
+            s
+        };
+        if !ok {
+            return None;
+        }
+        Some(ClusterSpec {
+            label: inv.cluster_label(),
+            cluster_name: cluster_name.value,
+            kubernetes,
+            kubeadm_api: KubeadmApi::for_kubernetes(kubernetes),
+            cilium: cilium_v,
+            pod_cidr,
+            service_cidr,
+            node_prefix: node_prefix.value,
+            endpoint,
+            apiserver_port: apiserver_port.value,
+            kube_proxy_remove: kube_proxy_remove.value,
+            runtime,
+            cilium_intent: intent,
+            cilium_extra_values: extra.map(|(m, _)| m).unwrap_or_default(),
+            provenance: prov,
+        })
+    }
+
+    fn version(&self, name: &'static str, default: Version, diags: &mut Diagnostics, prov: &mut Vec<Provenance>) -> Option<Version> {
+        let s = match self.get(name) {
+            None => Setting::new(default, Source::Default),
+            Some((v, src)) => {
+                let parsed = match &v.value {
+                    Value::Number(n) if n.is_f64() => Err(format!(
+                        "{n} is a number (YAML reads 1.30 as 1.3); quote the full version, e.g. \"1.30.4\""
+                    )),
+                    _ => v.string(name).map_err(|d| d.message).and_then(|s| s.parse::<Version>()),
+                };
+                match parsed {
+                    Ok(ver) => Setting::new(ver, src),
+                    Err(msg) => {
+                        diags.push(Diagnostic::error(msg).at(&v.origin).field(name));
+                        return None;
+                    }
+                }
+            }
+        };
+        s.record(name, prov);
+        Some(s.value)
+    }
+
+    fn cidr(&self, name: &'static str, default: &str, diags: &mut Diagnostics, prov: &mut Vec<Provenance>) -> Option<Ipv4Net> {
+        let (text, src, origin) = match self.get(name) {
+            None => (default.to_owned(), Source::Default, None),
+            Some((v, src)) => match v.string(name) {
+                Ok(s) => (s, src, Some(v.origin.clone())),
+                Err(d) => {
+                    diags.push(d);
+                    return None;
+                }
+            },
+        };
+        let err = |msg: String| Diagnostic::error(msg).at_opt(origin.as_ref()).field(name);
+        match text.trim().parse::<IpNet>() {
+            Ok(IpNet::V4(net)) if net.trunc() == net => {
+                Setting::new(net, src).record(name, prov);
+                Some(net)
+            }
+            Ok(IpNet::V4(net)) => {
+                diags.push(err(format!("\"{text}\" has host bits set; did you mean {}?", net.trunc())));
+                None
+            }
+            Ok(IpNet::V6(_)) => {
+                diags.push(err(format!("\"{text}\" is IPv6; kubedrill builds IPv4 clusters")));
+                None
+            }
+            Err(_) => {
+                diags.push(err(format!("\"{text}\" is not a CIDR like 10.233.64.0/18")));
+                None
+            }
+        }
+    }
+
+    fn endpoint(&self, inv: &Inventory, apiserver_port: u16, diags: &mut Diagnostics, prov: &mut Vec<Provenance>) -> Option<Endpoint> {
+        #[derive(Deserialize)]
+        struct Lb {
+            address: Option<String>,
+            port: Option<u16>,
+        }
+        if let Some((v, src)) = self.get("loadbalancer_apiserver") {
+            let lb: Lb = match serde_json::from_value(v.value.clone()) {
+                Ok(lb) => lb,
+                Err(e) => {
+                    diags.push(
+                        Diagnostic::error(format!("must be a mapping with `address` and `port`: {e}"))
+                            .at(&v.origin)
+                            .field("loadbalancer_apiserver"),
+                    );
+                    return None;
+                }
+            };
+            let port = lb.port.unwrap_or(apiserver_port);
+            let (host, host_src) = match self.get("apiserver_loadbalancer_domain_name") {
+                Some((d, dsrc)) => match d.string("apiserver_loadbalancer_domain_name") {
+                    Ok(s) => (s, dsrc),
+                    Err(e) => {
+                        diags.push(e);
+                        return None;
+                    }
+                },
+                None => match lb.address {
+                    Some(a) => (a, src.clone()),
+                    None => {
+                        diags.push(
+                            Diagnostic::error("has no `address` and apiserver_loadbalancer_domain_name is not set")
+                                .at(&v.origin)
+                                .field("loadbalancer_apiserver"),
+                        );
+                        return None;
+                    }
+                },
+            };
+            let e = Endpoint { host, port };
+            prov.push(Provenance { setting: "control_plane_endpoint", value: e.to_string(), source: host_src });
+            return Some(e);
+        }
+        if let Some((d, dsrc)) = self.get("apiserver_loadbalancer_domain_name") {
+            let host = d.string("apiserver_loadbalancer_domain_name").map_err(|e| diags.push(e)).ok()?;
+            let e = Endpoint { host, port: apiserver_port };
+            prov.push(Provenance { setting: "control_plane_endpoint", value: e.to_string(), source: dsrc });
+            return Some(e);
+        }
+        let cp = inv.first_control_plane();
+        let from = if cp.vars.contains_key("access_ip") { "access_ip" } else { "ip" };
+        let e = Endpoint { host: cp.access_ip.to_string(), port: apiserver_port };
+        prov.push(Provenance {
+            setting: "control_plane_endpoint",
+            value: e.to_string(),
+            source: Source::Derived { from: format!("the first control plane `{}`'s {from}", cp.name) },
+        });
+        Some(e)
+    }
+
+    fn runtime(&self, diags: &mut Diagnostics, prov: &mut Vec<Provenance>) -> ContainerRuntime {
+        let mut mirrors = Vec::new();
+        if let Some((v, src)) = self.get("containerd_registries_mirrors") {
+            match serde_json::from_value::<Vec<RegistryMirror>>(v.value.clone()) {
+                Ok(m) => {
+                    for (i, mirror) in m.iter().enumerate() {
+                        let valid = !mirror.prefix.is_empty()
+                            && !mirror.prefix.contains("..")
+                            && mirror.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-.:_".contains(c));
+                        if !valid {
+                            diags.push(
+                                Diagnostic::error(format!("entry {i}: prefix \"{}\" is not a registry host name", mirror.prefix))
+                                    .at(&v.origin)
+                                    .field("containerd_registries_mirrors"),
+                            );
+                        }
+                        for h in &mirror.mirrors {
+                            if !(h.host.starts_with("http://") || h.host.starts_with("https://")) {
+                                diags.push(
+                                    Diagnostic::error(format!("mirror host \"{}\" must start with http:// or https://", h.host))
+                                        .at(&v.origin)
+                                        .field("containerd_registries_mirrors"),
+                                );
+                            }
+                        }
+                    }
+                    prov.push(Provenance {
+                        setting: "registry_mirrors",
+                        value: m.iter().map(|m| m.prefix.as_str()).collect::<Vec<_>>().join(", "),
+                        source: src,
+                    });
+                    mirrors = m;
+                }
+                Err(e) => diags.push(
+                    Diagnostic::error(format!("must be a list of {{prefix, mirrors: [{{host, capabilities, skip_verify}}]}}: {e}"))
+                        .at(&v.origin)
+                        .field("containerd_registries_mirrors"),
+                ),
+            }
+        }
+        ContainerRuntime { mirrors, config_path: "/etc/containerd/certs.d".to_owned() }
+    }
+}
