@@ -1,0 +1,126 @@
+//! Rendering: kubeadm and containerd files from tera templates in `templates/` (embedded in the
+//! binary), and the Cilium Helm values for the chart version in use.
+//!
+//! Every string from the inventory goes through `json_encode` (a JSON string is a valid YAML and
+//! TOML string), so an inventory value cannot inject keys into a rendered file.
+
+pub mod cilium;
+pub mod containerd;
+pub mod kubeadm;
+
+use serde::Serialize;
+use std::fmt;
+
+/// Errors while rendering.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed (a bug in a template, not in the input).
+    #[error("template {name}: {message}")]
+    Template {
+        /// Template name.
+        name: String,
+        /// The tera error chain.
+        message: String,
+    },
+    /// Serialising values failed.
+    #[error("serialising {what}: {message}")]
+    Serialize {
+        /// What.
+        what: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// One file kubedrill would write, locally or on a node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RenderedFile {
+    /// Absolute path on the node (or a local path for local files).
+    pub path: String,
+    /// Unix mode bits.
+    pub mode: u32,
+    /// The content; secrets appear only as placeholders until apply fills them in on the node.
+    pub content: String,
+    /// True when the file holds secrets at apply time (written 0600, never printed).
+    pub sensitive: bool,
+}
+
+/// Secrets that go into kubeadm files. `plan` uses [`Secrets::placeholders`]; apply creates real
+/// ones on the first control plane and writes them only into 0600 files on the nodes.
+#[derive(Clone, Serialize)]
+pub struct Secrets {
+    /// Bootstrap token (`abcdef.0123456789abcdef`).
+    pub bootstrap_token: String,
+    /// Certificate key for `--upload-certs` (hex, 64 characters).
+    pub certificate_key: String,
+    /// `sha256:<hex>` of the cluster CA's public key (not secret, known only after init).
+    pub ca_cert_hash: String,
+}
+
+impl Secrets {
+    /// Placeholders that cannot be mistaken for real values.
+    pub fn placeholders() -> Self {
+        Secrets {
+            bootstrap_token: "<bootstrap-token: created at apply, never printed>".to_owned(),
+            certificate_key: "<certificate-key: created at apply, never printed>".to_owned(),
+            ca_cert_hash: "sha256:<ca-cert-hash: read from the first control plane at apply>".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secrets(<redacted>)")
+    }
+}
+
+/// The template set, loaded once.
+pub struct Templates {
+    tera: tera::Tera,
+}
+
+/// Templates compiled into the binary, by name.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("kubeadm/init-v1beta3.yaml", include_str!("../../templates/kubeadm/init-v1beta3.yaml.tera")),
+    ("kubeadm/init-v1beta4.yaml", include_str!("../../templates/kubeadm/init-v1beta4.yaml.tera")),
+    ("kubeadm/join-v1beta3.yaml", include_str!("../../templates/kubeadm/join-v1beta3.yaml.tera")),
+    ("kubeadm/join-v1beta4.yaml", include_str!("../../templates/kubeadm/join-v1beta4.yaml.tera")),
+    ("containerd/config.toml", include_str!("../../templates/containerd/config.toml.tera")),
+    ("containerd/hosts.toml", include_str!("../../templates/containerd/hosts.toml.tera")),
+];
+
+impl Templates {
+    /// Load the embedded templates (autoescape off: these are YAML and TOML, not HTML).
+    pub fn load() -> Result<Self, RenderError> {
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(vec![]);
+        tera.add_raw_templates(TEMPLATES.iter().copied()).map_err(|e| RenderError::Template {
+            name: "(loading)".to_owned(),
+            message: error_chain(&e),
+        })?;
+        Ok(Templates { tera })
+    }
+
+    /// Render one template with a serialisable context.
+    pub fn render(&self, name: &str, ctx: &impl Serialize) -> Result<String, RenderError> {
+        let ctx = tera::Context::from_serialize(ctx).map_err(|e| RenderError::Template {
+            name: name.to_owned(),
+            message: error_chain(&e),
+        })?;
+        self.tera.render(name, &ctx).map_err(|e| RenderError::Template {
+            name: name.to_owned(),
+            message: error_chain(&e),
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
