@@ -134,6 +134,7 @@ pub fn values_file(spec: &ClusterSpec, node_count: usize) -> Result<RenderedFile
         what: "Cilium values".to_owned(),
         message: e.to_string(),
     })?;
+    let body = if body.ends_with('\n') { body } else { body + "\n" };
     let content = format!(
         "# Cilium {} Helm values — rendered by kubedrill (release `cilium` in kube-system).\n\
          # Names follow chart {}.{}; cilium_extra_values from the inventory are merged last.\n{body}",

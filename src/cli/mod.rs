@@ -1,0 +1,62 @@
+//! Command-line parsing and dispatch: one module per subcommand, each thin (parse, call the
+//! library, print).
+
+mod inventory;
+mod plan;
+pub mod state;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kubedrill::diag::Diagnostics;
+use std::process::ExitCode;
+
+/// Rehearse Kubernetes + Cilium upgrades on a lab that mirrors production.
+#[derive(Debug, Parser)]
+#[command(name = "kubedrill", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Output format for commands that print data.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    Text,
+    /// JSON on stdout.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read and validate a Kubespray inventory.
+    #[command(subcommand)]
+    Inventory(inventory::InventoryCmd),
+    /// Show the ordered phases an apply would run, with every file and command.
+    Plan(plan::PlanArgs),
+}
+
+/// Run the parsed command; the exit code says whether the input was valid.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Inventory(cmd) => inventory::run(cmd, cli.output),
+        Command::Plan(args) => plan::run(args, cli.output),
+    }
+}
+
+/// Print diagnostics to stderr (text) — JSON output carries them in the document instead.
+pub fn print_diagnostics(d: &Diagnostics) {
+    for x in &d.0 {
+        eprintln!("{x}");
+    }
+}
+
+/// Print a JSON document to stdout.
+pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

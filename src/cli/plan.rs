@@ -1,0 +1,128 @@
+//! `kubedrill plan`: the ordered phase tree of an apply, and optionally the files it would write.
+
+use super::{Output, print_diagnostics, print_json};
+use anyhow::Context;
+use clap::Args;
+use kubedrill::plan::{self, Step, Target};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `plan` options.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Kubespray inventory file (YAML or INI) or the directory holding it.
+    #[arg(short = 'i', long = "inventory")]
+    pub inventory: PathBuf,
+    /// Write every file the plan would write under DIR/<host>/<path> (and DIR/local/).
+    #[arg(long, value_name = "DIR")]
+    pub render_dir: Option<PathBuf>,
+}
+
+/// Run `plan`.
+pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let (loaded, diags) = super::inventory::load_all(&args.inventory)?;
+    let Some((inv, Some(spec))) = loaded else {
+        if out == Output::Json {
+            print_json(&serde_json::json!({ "valid": false, "diagnostics": diags }))?;
+        } else {
+            print_diagnostics(&diags);
+            eprintln!("no plan: fix the errors above (kubedrill inventory check -i {})", args.inventory.display());
+        }
+        return Ok(ExitCode::from(1));
+    };
+    let plan = plan::build(&spec, &inv).context("rendering the plan")?;
+    if let Some(dir) = &args.render_dir {
+        let n = write_files(&plan, dir)?;
+        if let Some(p) = super::state::save_generated_seed(&spec, &inv)? {
+            eprintln!("saved the cluster's Maglev hash seed to {} (keep it: every run and upgrade must use the same seed)", p.display());
+        }
+        eprintln!("wrote {n} files under {}", dir.display());
+    }
+    match out {
+        Output::Json => print_json(&serde_json::json!({ "plan": plan, "diagnostics": diags }))?,
+        Output::Text => {
+            print_diagnostics(&diags);
+            println!(
+                "plan for {} nodes · Kubernetes {} ({}) · Cilium {} · endpoint {}",
+                plan.nodes, plan.kubernetes, plan.kubeadm_api, plan.cilium, plan.endpoint
+            );
+            for (i, p) in plan.phases.iter().enumerate() {
+                println!("\n[{:>2}] {:<28} {}", i + 1, p.def.name, p.def.title);
+                println!("     unchanged when: {}", p.def.unchanged_when);
+                for s in &p.steps {
+                    println!("     {}", step_line(s));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn target_text(t: &Target) -> String {
+    match t {
+        Target::Local => "local".to_owned(),
+        Target::Hosts(h) if h.len() <= 4 => h.join(","),
+        Target::Hosts(h) => format!("{},… ({} hosts)", h[..3].join(","), h.len()),
+    }
+}
+
+fn step_line(s: &Step) -> String {
+    match s {
+        Step::Write { target, file } => format!(
+            "write {} (mode {:04o}{}) on {}",
+            file.path,
+            file.mode,
+            if file.sensitive { ", holds secrets at apply" } else { "" },
+            target_text(target)
+        ),
+        Step::Run { target, command, os_family } => format!(
+            "run   {}{} on {}",
+            os_family.map(|f| format!("[{f}] ")).unwrap_or_default(),
+            command,
+            target_text(target)
+        ),
+        Step::Check { target, what } => format!("check {what} on {}", target_text(target)),
+    }
+}
+
+/// Write each planned file under `dir`: node files at DIR/<host>/<absolute path>, local files at DIR/local/<path>.
+fn write_files(plan: &plan::Plan, dir: &Path) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for p in &plan.phases {
+        for s in &p.steps {
+            let Step::Write { target, file } = s else { continue };
+            let hosts: Vec<String> = match target {
+                Target::Local => vec!["local".to_owned()],
+                Target::Hosts(h) => h.clone(),
+            };
+            let rel = Path::new(file.path.trim_start_matches('/'));
+            if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                anyhow::bail!("refusing to write outside the render directory: {}", file.path);
+            }
+            for h in hosts {
+                let dest = dir.join(&h).join(rel);
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                }
+                write_mode(&dest, &file.content, file.mode)?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn write_mode(path: &Path, content: &str, mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(content.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
