@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install every system package kubedrill's build and tests need on Debian 12 / Ubuntu 22.04+.
+# Idempotent; run as root (or with sudo available).
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Build: a C toolchain for crates with C parts, pkg-config for -sys crates.
+# Tests: python3 is not needed; git for the golden-file workflow.
+PACKAGES=(build-essential pkg-config ca-certificates git)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+else
+  echo "setup: system packages present (${PACKAGES[*]})"
+fi
+
+# Rust: edition 2024 needs Rust >= 1.85, newer than Debian's own rustc; install it with rustup.
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found. Install Rust >= 1.85 with rustup (https://rustup.rs), then re-run." >&2
+  exit 1
+fi
+rustc_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+if [ "${rustc_minor:-0}" -lt 85 ]; then
+  echo "setup: $(rustc --version) is too old; kubedrill needs Rust >= 1.85 (rustup update)." >&2
+  exit 1
+fi
+echo "setup: $(cargo --version)"

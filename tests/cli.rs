@@ -1,0 +1,133 @@
+//! End-to-end tests of the `kubedrill` binary on the sample inventories and on broken ones.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kubedrill(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kubedrill"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run kubedrill")
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+#[test]
+fn check_accepts_both_samples() {
+    for inv in ["inventories/lab-3node", "inventories/prod-example"] {
+        let o = kubedrill(&["inventory", "check", "-i", inv]);
+        assert!(o.status.success(), "{inv}: {}{}", text(&o.stdout), text(&o.stderr));
+        assert!(text(&o.stdout).contains("inventory OK"));
+    }
+    let o = kubedrill(&["inventory", "check", "-i", "inventories/prod-example"]);
+    assert!(text(&o.stderr).contains("legacy group name `kube-master`"));
+}
+
+#[test]
+fn check_fails_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("hosts.ini");
+    std::fs::write(&inv, "[kube_control_plane]\ncp1 ansible_host=10.0.0.1 ansible_port=22x\n[kube_node]\nw1 ip=10.0.0.2\n").unwrap();
+    let o = kubedrill(&["inventory", "check", "-i", inv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains(&format!("{}:2", inv.display())), "{err}");
+    assert!(err.contains("`ansible_port`"), "{err}");
+
+    let o = kubedrill(&["inventory", "check", "-i", inv.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["diagnostics"][0]["origin"]["line"], 2);
+    assert_eq!(v["diagnostics"][0]["field"], "ansible_port");
+}
+
+#[test]
+fn missing_inventory_is_an_error_not_a_panic() {
+    let o = kubedrill(&["inventory", "check", "-i", "/nonexistent/kubedrill/hosts.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("cannot read"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn show_json_has_provenance() {
+    let o = kubedrill(&["inventory", "show", "-i", "inventories/prod-example", "--output", "json", "--host", "master1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let prov = v["spec"]["provenance"].as_array().unwrap();
+    let algo = prov.iter().find(|p| p["setting"] == "lb_algorithm").unwrap();
+    assert_eq!(algo["value"], "maglev");
+    assert_eq!(algo["source"]["kind"], "extra-values");
+    assert_eq!(algo["source"]["path"], "loadBalancer.algorithm");
+    let kpr = prov.iter().find(|p| p["setting"] == "kube_proxy_replacement").unwrap();
+    assert_eq!(kpr["source"]["name"], "cilium_kube_proxy_replacement");
+    assert_eq!(v["host_vars"]["ansible_user"]["value"], "deploy");
+    assert!(v["host_vars"]["ansible_user"]["origin"]["file"].as_str().unwrap().ends_with("inventory.ini"));
+}
+
+#[test]
+fn plan_lists_phases_in_order() {
+    let o = kubedrill(&["plan", "-i", "inventories/lab-3node", "--output", "json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = v["plan"]["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = kubedrill::plan::PHASES.iter().map(|p| p.name).collect();
+    assert_eq!(names, expected);
+    assert!(names.starts_with(&["preflight/connect", "preflight/kernel"]));
+    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(pos("kubeadm/init") < pos("kubeadm/join-worker"));
+    assert!(pos("kubeadm/join-worker") < pos("cilium/install"));
+}
+
+#[test]
+fn plan_render_dir_writes_files_with_modes_and_keeps_a_generated_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv_dir = dir.path().join("inv");
+    std::fs::create_dir_all(&inv_dir).unwrap();
+    std::fs::write(
+        inv_dir.join("hosts.yaml"),
+        "all:\n  children:\n    kube_control_plane:\n      hosts:\n        cp1: {ip: 10.1.0.1}\n    kube_node:\n      hosts:\n        w1: {ip: 10.1.0.2}\n",
+    )
+    .unwrap();
+    let render = |out: &Path| {
+        let o = kubedrill(&["plan", "-i", inv_dir.to_str().unwrap(), "--render-dir", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        std::fs::read_to_string(out.join("cp1/etc/kubernetes/kubedrill/cilium-values.yaml")).unwrap()
+    };
+    let first = render(&dir.path().join("r1"));
+    let seed_file = inv_dir.join("credentials/kubedrill-maglev-hash-seed");
+    let seed = std::fs::read_to_string(&seed_file).unwrap();
+    assert_eq!(std::fs::metadata(&seed_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(first.contains(&format!("hashSeed: {}", seed.trim())), "{first}");
+    // A second run reuses the saved seed: identical values.
+    assert_eq!(render(&dir.path().join("r2")), first);
+
+    let init = dir.path().join("r1/cp1/etc/kubernetes/kubedrill/kubeadm-init.yaml");
+    assert_eq!(std::fs::metadata(&init).unwrap().permissions().mode() & 0o777, 0o600);
+    let join = dir.path().join("r1/w1/etc/kubernetes/kubedrill/kubeadm-join.yaml");
+    assert!(std::fs::read_to_string(join).unwrap().contains("<bootstrap-token"));
+    assert!(dir.path().join("r1/w1/etc/containerd/config.toml").exists());
+
+    let o = kubedrill(&["inventory", "show", "-i", inv_dir.to_str().unwrap()]);
+    assert!(text(&o.stdout).contains("kept in"), "{}", text(&o.stdout));
+}
+
+#[test]
+fn plan_refuses_an_invalid_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("hosts.yaml");
+    std::fs::write(
+        &inv,
+        "all:\n  vars:\n    cilium_version: \"1.16.19\"\n    cilium_kube_proxy_replacement: partial\n    kube_proxy_remove: false\n  children:\n    kube_control_plane:\n      hosts:\n        cp1: {ip: 10.1.0.1}\n",
+    )
+    .unwrap();
+    let o = kubedrill(&["plan", "-i", inv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("partial"), "{err}");
+    assert!(err.contains(&format!("{}:4", inv.display())), "{err}");
+}
