@@ -16,15 +16,33 @@ fn generate(dir: &Path) -> std::io::Result<()> {
     let mut f = std::fs::File::create(dir.join("hosts.yaml"))?;
     writeln!(f, "all:\n  hosts:")?;
     for i in 0..NODES {
-        writeln!(f, "    node{i:04}:\n      ansible_host: 10.{}.{}.{}\n      ip: 10.{}.{}.{}", 20 + i / 65536, (i / 256) % 256, i % 256, 20 + i / 65536, (i / 256) % 256, i % 256)?;
+        writeln!(
+            f,
+            "    node{i:04}:\n      ansible_host: 10.{}.{}.{}\n      ip: 10.{}.{}.{}",
+            20 + i / 65536,
+            (i / 256) % 256,
+            i % 256,
+            20 + i / 65536,
+            (i / 256) % 256,
+            i % 256
+        )?;
     }
-    writeln!(f, "  children:\n    kube_control_plane:\n      hosts:\n        node0000:\n        node0001:\n        node0002:")?;
-    writeln!(f, "    etcd:\n      hosts:\n        node0000:\n        node0001:\n        node0002:")?;
+    writeln!(
+        f,
+        "  children:\n    kube_control_plane:\n      hosts:\n        node0000:\n        node0001:\n        node0002:"
+    )?;
+    writeln!(
+        f,
+        "    etcd:\n      hosts:\n        node0000:\n        node0001:\n        node0002:"
+    )?;
     writeln!(f, "    kube_node:\n      hosts:")?;
     for i in 3..NODES {
         writeln!(f, "        node{i:04}:")?;
     }
-    writeln!(f, "    k8s_cluster:\n      children:\n        kube_control_plane:\n        kube_node:")?;
+    writeln!(
+        f,
+        "    k8s_cluster:\n      children:\n        kube_control_plane:\n        kube_node:"
+    )?;
     std::fs::create_dir_all(dir.join("group_vars"))?;
     std::fs::write(
         dir.join("group_vars/k8s_cluster.yml"),
@@ -49,13 +67,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..RUNS {
         let t = Instant::now();
         let inv = kubedrill::inventory::load(&inv_path)?;
-        let (spec, _) = kubedrill::spec::build(&inv, &Default::default()).map_err(|d| d.to_string())?;
+        let (spec, _) =
+            kubedrill::spec::build(&inv, &Default::default()).map_err(|d| d.to_string())?;
         let plan = kubedrill::plan::build(&spec, &inv)?;
         std::hint::black_box(&plan);
         lib.push(t.elapsed());
     }
     let (med, best) = stats(lib);
-    println!("plan/library   {NODES} nodes: median {:>7.1} ms, best {:>7.1} ms ({RUNS} runs)", med.as_secs_f64() * 1e3, best.as_secs_f64() * 1e3);
+    println!(
+        "plan/library   {NODES} nodes: median {:>7.1} ms, best {:>7.1} ms ({RUNS} runs)",
+        med.as_secs_f64() * 1e3,
+        best.as_secs_f64() * 1e3
+    );
 
     let exe = env!("CARGO_BIN_EXE_kubedrill");
     let mut cli = Vec::new();
@@ -74,6 +97,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let (med, best) = stats(cli);
-    println!("plan/cli       {NODES} nodes: median {:>7.1} ms, best {:>7.1} ms ({RUNS} runs; target ≤ 200 ms)", med.as_secs_f64() * 1e3, best.as_secs_f64() * 1e3);
+    println!(
+        "plan/cli       {NODES} nodes: median {:>7.1} ms, best {:>7.1} ms ({RUNS} runs; target ≤ 200 ms)",
+        med.as_secs_f64() * 1e3,
+        best.as_secs_f64() * 1e3
+    );
     Ok(())
 }

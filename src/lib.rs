@@ -6,6 +6,6 @@
 
 pub mod diag;
 pub mod inventory;
-pub mod spec;
-pub mod render;
 pub mod plan;
+pub mod render;
+pub mod spec;

@@ -53,7 +53,12 @@ struct HostRow {
 }
 
 /// Load the inventory and spec, returning whatever could be built and every finding.
-pub fn load_all(path: &std::path::Path) -> anyhow::Result<(Option<(inventory::Inventory, Option<spec::ClusterSpec>)>, Diagnostics)> {
+pub fn load_all(
+    path: &std::path::Path,
+) -> anyhow::Result<(
+    Option<(inventory::Inventory, Option<spec::ClusterSpec>)>,
+    Diagnostics,
+)> {
     let inv = match inventory::load(path) {
         Ok(inv) => inv,
         Err(InventoryError::Invalid(d)) => return Ok((None, d)),
@@ -87,7 +92,11 @@ fn rows(inv: &inventory::Inventory) -> Vec<HostRow> {
             ip: h.ip.to_string(),
             ssh: format!(
                 "{}{}:{}",
-                h.ssh.user.as_deref().map(|u| format!("{u}@")).unwrap_or_default(),
+                h.ssh
+                    .user
+                    .as_deref()
+                    .map(|u| format!("{u}@"))
+                    .unwrap_or_default(),
                 h.ssh.address,
                 h.ssh.port
             ),
@@ -107,14 +116,31 @@ pub fn run(cmd: InventoryCmd, out: Output) -> anyhow::Result<ExitCode> {
 fn check(path: &std::path::Path, out: Output) -> anyhow::Result<ExitCode> {
     let (loaded, diags) = load_all(path)?;
     let valid = loaded.as_ref().is_some_and(|(_, s)| s.is_some()) && !diags.has_errors();
-    let hosts = loaded.as_ref().map(|(inv, _)| rows(inv)).unwrap_or_default();
+    let hosts = loaded
+        .as_ref()
+        .map(|(inv, _)| rows(inv))
+        .unwrap_or_default();
     match out {
-        Output::Json => print_json(&CheckReport { valid, hosts, diagnostics: &diags })?,
+        Output::Json => print_json(&CheckReport {
+            valid,
+            hosts,
+            diagnostics: &diags,
+        })?,
         Output::Text => {
             if !hosts.is_empty() {
-                println!("{:<20} {:<22} {:<16} {:<5} SSH", "HOST", "ROLE", "IP", "ETCD");
+                println!(
+                    "{:<20} {:<22} {:<16} {:<5} SSH",
+                    "HOST", "ROLE", "IP", "ETCD"
+                );
                 for h in &hosts {
-                    println!("{:<20} {:<22} {:<16} {:<5} {}", h.name, h.role, h.ip, if h.etcd { "yes" } else { "" }, h.ssh);
+                    println!(
+                        "{:<20} {:<22} {:<16} {:<5} {}",
+                        h.name,
+                        h.role,
+                        h.ip,
+                        if h.etcd { "yes" } else { "" },
+                        h.ssh
+                    );
                 }
             }
             if let Some((inv, Some(s))) = &loaded {
@@ -135,13 +161,24 @@ fn check(path: &std::path::Path, out: Output) -> anyhow::Result<ExitCode> {
             print_diagnostics(&diags);
             let (e, w) = (diags.errors().count(), diags.warnings().count());
             if valid {
-                println!("inventory OK ({w} warning{})", if w == 1 { "" } else { "s" });
+                println!(
+                    "inventory OK ({w} warning{})",
+                    if w == 1 { "" } else { "s" }
+                );
             } else {
-                eprintln!("inventory has {e} error{} and {w} warning{}", if e == 1 { "" } else { "s" }, if w == 1 { "" } else { "s" });
+                eprintln!(
+                    "inventory has {e} error{} and {w} warning{}",
+                    if e == 1 { "" } else { "s" },
+                    if w == 1 { "" } else { "s" }
+                );
             }
         }
     }
-    Ok(if valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 #[derive(Serialize)]
@@ -165,16 +202,19 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
     let host_vars = match host {
         None => None,
         Some(name) => {
-            let h = inv
-                .hosts
-                .iter()
-                .find(|h| h.name == name)
-                .ok_or_else(|| anyhow::anyhow!("host `{name}` is not a Kubernetes node of this inventory"))?;
+            let h = inv.hosts.iter().find(|h| h.name == name).ok_or_else(|| {
+                anyhow::anyhow!("host `{name}` is not a Kubernetes node of this inventory")
+            })?;
             Some(serde_json::to_value(&h.vars)?)
         }
     };
     match out {
-        Output::Json => print_json(&ShowReport { inventory: &inv, spec: spec.as_ref(), host_vars, diagnostics: &diags })?,
+        Output::Json => print_json(&ShowReport {
+            inventory: &inv,
+            spec: spec.as_ref(),
+            host_vars,
+            diagnostics: &diags,
+        })?,
         Output::Text => {
             println!("inventory {} ({:?})", inv.path.display(), inv.format);
             println!("\nGROUPS");
@@ -193,7 +233,10 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
                     h.access_ip,
                     h.ssh.address,
                     h.ssh.port,
-                    h.etcd_member_name.as_deref().map(|n| format!(" etcd {n}")).unwrap_or_default()
+                    h.etcd_member_name
+                        .as_deref()
+                        .map(|n| format!(" etcd {n}"))
+                        .unwrap_or_default()
                 );
             }
             if let Some(s) = &spec {
@@ -202,10 +245,16 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
                     println!("  {:<26} {:<30} {}", p.setting, p.value, p.source);
                 }
                 if !s.cilium_extra_values.is_empty() {
-                    println!("\ncilium_extra_values merged last: {}", serde_json::Value::Object(s.cilium_extra_values.clone()));
+                    println!(
+                        "\ncilium_extra_values merged last: {}",
+                        serde_json::Value::Object(s.cilium_extra_values.clone())
+                    );
                 }
             }
-            if let (Some(name), Some(h)) = (host, inv.hosts.iter().find(|h| Some(h.name.as_str()) == host)) {
+            if let (Some(name), Some(h)) = (
+                host,
+                inv.hosts.iter().find(|h| Some(h.name.as_str()) == host),
+            ) {
                 println!("\nVARIABLES OF {name}");
                 for (k, v) in &h.vars {
                     println!("  {k:<34} {:<30} {}", short(&v.value), v.origin);
@@ -214,18 +263,31 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
             print_diagnostics(&diags);
         }
     }
-    Ok(if diags.has_errors() || spec.is_none() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if diags.has_errors() || spec.is_none() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn summarize(items: &[String]) -> String {
     if items.len() <= 8 {
         items.join(", ")
     } else {
-        format!("{}, … ({} more, {} in all)", items[..6].join(", "), items.len() - 6, items.len())
+        format!(
+            "{}, … ({} more, {} in all)",
+            items[..6].join(", "),
+            items.len() - 6,
+            items.len()
+        )
     }
 }
 
 fn short(v: &serde_json::Value) -> String {
     let s = v.to_string();
-    if s.chars().count() > 60 { format!("{}…", s.chars().take(59).collect::<String>()) } else { s }
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(59).collect::<String>())
+    } else {
+        s
+    }
 }

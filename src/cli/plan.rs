@@ -26,7 +26,10 @@ pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
             print_json(&serde_json::json!({ "valid": false, "diagnostics": diags }))?;
         } else {
             print_diagnostics(&diags);
-            eprintln!("no plan: fix the errors above (kubedrill inventory check -i {})", args.inventory.display());
+            eprintln!(
+                "no plan: fix the errors above (kubedrill inventory check -i {})",
+                args.inventory.display()
+            );
         }
         return Ok(ExitCode::from(1));
     };
@@ -34,7 +37,10 @@ pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.render_dir {
         let n = write_files(&plan, dir)?;
         if let Some(p) = super::state::save_generated_seed(&spec, &inv)? {
-            eprintln!("saved the cluster's Maglev hash seed to {} (keep it: every run and upgrade must use the same seed)", p.display());
+            eprintln!(
+                "saved the cluster's Maglev hash seed to {} (keep it: every run and upgrade must use the same seed)",
+                p.display()
+            );
         }
         eprintln!("wrote {n} files under {}", dir.display());
     }
@@ -72,10 +78,18 @@ fn step_line(s: &Step) -> String {
             "write {} (mode {:04o}{}) on {}",
             file.path,
             file.mode,
-            if file.sensitive { ", holds secrets at apply" } else { "" },
+            if file.sensitive {
+                ", holds secrets at apply"
+            } else {
+                ""
+            },
             target_text(target)
         ),
-        Step::Run { target, command, os_family } => format!(
+        Step::Run {
+            target,
+            command,
+            os_family,
+        } => format!(
             "run   {}{} on {}",
             os_family.map(|f| format!("[{f}] ")).unwrap_or_default(),
             command,
@@ -90,19 +104,28 @@ fn write_files(plan: &plan::Plan, dir: &Path) -> anyhow::Result<usize> {
     let mut n = 0;
     for p in &plan.phases {
         for s in &p.steps {
-            let Step::Write { target, file } = s else { continue };
+            let Step::Write { target, file } = s else {
+                continue;
+            };
             let hosts: Vec<String> = match target {
                 Target::Local => vec!["local".to_owned()],
                 Target::Hosts(h) => h.clone(),
             };
             let rel = Path::new(file.path.trim_start_matches('/'));
-            if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-                anyhow::bail!("refusing to write outside the render directory: {}", file.path);
+            if rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                anyhow::bail!(
+                    "refusing to write outside the render directory: {}",
+                    file.path
+                );
             }
             for h in hosts {
                 let dest = dir.join(&h).join(rel);
                 if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
                 }
                 write_mode(&dest, &file.content, file.mode)?;
                 n += 1;
@@ -123,6 +146,7 @@ fn write_mode(path: &Path, content: &str, mode: u32) -> anyhow::Result<()> {
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    f.write_all(content.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(content.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use kubedrill::inventory::Inventory;
 use kubedrill::spec::cilium::HashSeed;
-use kubedrill::spec::{ClusterSpec, SpecContext, Source};
+use kubedrill::spec::{ClusterSpec, Source, SpecContext};
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -79,7 +79,9 @@ pub fn parse(text: &str, file: &Arc<PathBuf>) -> Result<RawInventory, InventoryE
                         ))
                     })?;
                     if k.is_empty() {
-                        return Err(err(format!("host `{host_pattern}`: `{tok}` has no variable name")));
+                        return Err(err(format!(
+                            "host `{host_pattern}`: `{tok}` has no variable name"
+                        )));
                     }
                     vars.push((k.to_owned(), python_literal(v)));
                 }
@@ -94,7 +96,9 @@ pub fn parse(text: &str, file: &Arc<PathBuf>) -> Result<RawInventory, InventoryE
             Section::Children(parent) => {
                 let child = strip_comment(line).trim();
                 if child.contains(char::is_whitespace) {
-                    return Err(err(format!("`{child}`: one child group name per line in [{parent}:children]")));
+                    return Err(err(format!(
+                        "`{child}`: one child group name per line in [{parent}:children]"
+                    )));
                 }
                 let parent = parent.clone();
                 let child = inv.canonical_group(child, &origin);
@@ -113,9 +117,13 @@ pub fn parse(text: &str, file: &Arc<PathBuf>) -> Result<RawInventory, InventoryE
                 }
                 let value = Value::String(unquote(strip_comment(v).trim()).to_owned());
                 let group = group.clone();
-                inv.group_mut(&group, &origin, false)
-                    .vars
-                    .insert(k.to_owned(), super::Var { value, origin: origin.clone() });
+                inv.group_mut(&group, &origin, false).vars.insert(
+                    k.to_owned(),
+                    super::Var {
+                        value,
+                        origin: origin.clone(),
+                    },
+                );
             }
         }
     }
@@ -153,12 +161,12 @@ fn split_tokens(line: &str) -> Result<Vec<String>, String> {
                 cur.push(c);
             }
             Some(_) => {
-                if c == '\\' {
-                    if let Some(n) = chars.next() {
-                        cur.push(c);
-                        cur.push(n);
-                        continue;
-                    }
+                if c == '\\'
+                    && let Some(n) = chars.next()
+                {
+                    cur.push(c);
+                    cur.push(n);
+                    continue;
                 }
                 cur.push(c);
             }
@@ -216,19 +224,18 @@ fn python_literal(v: &str) -> Value {
             return Value::from(i);
         }
     }
-    if v.contains('.') || v.contains('e') || v.contains('E') {
-        if let Ok(f) = v.parse::<f64>() {
-            if f.is_finite() && v.chars().all(|c| c.is_ascii_digit() || ".eE+-".contains(c)) {
-                if let Some(n) = serde_json::Number::from_f64(f) {
-                    return Value::Number(n);
-                }
-            }
-        }
+    if (v.contains('.') || v.contains('e') || v.contains('E'))
+        && let Ok(f) = v.parse::<f64>()
+        && f.is_finite()
+        && v.chars().all(|c| c.is_ascii_digit() || ".eE+-".contains(c))
+        && let Some(n) = serde_json::Number::from_f64(f)
+    {
+        return Value::Number(n);
     }
-    if (v.starts_with('[') && v.ends_with(']')) || (v.starts_with('{') && v.ends_with('}')) {
-        if let Ok(j) = serde_json::from_str::<Value>(&v.replace('\'', "\"")) {
-            return j;
-        }
+    if ((v.starts_with('[') && v.ends_with(']')) || (v.starts_with('{') && v.ends_with('}')))
+        && let Ok(j) = serde_json::from_str::<Value>(&v.replace('\'', "\""))
+    {
+        return j;
     }
     Value::String(v.to_owned())
 }
@@ -240,7 +247,10 @@ mod tests {
     #[test]
     fn tokens_and_literals() {
         let t = split_tokens(r#"cp1 ansible_host=10.0.0.1 note="a b # c" x=1 # trailing"#).unwrap();
-        assert_eq!(t, ["cp1", "ansible_host=10.0.0.1", r#"note="a b # c""#, "x=1"]);
+        assert_eq!(
+            t,
+            ["cp1", "ansible_host=10.0.0.1", r#"note="a b # c""#, "x=1"]
+        );
         assert_eq!(python_literal("2222"), Value::from(2222));
         assert_eq!(python_literal("0755"), Value::from("0755"));
         assert_eq!(python_literal("True"), Value::Bool(true));

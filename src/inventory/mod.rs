@@ -216,11 +216,13 @@ impl RawInventory {
 
     /// Declare a host in a group.
     pub fn add_host(&mut self, group: &str, host: &str, origin: &Origin) {
-        self.hosts.entry(host.to_owned()).or_insert_with(|| RawHost {
-            origin: origin.clone(),
-            vars: Vars::new(),
-            file_vars: Vars::new(),
-        });
+        self.hosts
+            .entry(host.to_owned())
+            .or_insert_with(|| RawHost {
+                origin: origin.clone(),
+                vars: Vars::new(),
+                file_vars: Vars::new(),
+            });
         let g = self.group_mut(group, origin, true);
         if !g.hosts.iter().any(|h| h == host) {
             g.hosts.push(host.to_owned());

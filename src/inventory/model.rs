@@ -140,9 +140,12 @@ impl Inventory {
 /// Typed readers for variables; errors name the variable and where it was set.
 impl Var {
     fn bad(&self, name: &str, expected: &str) -> Diagnostic {
-        Diagnostic::error(format!("expected {expected}, found {}", describe(&self.value)))
-            .at(&self.origin)
-            .field(name)
+        Diagnostic::error(format!(
+            "expected {expected}, found {}",
+            describe(&self.value)
+        ))
+        .at(&self.origin)
+        .field(name)
     }
 
     /// A boolean, with Ansible's `| bool` spellings (`yes`, `on`, `1`, `true`, any case).
@@ -164,9 +167,9 @@ impl Var {
     /// A Jinja expression other than a plain `{{ var }}` reference (resolved earlier) is an error.
     pub fn string(&self, name: &str) -> Result<String, Diagnostic> {
         match &self.value {
-            Value::String(s) if s.contains("{{") || s.contains("{%") => Err(Diagnostic::error(format!(
-                "\"{s}\" is a Jinja expression, which kubedrill does not evaluate"
-            ))
+            Value::String(s) if s.contains("{{") || s.contains("{%") => Err(Diagnostic::error(
+                format!("\"{s}\" is a Jinja expression, which kubedrill does not evaluate"),
+            )
             .at(&self.origin)
             .field(name)
             .hint("write the value itself, or a plain reference such as \"{{ ip }}\"")),
@@ -201,7 +204,9 @@ impl Var {
     /// An IP address.
     pub fn ip(&self, name: &str) -> Result<IpAddr, Diagnostic> {
         let s = self.string(name)?;
-        s.trim().parse::<IpAddr>().map_err(|_| self.bad(name, "an IP address"))
+        s.trim()
+            .parse::<IpAddr>()
+            .map_err(|_| self.bad(name, "an IP address"))
     }
 }
 
@@ -211,7 +216,9 @@ pub fn describe(v: &Value) -> String {
         Value::Null => "nothing (null)".to_owned(),
         Value::Bool(b) => format!("the boolean {b}"),
         Value::Number(n) => format!("the number {n}"),
-        Value::String(s) if s.chars().count() > 60 => format!("a {}-character string", s.chars().count()),
+        Value::String(s) if s.chars().count() > 60 => {
+            format!("a {}-character string", s.chars().count())
+        }
         Value::String(s) => format!("\"{s}\""),
         Value::Array(_) => "a list".to_owned(),
         Value::Object(_) => "a mapping".to_owned(),

@@ -24,14 +24,20 @@ pub fn expand(name: &str) -> Result<Vec<String>, String> {
                 .filter(|s| *s > 0)
                 .ok_or_else(|| format!("host range `{name}` has a bad step `{s}`"))?,
         ),
-        _ => return Err(format!("host range `{name}` must look like [start:end] or [start:end:step]")),
+        _ => {
+            return Err(format!(
+                "host range `{name}` must look like [start:end] or [start:end:step]"
+            ));
+        }
     };
     let tails = expand(tail)?;
     let mut out = Vec::new();
     let mut push = |item: String| -> Result<(), String> {
         for t in &tails {
             if out.len() >= MAX_EXPANSION {
-                return Err(format!("host range `{name}` expands to more than {MAX_EXPANSION} hosts"));
+                return Err(format!(
+                    "host range `{name}` expands to more than {MAX_EXPANSION} hosts"
+                ));
             }
             out.push(format!("{head}{item}{t}"));
         }
@@ -41,7 +47,11 @@ pub fn expand(name: &str) -> Result<Vec<String>, String> {
         if a > b {
             return Err(format!("host range `{name}` runs backwards"));
         }
-        let width = if start.len() > 1 && start.starts_with('0') { start.len() } else { 0 };
+        let width = if start.len() > 1 && start.starts_with('0') {
+            start.len()
+        } else {
+            0
+        };
         let mut i = a;
         while i <= b {
             push(format!("{i:0width$}"))?;
@@ -66,7 +76,9 @@ pub fn expand(name: &str) -> Result<Vec<String>, String> {
             }
             Ok(out)
         }
-        _ => Err(format!("host range `{name}`: `{start}` and `{end}` must both be numbers or both single letters, in order")),
+        _ => Err(format!(
+            "host range `{name}`: `{start}` and `{end}` must both be numbers or both single letters, in order"
+        )),
     }
 }
 

@@ -28,7 +28,11 @@ pub fn resolve(mut raw: RawInventory) -> Result<Inventory, InventoryError> {
     let priority = |g: &str| -> i64 {
         raw.groups
             .get(g)
-            .and_then(|g| g.vars.get("ansible_group_priority").or(g.file_vars.get("ansible_group_priority")))
+            .and_then(|g| {
+                g.vars
+                    .get("ansible_group_priority")
+                    .or(g.file_vars.get("ansible_group_priority"))
+            })
             .and_then(|v| v.value.as_i64())
             .unwrap_or(1)
     };
@@ -40,13 +44,19 @@ pub fn resolve(mut raw: RawInventory) -> Result<Inventory, InventoryError> {
     }
     for gs in host_groups.values_mut() {
         gs.sort_by(|a, b| {
-            (depth.get(*a).copied().unwrap_or(0), priority(a), *a)
-                .cmp(&(depth.get(*b).copied().unwrap_or(0), priority(b), *b))
+            (depth.get(*a).copied().unwrap_or(0), priority(a), *a).cmp(&(
+                depth.get(*b).copied().unwrap_or(0),
+                priority(b),
+                *b,
+            ))
         });
     }
 
     let in_group = |g: &str, h: &str| members.get(g).is_some_and(|m| m.contains(h));
-    let etcd_order: Vec<&String> = members.get(groups::ETCD).map(|m| m.iter().collect()).unwrap_or_default();
+    let etcd_order: Vec<&String> = members
+        .get(groups::ETCD)
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
 
     let mut hosts = Vec::new();
     let mut bastion = None;
@@ -58,13 +68,20 @@ pub fn resolve(mut raw: RawInventory) -> Result<Inventory, InventoryError> {
         if in_group(groups::BASTION, name) {
             if cp || node {
                 diags.push(
-                    Diagnostic::error(format!("host `{name}` is both the bastion and a Kubernetes node"))
-                        .at(&rh.origin)
-                        .field(name.clone()),
+                    Diagnostic::error(format!(
+                        "host `{name}` is both the bastion and a Kubernetes node"
+                    ))
+                    .at(&rh.origin)
+                    .field(name.clone()),
                 );
             }
             match ssh_target(name, &vars, &mut diags) {
-                Some(ssh) if bastion.is_none() => bastion = Some(Bastion { name: name.clone(), ssh }),
+                Some(ssh) if bastion.is_none() => {
+                    bastion = Some(Bastion {
+                        name: name.clone(),
+                        ssh,
+                    })
+                }
                 Some(_) => diags.push(
                     Diagnostic::error("more than one host in the `bastion` group")
                         .at(&rh.origin)
@@ -93,8 +110,12 @@ pub fn resolve(mut raw: RawInventory) -> Result<Inventory, InventoryError> {
                 continue;
             }
         };
-        let Some(ssh) = ssh_target(name, &vars, &mut diags) else { continue };
-        let Some(ip) = node_ip(name, &vars, &ssh, &rh.origin, &mut diags) else { continue };
+        let Some(ssh) = ssh_target(name, &vars, &mut diags) else {
+            continue;
+        };
+        let Some(ip) = node_ip(name, &vars, &ssh, &rh.origin, &mut diags) else {
+            continue;
+        };
         let access_ip = match vars.get("access_ip") {
             Some(v) => match v.ip("access_ip") {
                 Ok(ip) => ip,
@@ -108,7 +129,10 @@ pub fn resolve(mut raw: RawInventory) -> Result<Inventory, InventoryError> {
         let etcd = in_group(groups::ETCD, name);
         let etcd_member_name = match vars.get("etcd_member_name") {
             Some(v) => v.string("etcd_member_name").map_err(|d| diags.push(d)).ok(),
-            None if etcd => etcd_order.iter().position(|h| *h == name).map(|i| format!("etcd{}", i + 1)),
+            None if etcd => etcd_order
+                .iter()
+                .position(|h| *h == name)
+                .map(|i| format!("etcd{}", i + 1)),
             None => None,
         };
         hosts.push(Host {
@@ -152,7 +176,10 @@ pub fn resolve(mut raw: RawInventory) -> Result<Inventory, InventoryError> {
 fn check_children(raw: &RawInventory, diags: &mut Diagnostics) {
     for (parent, g) in &raw.groups {
         for (child, origin) in &g.children {
-            let defined = raw.groups.get(child).is_some_and(|c| c.defined || !c.hosts.is_empty());
+            let defined = raw
+                .groups
+                .get(child)
+                .is_some_and(|c| c.defined || !c.hosts.is_empty());
             if !defined {
                 diags.push(
                     Diagnostic::error(format!("group `{parent}` names `{child}` as a child, but no group `{child}` is defined"))
@@ -188,7 +215,10 @@ fn find_cycle(raw: &RawInventory) -> Option<Diagnostic> {
                 }
                 match marks.get(child.as_str()) {
                     Some(Mark::Visiting) => {
-                        let from = stack.iter().position(|(n, _)| *n == child.as_str()).unwrap_or(0);
+                        let from = stack
+                            .iter()
+                            .position(|(n, _)| *n == child.as_str())
+                            .unwrap_or(0);
                         let mut path: Vec<&str> = stack[from..].iter().map(|(n, _)| *n).collect();
                         path.push(child);
                         return Some(
@@ -266,7 +296,11 @@ fn depths(raw: &RawInventory) -> HashMap<String, usize> {
 
 /// Hosts of each group, including those of its descendants, in inventory order.
 fn memberships(raw: &RawInventory) -> IndexMap<String, IndexSet<String>> {
-    fn collect<'a>(raw: &'a RawInventory, g: &str, memo: &mut HashMap<String, IndexSet<String>>) -> IndexSet<String> {
+    fn collect(
+        raw: &RawInventory,
+        g: &str,
+        memo: &mut HashMap<String, IndexSet<String>>,
+    ) -> IndexSet<String> {
         if let Some(m) = memo.get(g) {
             return m.clone();
         }
@@ -320,7 +354,10 @@ fn effective_vars(raw: &RawInventory, host: &str, gs: &[&str]) -> Vars {
     }
     vars.insert(
         "inventory_hostname".to_owned(),
-        Var { value: Value::String(host.to_owned()), origin: Origin::builtin("inventory host name") },
+        Var {
+            value: Value::String(host.to_owned()),
+            origin: Origin::builtin("inventory host name"),
+        },
     );
     resolve_references(&mut vars);
     vars
@@ -332,15 +369,17 @@ fn resolve_references(vars: &mut Vars) {
         let mut changed = false;
         let keys: Vec<String> = vars.keys().cloned().collect();
         for k in keys {
-            let Some(target) = vars.get(&k).and_then(|v| plain_reference(&v.value)) else { continue };
+            let Some(target) = vars.get(&k).and_then(|v| plain_reference(&v.value)) else {
+                continue;
+            };
             if target == k {
                 continue;
             }
-            if let Some(value) = vars.get(&target).map(|v| v.value.clone()) {
-                if let Some(v) = vars.get_mut(&k) {
-                    v.value = value;
-                    changed = true;
-                }
+            if let Some(value) = vars.get(&target).map(|v| v.value.clone())
+                && let Some(v) = vars.get_mut(&k)
+            {
+                v.value = value;
+                changed = true;
             }
         }
         if !changed {
@@ -352,7 +391,8 @@ fn resolve_references(vars: &mut Vars) {
 fn plain_reference(v: &Value) -> Option<String> {
     let s = v.as_str()?.trim();
     let inner = s.strip_prefix("{{")?.strip_suffix("}}")?.trim();
-    (!inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then(|| inner.to_owned())
+    (!inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| inner.to_owned())
 }
 
 /// The first of several variable names that is set.
@@ -362,17 +402,33 @@ fn first<'a>(vars: &'a Vars, names: &[&'static str]) -> Option<(&'static str, &'
 
 fn ssh_target(name: &str, vars: &Vars, diags: &mut Diagnostics) -> Option<SshTarget> {
     let mut ok = true;
-    let mut take = |r: Result<String, Diagnostic>| r.map_err(|d| { diags.push(d); ok = false }).ok();
+    let mut take = |r: Result<String, Diagnostic>| {
+        r.map_err(|d| {
+            diags.push(d);
+            ok = false
+        })
+        .ok()
+    };
     let address = match first(vars, &["ansible_host", "ansible_ssh_host"]) {
         Some((n, v)) => take(v.string(n)),
         None => Some(name.to_owned()),
     };
-    let user = first(vars, &["ansible_user", "ansible_ssh_user"]).and_then(|(n, v)| take(v.string(n)));
-    let private_key = first(vars, &["ansible_ssh_private_key_file", "ansible_private_key_file"])
-        .and_then(|(n, v)| take(v.string(n)))
-        .map(|p| expand_home(&p));
+    let user =
+        first(vars, &["ansible_user", "ansible_ssh_user"]).and_then(|(n, v)| take(v.string(n)));
+    let private_key = first(
+        vars,
+        &["ansible_ssh_private_key_file", "ansible_private_key_file"],
+    )
+    .and_then(|(n, v)| take(v.string(n)))
+    .map(|p| expand_home(&p));
     let port = match first(vars, &["ansible_port", "ansible_ssh_port"]) {
-        Some((n, v)) => v.port(n).map_err(|d| { diags.push(d); ok = false }).ok(),
+        Some((n, v)) => v
+            .port(n)
+            .map_err(|d| {
+                diags.push(d);
+                ok = false
+            })
+            .ok(),
         None => Some(22),
     };
     let become_user = match vars.get("ansible_become").map(|v| v.bool("ansible_become")) {
@@ -380,7 +436,10 @@ fn ssh_target(name: &str, vars: &Vars, diags: &mut Diagnostics) -> Option<SshTar
             vars.get("ansible_become_user")
                 .map(|v| v.string("ansible_become_user"))
                 .transpose()
-                .map_err(|d| { diags.push(d); ok = false })
+                .map_err(|d| {
+                    diags.push(d);
+                    ok = false
+                })
                 .ok()
                 .flatten()
                 .unwrap_or_else(|| "root".to_owned()),
@@ -392,24 +451,38 @@ fn ssh_target(name: &str, vars: &Vars, diags: &mut Diagnostics) -> Option<SshTar
             None
         }
     };
-    if let Some(m) = vars.get("ansible_become_method") {
-        if m.value.as_str().is_some_and(|s| s != "sudo") {
-            diags.push(
-                Diagnostic::warning("only `sudo` is supported as become method; kubedrill will use sudo")
-                    .at(&m.origin)
-                    .field("ansible_become_method"),
-            );
-        }
+    if let Some(m) = vars.get("ansible_become_method")
+        && m.value.as_str().is_some_and(|s| s != "sudo")
+    {
+        diags.push(
+            Diagnostic::warning(
+                "only `sudo` is supported as become method; kubedrill will use sudo",
+            )
+            .at(&m.origin)
+            .field("ansible_become_method"),
+        );
     }
     match (ok, address) {
-        (true, Some(address)) => Some(SshTarget { address, port: port.unwrap_or(22), user, private_key, become_user }),
+        (true, Some(address)) => Some(SshTarget {
+            address,
+            port: port.unwrap_or(22),
+            user,
+            private_key,
+            become_user,
+        }),
         _ => None,
     }
 }
 
 /// Kubespray's fallback for `ip`: `ip`, else `ansible_host` when it is an address, else the host
 /// name when it is one (facts-based discovery is not done at this stage).
-fn node_ip(name: &str, vars: &Vars, ssh: &SshTarget, origin: &Origin, diags: &mut Diagnostics) -> Option<IpAddr> {
+fn node_ip(
+    name: &str,
+    vars: &Vars,
+    ssh: &SshTarget,
+    origin: &Origin,
+    diags: &mut Diagnostics,
+) -> Option<IpAddr> {
     if let Some(v) = vars.get("ip") {
         return v.ip("ip").map_err(|d| diags.push(d)).ok();
     }
@@ -436,7 +509,12 @@ fn expand_home(p: &str) -> PathBuf {
 }
 
 /// Inventory-wide rules: a control plane exists, addresses are unique, etcd has a quorum-friendly size.
-fn check_hosts(hosts: &[Host], members: &IndexMap<String, IndexSet<String>>, raw: &RawInventory, diags: &mut Diagnostics) {
+fn check_hosts(
+    hosts: &[Host],
+    members: &IndexMap<String, IndexSet<String>>,
+    raw: &RawInventory,
+    diags: &mut Diagnostics,
+) {
     if !hosts.iter().any(|h| h.role.is_control_plane()) {
         let origin = raw
             .groups
@@ -444,26 +522,35 @@ fn check_hosts(hosts: &[Host], members: &IndexMap<String, IndexSet<String>>, raw
             .map(|g| g.origin.clone())
             .unwrap_or_else(|| Origin::at(&raw.path, None));
         diags.push(
-            Diagnostic::error("no control-plane host: group `kube_control_plane` is missing or empty")
-                .at(&origin)
-                .field(groups::CONTROL_PLANE)
-                .hint("list at least one host under `kube_control_plane` (legacy: `kube-master`)"),
+            Diagnostic::error(
+                "no control-plane host: group `kube_control_plane` is missing or empty",
+            )
+            .at(&origin)
+            .field(groups::CONTROL_PLANE)
+            .hint("list at least one host under `kube_control_plane` (legacy: `kube-master`)"),
         );
     }
     let mut seen: HashMap<IpAddr, &Host> = HashMap::new();
     for h in hosts {
         if let Some(other) = seen.insert(h.ip, h) {
-            let origin = h.vars.get("ip").map(|v| v.origin.clone()).unwrap_or_else(|| h.origin.clone());
+            let origin = h
+                .vars
+                .get("ip")
+                .map(|v| v.origin.clone())
+                .unwrap_or_else(|| h.origin.clone());
             diags.push(
-                Diagnostic::error(format!("hosts `{}` and `{}` have the same ip {}", other.name, h.name, h.ip))
-                    .at(&origin)
-                    .field("ip")
-                    .hint("every node needs its own address"),
+                Diagnostic::error(format!(
+                    "hosts `{}` and `{}` have the same ip {}",
+                    other.name, h.name, h.ip
+                ))
+                .at(&origin)
+                .field("ip")
+                .hint("every node needs its own address"),
             );
         }
     }
     let etcd = members.get(groups::ETCD).map(IndexSet::len).unwrap_or(0);
-    if etcd > 0 && etcd % 2 == 0 {
+    if etcd > 0 && etcd.is_multiple_of(2) {
         let origin = raw.groups.get(groups::ETCD).map(|g| g.origin.clone());
         diags.push(
             Diagnostic::warning(format!(

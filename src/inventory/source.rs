@@ -22,7 +22,10 @@ pub fn read_text(path: &Path) -> Result<String, InventoryError> {
     if meta.len() > MAX_FILE_BYTES {
         return Err(InventoryError::Parse {
             origin: Origin::at(&Arc::new(path.to_path_buf()), None),
-            message: format!("file is {} bytes, more than the {MAX_FILE_BYTES} accepted", meta.len()),
+            message: format!(
+                "file is {} bytes, more than the {MAX_FILE_BYTES} accepted",
+                meta.len()
+            ),
         });
     }
     let bytes = std::fs::read(path).map_err(io)?;

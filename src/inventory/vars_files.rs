@@ -22,14 +22,16 @@ pub fn load_beside(inv: &mut RawInventory, dir: &Path) -> Result<(), InventoryEr
             } else {
                 // Kubespray's sample ships group_vars for groups many inventories lack (calico_rr):
                 // Ansible ignores them, and so do we, but a typo deserves a note.
-                inv.groups.entry(group.clone()).or_insert_with(|| super::RawGroup {
-                    origin: origin.clone(),
-                    defined: false,
-                    hosts: vec![],
-                    children: vec![],
-                    vars: Default::default(),
-                    file_vars: vars.into_iter().collect(),
-                });
+                inv.groups
+                    .entry(group.clone())
+                    .or_insert_with(|| super::RawGroup {
+                        origin: origin.clone(),
+                        defined: false,
+                        hosts: vec![],
+                        children: vec![],
+                        vars: Default::default(),
+                        file_vars: vars.into_iter().collect(),
+                    });
             }
         }
     }
@@ -39,9 +41,11 @@ pub fn load_beside(inv: &mut RawInventory, dir: &Path) -> Result<(), InventoryEr
             match inv.hosts.get_mut(&name) {
                 Some(h) => h.file_vars.extend(vars),
                 None => inv.diagnostics.push(
-                    Diagnostic::warning(format!("host_vars for `{name}`, which is not in the inventory"))
-                        .at(&Origin::at(&Arc::new(file.clone()), None))
-                        .field(name.clone()),
+                    Diagnostic::warning(format!(
+                        "host_vars for `{name}`, which is not in the inventory"
+                    ))
+                    .at(&Origin::at(&Arc::new(file.clone()), None))
+                    .field(name.clone()),
                 ),
             }
         }
@@ -64,7 +68,11 @@ fn entries(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, InventoryError> {
     }
     let mut out = Vec::new();
     for entry in sorted_dir(dir)? {
-        let Some(fname) = entry.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+        let Some(fname) = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
+        else {
             continue;
         };
         if skip_name(&fname) {
@@ -87,7 +95,10 @@ fn entries(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, InventoryError> {
 }
 
 fn skip_name(name: &str) -> bool {
-    name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp") || name.ends_with(".orig")
+    name.starts_with('.')
+        || name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".orig")
 }
 
 fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>, InventoryError> {
@@ -114,7 +125,10 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(),
         }
         if p.is_dir() {
             collect_files(&p, out, depth + 1)?;
-        } else if name.rsplit_once('.').is_none_or(|(_, e)| EXTENSIONS.contains(&e)) {
+        } else if name
+            .rsplit_once('.')
+            .is_none_or(|(_, e)| EXTENSIONS.contains(&e))
+        {
             out.push(p);
         }
     }

@@ -28,7 +28,10 @@ pub fn parse(text: &str, file: &Arc<PathBuf>) -> Result<RawInventory, InventoryE
         other => {
             return Err(InventoryError::Parse {
                 origin: at(&root),
-                message: format!("an inventory must be a mapping of groups, found {}", other.kind()),
+                message: format!(
+                    "an inventory must be a mapping of groups, found {}",
+                    other.kind()
+                ),
             });
         }
     }
@@ -123,7 +126,10 @@ fn parse_hosts(
         other => {
             return Err(InventoryError::Parse {
                 origin: Origin::at(file, line_of(node)),
-                message: format!("`hosts` of `{group}` must be a mapping of host names, found {}", other.kind()),
+                message: format!(
+                    "`hosts` of `{group}` must be a mapping of host names, found {}",
+                    other.kind()
+                ),
             });
         }
     };
@@ -135,8 +141,10 @@ fn parse_hosts(
                 message: format!("a host name must be a string, found {}", hk.value.kind()),
             });
         };
-        let names = pattern::expand(&pattern_text)
-            .map_err(|message| InventoryError::Parse { origin: origin.clone(), message })?;
+        let names = pattern::expand(&pattern_text).map_err(|message| InventoryError::Parse {
+            origin: origin.clone(),
+            message,
+        })?;
         let vars = match &hv.value {
             Node::Null => vec![],
             _ => mapping_vars(hv, file, &format!("host {pattern_text}"))?,
@@ -165,14 +173,26 @@ pub fn mapping_vars(
                 let origin = Origin::at(file, line_of(k));
                 let key = k.value.key_string().ok_or_else(|| InventoryError::Parse {
                     origin: origin.clone(),
-                    message: format!("a variable name in {what} must be a string, found {}", k.value.kind()),
+                    message: format!(
+                        "a variable name in {what} must be a string, found {}",
+                        k.value.kind()
+                    ),
                 })?;
-                Ok((key, Var { value: v.value.to_json(), origin }))
+                Ok((
+                    key,
+                    Var {
+                        value: v.value.to_json(),
+                        origin,
+                    },
+                ))
             })
             .collect(),
         other => Err(InventoryError::Parse {
             origin: Origin::at(file, line_of(node)),
-            message: format!("{what} must be a mapping of variables, found {}", other.kind()),
+            message: format!(
+                "{what} must be a mapping of variables, found {}",
+                other.kind()
+            ),
         }),
     }
 }

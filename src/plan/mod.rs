@@ -20,20 +20,76 @@ pub struct PhaseDef {
 
 /// Every phase in order. `--skip-phases` and `--only` take these names (or a group prefix).
 pub const PHASES: &[PhaseDef] = &[
-    PhaseDef { name: "preflight/connect", title: "Connect to every host over SSH (one connection per host)", unchanged_when: "always runs; changes nothing" },
-    PhaseDef { name: "preflight/kernel", title: "Gather facts and check each kernel for the requested Cilium features", unchanged_when: "always runs; changes nothing" },
-    PhaseDef { name: "node/packages", title: "Install kubelet, kubeadm, kubectl (held at the chosen patch) and containerd", unchanged_when: "the held versions are already installed" },
-    PhaseDef { name: "node/containerd", title: "Configure containerd: systemd cgroups, registry mirrors", unchanged_when: "config files already have this content" },
-    PhaseDef { name: "node/kernel-modules", title: "Load overlay and br_netfilter, now and at boot", unchanged_when: "modules loaded and the boot file matches" },
-    PhaseDef { name: "node/sysctl", title: "Enable IP forwarding and bridge netfilter", unchanged_when: "the sysctl file matches and values are live" },
-    PhaseDef { name: "node/swap", title: "Turn swap off, now and at boot", unchanged_when: "no active swap and none in /etc/fstab" },
-    PhaseDef { name: "kubeadm/init", title: "kubeadm init on the first control plane, kube-proxy addon skipped", unchanged_when: "/etc/kubernetes/admin.conf exists and the API answers" },
-    PhaseDef { name: "kubeadm/join-control-plane", title: "Join the other control planes, one at a time", unchanged_when: "the node is already registered" },
-    PhaseDef { name: "kubeadm/join-worker", title: "Join the workers, in batches of --concurrency", unchanged_when: "the node is already registered" },
-    PhaseDef { name: "kubeconfig/fetch", title: "Fetch admin.conf to a local kubeconfig (mode 0600)", unchanged_when: "the local kubeconfig matches" },
-    PhaseDef { name: "cilium/install", title: "Install Cilium with Helm as the kube-proxy replacement", unchanged_when: "release `cilium` is deployed with the same chart and values" },
-    PhaseDef { name: "cilium/wait", title: "Wait for nodes Ready, Cilium rolled out, no kube-proxy left", unchanged_when: "always runs; changes nothing" },
-    PhaseDef { name: "cluster/verify", title: "Read each agent's status: KPR, DSR, Maglev, XDP mode in force", unchanged_when: "always runs; changes nothing" },
+    PhaseDef {
+        name: "preflight/connect",
+        title: "Connect to every host over SSH (one connection per host)",
+        unchanged_when: "always runs; changes nothing",
+    },
+    PhaseDef {
+        name: "preflight/kernel",
+        title: "Gather facts and check each kernel for the requested Cilium features",
+        unchanged_when: "always runs; changes nothing",
+    },
+    PhaseDef {
+        name: "node/packages",
+        title: "Install kubelet, kubeadm, kubectl (held at the chosen patch) and containerd",
+        unchanged_when: "the held versions are already installed",
+    },
+    PhaseDef {
+        name: "node/containerd",
+        title: "Configure containerd: systemd cgroups, registry mirrors",
+        unchanged_when: "config files already have this content",
+    },
+    PhaseDef {
+        name: "node/kernel-modules",
+        title: "Load overlay and br_netfilter, now and at boot",
+        unchanged_when: "modules loaded and the boot file matches",
+    },
+    PhaseDef {
+        name: "node/sysctl",
+        title: "Enable IP forwarding and bridge netfilter",
+        unchanged_when: "the sysctl file matches and values are live",
+    },
+    PhaseDef {
+        name: "node/swap",
+        title: "Turn swap off, now and at boot",
+        unchanged_when: "no active swap and none in /etc/fstab",
+    },
+    PhaseDef {
+        name: "kubeadm/init",
+        title: "kubeadm init on the first control plane, kube-proxy addon skipped",
+        unchanged_when: "/etc/kubernetes/admin.conf exists and the API answers",
+    },
+    PhaseDef {
+        name: "kubeadm/join-control-plane",
+        title: "Join the other control planes, one at a time",
+        unchanged_when: "the node is already registered",
+    },
+    PhaseDef {
+        name: "kubeadm/join-worker",
+        title: "Join the workers, in batches of --concurrency",
+        unchanged_when: "the node is already registered",
+    },
+    PhaseDef {
+        name: "kubeconfig/fetch",
+        title: "Fetch admin.conf to a local kubeconfig (mode 0600)",
+        unchanged_when: "the local kubeconfig matches",
+    },
+    PhaseDef {
+        name: "cilium/install",
+        title: "Install Cilium with Helm as the kube-proxy replacement",
+        unchanged_when: "release `cilium` is deployed with the same chart and values",
+    },
+    PhaseDef {
+        name: "cilium/wait",
+        title: "Wait for nodes Ready, Cilium rolled out, no kube-proxy left",
+        unchanged_when: "always runs; changes nothing",
+    },
+    PhaseDef {
+        name: "cluster/verify",
+        title: "Read each agent's status: KPR, DSR, Maglev, XDP mode in force",
+        unchanged_when: "always runs; changes nothing",
+    },
 ];
 
 /// Where a step happens.
@@ -129,68 +185,214 @@ pub fn build(spec: &ClusterSpec, inv: &Inventory) -> Result<Plan, RenderError> {
     };
 
     add("preflight/connect", vec![Step::Check { target: all(), what: "SSH answers, host key matches known_hosts, sudo -n works where ansible_become is set".into() }]);
-    add("preflight/kernel", vec![Step::Check { target: all(), what: format!("kernel, kconfig, NIC driver/queues/offloads/MTU against Cilium {} needs (kubedrill check)", spec.cilium) }]);
-    add("node/packages", vec![
-        Step::Run { target: all(), os_family: Some("deb"), command: format!(
-            "curl -fsSL https://pkgs.k8s.io/core:/stable:/{minor}/deb/Release.key | gpg --dearmor -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg && echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/{minor}/deb/ /' > /etc/apt/sources.list.d/kubernetes.list") },
-        Step::Run { target: all(), os_family: Some("deb"), command: format!(
-            "apt-get update && apt-get install -y containerd kubelet={k}-1.1 kubeadm={k}-1.1 kubectl={k}-1.1 && apt-mark hold kubelet kubeadm kubectl") },
-        Step::Run { target: all(), os_family: Some("rpm"), command: format!(
-            "printf '[kubernetes]\\nname=Kubernetes\\nbaseurl=https://pkgs.k8s.io/core:/stable:/{minor}/rpm/\\nenabled=1\\ngpgcheck=1\\ngpgkey=https://pkgs.k8s.io/core:/stable:/{minor}/rpm/repodata/repomd.xml.key\\nexclude=kubelet kubeadm kubectl\\n' > /etc/yum.repos.d/kubernetes.repo") },
-        Step::Run { target: all(), os_family: Some("rpm"), command: format!(
-            "dnf install -y containerd kubelet-{k} kubeadm-{k} kubectl-{k} --disableexcludes=kubernetes") },
-        Step::Run { target: all(), os_family: None, command: "systemctl enable --now kubelet".into() },
-    ]);
+    add(
+        "preflight/kernel",
+        vec![Step::Check {
+            target: all(),
+            what: format!(
+                "kernel, kconfig, NIC driver/queues/offloads/MTU against Cilium {} needs (kubedrill check)",
+                spec.cilium
+            ),
+        }],
+    );
+    add(
+        "node/packages",
+        vec![
+            Step::Run {
+                target: all(),
+                os_family: Some("deb"),
+                command: format!(
+                    "curl -fsSL https://pkgs.k8s.io/core:/stable:/{minor}/deb/Release.key | gpg --dearmor -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg && echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/{minor}/deb/ /' > /etc/apt/sources.list.d/kubernetes.list"
+                ),
+            },
+            Step::Run {
+                target: all(),
+                os_family: Some("deb"),
+                command: format!(
+                    "apt-get update && apt-get install -y containerd kubelet={k}-1.1 kubeadm={k}-1.1 kubectl={k}-1.1 && apt-mark hold kubelet kubeadm kubectl"
+                ),
+            },
+            Step::Run {
+                target: all(),
+                os_family: Some("rpm"),
+                command: format!(
+                    "printf '[kubernetes]\\nname=Kubernetes\\nbaseurl=https://pkgs.k8s.io/core:/stable:/{minor}/rpm/\\nenabled=1\\ngpgcheck=1\\ngpgkey=https://pkgs.k8s.io/core:/stable:/{minor}/rpm/repodata/repomd.xml.key\\nexclude=kubelet kubeadm kubectl\\n' > /etc/yum.repos.d/kubernetes.repo"
+                ),
+            },
+            Step::Run {
+                target: all(),
+                os_family: Some("rpm"),
+                command: format!(
+                    "dnf install -y containerd kubelet-{k} kubeadm-{k} kubectl-{k} --disableexcludes=kubernetes"
+                ),
+            },
+            Step::Run {
+                target: all(),
+                os_family: None,
+                command: "systemctl enable --now kubelet".into(),
+            },
+        ],
+    );
     let mut containerd_steps: Vec<Step> = containerd::files(&t, spec)?
         .into_iter()
-        .map(|file| Step::Write { target: all(), file })
+        .map(|file| Step::Write {
+            target: all(),
+            file,
+        })
         .collect();
-    containerd_steps.push(Step::Run { target: all(), os_family: None, command: "systemctl restart containerd".into() });
+    containerd_steps.push(Step::Run {
+        target: all(),
+        os_family: None,
+        command: "systemctl restart containerd".into(),
+    });
     add("node/containerd", containerd_steps);
-    add("node/kernel-modules", vec![
-        Step::Write { target: all(), file: RenderedFile { path: MODULES_FILE.into(), mode: 0o644, content: "overlay\nbr_netfilter\n".into(), sensitive: false } },
-        Step::Run { target: all(), os_family: None, command: "modprobe overlay && modprobe br_netfilter".into() },
-    ]);
+    add(
+        "node/kernel-modules",
+        vec![
+            Step::Write {
+                target: all(),
+                file: RenderedFile {
+                    path: MODULES_FILE.into(),
+                    mode: 0o644,
+                    content: "overlay\nbr_netfilter\n".into(),
+                    sensitive: false,
+                },
+            },
+            Step::Run {
+                target: all(),
+                os_family: None,
+                command: "modprobe overlay && modprobe br_netfilter".into(),
+            },
+        ],
+    );
     add("node/sysctl", vec![
         Step::Write { target: all(), file: RenderedFile { path: SYSCTL_FILE.into(), mode: 0o644, content: "net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables = 1\n".into(), sensitive: false } },
         Step::Run { target: all(), os_family: None, command: format!("sysctl -p {SYSCTL_FILE}") },
     ]);
-    add("node/swap", vec![Step::Run { target: all(), os_family: None, command: r"swapoff -a && sed -ri '/\sswap\s/s/^([^#])/#\1/' /etc/fstab".into() }]);
+    add(
+        "node/swap",
+        vec![Step::Run {
+            target: all(),
+            os_family: None,
+            command: r"swapoff -a && sed -ri '/\sswap\s/s/^([^#])/#\1/' /etc/fstab".into(),
+        }],
+    );
 
     let upload = if multi_cp { " --upload-certs" } else { "" };
-    add("kubeadm/init", vec![
-        Step::Write { target: first_t.clone(), file: kubeadm::init(&t, spec, inv, &secrets)? },
-        Step::Run { target: first_t.clone(), os_family: None, command: format!("kubeadm init --config {}{upload}", kubeadm::INIT_CONFIG_PATH) },
-        Step::Run { target: first_t.clone(), os_family: None, command: format!("rm -f {}", kubeadm::INIT_CONFIG_PATH) },
-    ]);
+    add(
+        "kubeadm/init",
+        vec![
+            Step::Write {
+                target: first_t.clone(),
+                file: kubeadm::init(&t, spec, inv, &secrets)?,
+            },
+            Step::Run {
+                target: first_t.clone(),
+                os_family: None,
+                command: format!(
+                    "kubeadm init --config {}{upload}",
+                    kubeadm::INIT_CONFIG_PATH
+                ),
+            },
+            Step::Run {
+                target: first_t.clone(),
+                os_family: None,
+                command: format!("rm -f {}", kubeadm::INIT_CONFIG_PATH),
+            },
+        ],
+    );
     let join_steps = |hs: Vec<&Host>| -> Result<Vec<Step>, RenderError> {
         let mut steps = Vec::new();
         for h in hs {
             let target = Target::Hosts(vec![h.name.clone()]);
-            steps.push(Step::Write { target: target.clone(), file: kubeadm::join(&t, spec, inv, h, &secrets)? });
-            steps.push(Step::Run { target: target.clone(), os_family: None, command: format!("kubeadm join --config {} && rm -f {}", kubeadm::JOIN_CONFIG_PATH, kubeadm::JOIN_CONFIG_PATH) });
+            steps.push(Step::Write {
+                target: target.clone(),
+                file: kubeadm::join(&t, spec, inv, h, &secrets)?,
+            });
+            steps.push(Step::Run {
+                target: target.clone(),
+                os_family: None,
+                command: format!(
+                    "kubeadm join --config {} && rm -f {}",
+                    kubeadm::JOIN_CONFIG_PATH,
+                    kubeadm::JOIN_CONFIG_PATH
+                ),
+            });
         }
         Ok(steps)
     };
-    add("kubeadm/join-control-plane", join_steps(inv.control_planes().skip(1).collect())?);
+    add(
+        "kubeadm/join-control-plane",
+        join_steps(inv.control_planes().skip(1).collect())?,
+    );
     add("kubeadm/join-worker", join_steps(inv.workers().collect())?);
-    add("kubeconfig/fetch", vec![
-        Step::Check { target: first_t.clone(), what: "read /etc/kubernetes/admin.conf".into() },
-        Step::Write { target: Target::Local, file: RenderedFile { path: format!("{}.kubeconfig", spec.label), mode: 0o600, content: format!("# admin.conf of {} with server https://{}\n", spec.label, spec.endpoint), sensitive: true } },
-    ]);
-    add("cilium/install", vec![
-        Step::Write { target: first_t.clone(), file: cilium::values_file(spec, inv.hosts.len())? },
-        Step::Run { target: first_t.clone(), os_family: None, command: format!(
-            "helm upgrade --install cilium cilium/cilium --version {} --namespace kube-system --values {} --kubeconfig /etc/kubernetes/admin.conf",
-            spec.cilium, cilium::VALUES_PATH) },
-    ]);
-    add("cilium/wait", vec![
-        Step::Check { target: Target::Local, what: format!("{} nodes Ready; daemonset/cilium and deployment/cilium-operator rolled out", inv.hosts.len()) },
-        Step::Check { target: Target::Local, what: "no daemonset/kube-proxy or configmap/kube-proxy in kube-system".into() },
-    ]);
-    add("cluster/verify", vec![Step::Check { target: all(), what: format!(
-        "cilium-dbg status --verbose: KubeProxyReplacement True, LB mode {}, algorithm {}, XDP {}",
-        spec.cilium_intent.lb_mode, spec.cilium_intent.algorithm, spec.cilium_intent.acceleration) }]);
+    add(
+        "kubeconfig/fetch",
+        vec![
+            Step::Check {
+                target: first_t.clone(),
+                what: "read /etc/kubernetes/admin.conf".into(),
+            },
+            Step::Write {
+                target: Target::Local,
+                file: RenderedFile {
+                    path: format!("{}.kubeconfig", spec.label),
+                    mode: 0o600,
+                    content: format!(
+                        "# admin.conf of {} with server https://{}\n",
+                        spec.label, spec.endpoint
+                    ),
+                    sensitive: true,
+                },
+            },
+        ],
+    );
+    add(
+        "cilium/install",
+        vec![
+            Step::Write {
+                target: first_t.clone(),
+                file: cilium::values_file(spec, inv.hosts.len())?,
+            },
+            Step::Run {
+                target: first_t.clone(),
+                os_family: None,
+                command: format!(
+                    "helm upgrade --install cilium cilium/cilium --version {} --namespace kube-system --values {} --kubeconfig /etc/kubernetes/admin.conf",
+                    spec.cilium,
+                    cilium::VALUES_PATH
+                ),
+            },
+        ],
+    );
+    add(
+        "cilium/wait",
+        vec![
+            Step::Check {
+                target: Target::Local,
+                what: format!(
+                    "{} nodes Ready; daemonset/cilium and deployment/cilium-operator rolled out",
+                    inv.hosts.len()
+                ),
+            },
+            Step::Check {
+                target: Target::Local,
+                what: "no daemonset/kube-proxy or configmap/kube-proxy in kube-system".into(),
+            },
+        ],
+    );
+    add(
+        "cluster/verify",
+        vec![Step::Check {
+            target: all(),
+            what: format!(
+                "cilium-dbg status --verbose: KubeProxyReplacement True, LB mode {}, algorithm {}, XDP {}",
+                spec.cilium_intent.lb_mode,
+                spec.cilium_intent.algorithm,
+                spec.cilium_intent.acceleration
+            ),
+        }],
+    );
 
     Ok(Plan {
         kubernetes: k.to_string(),

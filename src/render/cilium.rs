@@ -60,7 +60,10 @@ pub fn values(spec: &ClusterSpec, node_count: usize) -> Value {
     }
     if let RoutingMode::Native(n) = &i.routing {
         m.insert("ipv4NativeRoutingCIDR".into(), json!(n.cidr.to_string()));
-        m.insert("autoDirectNodeRoutes".into(), json!(n.auto_direct_node_routes));
+        m.insert(
+            "autoDirectNodeRoutes".into(),
+            json!(n.auto_direct_node_routes),
+        );
     }
 
     let mut lb = Map::new();
@@ -103,7 +106,10 @@ pub fn values(spec: &ClusterSpec, node_count: usize) -> Value {
         }}),
     );
     // Two operator replicas need two nodes (anti-affinity); one node gets one.
-    m.insert("operator".into(), json!({ "replicas": node_count.clamp(1, 2) }));
+    m.insert(
+        "operator".into(),
+        json!({ "replicas": node_count.clamp(1, 2) }),
+    );
     m.insert("hubble".into(), json!({ "enabled": i.hubble }));
 
     let mut out = Value::Object(m);
@@ -130,15 +136,25 @@ pub fn merge(base: &mut Value, over: &Value) {
 
 /// The values file, as YAML (ambiguous scalars quoted so Helm's YAML 1.1 reader agrees).
 pub fn values_file(spec: &ClusterSpec, node_count: usize) -> Result<RenderedFile, RenderError> {
-    let body = serde_saphyr::to_string(&values(spec, node_count)).map_err(|e| RenderError::Serialize {
-        what: "Cilium values".to_owned(),
-        message: e.to_string(),
-    })?;
-    let body = if body.ends_with('\n') { body } else { body + "\n" };
+    let body =
+        serde_saphyr::to_string(&values(spec, node_count)).map_err(|e| RenderError::Serialize {
+            what: "Cilium values".to_owned(),
+            message: e.to_string(),
+        })?;
+    let body = if body.ends_with('\n') {
+        body
+    } else {
+        body + "\n"
+    };
     let content = format!(
         "# Cilium {} Helm values — rendered by kubedrill (release `cilium` in kube-system).\n\
          # Names follow chart {}.{}; cilium_extra_values from the inventory are merged last.\n{body}",
         spec.cilium, spec.cilium.major, spec.cilium.minor
     );
-    Ok(RenderedFile { path: VALUES_PATH.to_owned(), mode: 0o644, content, sensitive: false })
+    Ok(RenderedFile {
+        path: VALUES_PATH.to_owned(),
+        mode: 0o644,
+        content,
+        sensitive: false,
+    })
 }

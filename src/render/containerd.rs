@@ -42,7 +42,10 @@ pub fn files(t: &Templates, spec: &ClusterSpec) -> Result<Vec<RenderedFile>, Ren
         mode: 0o644,
         content: t.render(
             "containerd/config.toml",
-            &ConfigCtx { sandbox_image: sandbox_image(spec.kubernetes), config_path: &spec.runtime.config_path },
+            &ConfigCtx {
+                sandbox_image: sandbox_image(spec.kubernetes),
+                config_path: &spec.runtime.config_path,
+            },
         )?,
         sensitive: false,
     }];
@@ -56,7 +59,14 @@ pub fn files(t: &Templates, spec: &ClusterSpec) -> Result<Vec<RenderedFile>, Ren
         out.push(RenderedFile {
             path: format!("{}/{}/hosts.toml", spec.runtime.config_path, m.prefix),
             mode: 0o644,
-            content: t.render("containerd/hosts.toml", &HostsCtx { prefix: &m.prefix, server, mirrors: &m.mirrors })?,
+            content: t.render(
+                "containerd/hosts.toml",
+                &HostsCtx {
+                    prefix: &m.prefix,
+                    server,
+                    mirrors: &m.mirrors,
+                },
+            )?,
             sensitive: false,
         });
     }

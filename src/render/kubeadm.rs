@@ -59,7 +59,12 @@ pub fn cert_sans(spec: &ClusterSpec, inv: &Inventory) -> Vec<String> {
     sans
 }
 
-fn ctx<'a>(spec: &'a ClusterSpec, inv: &Inventory, host: &'a Host, secrets: &'a Secrets) -> Ctx<'a> {
+fn ctx<'a>(
+    spec: &'a ClusterSpec,
+    inv: &Inventory,
+    host: &'a Host,
+    secrets: &'a Secrets,
+) -> Ctx<'a> {
     let control_plane = host.role.is_control_plane();
     Ctx {
         node: NodeCtx {
@@ -83,7 +88,12 @@ fn ctx<'a>(spec: &'a ClusterSpec, inv: &Inventory, host: &'a Host, secrets: &'a 
 }
 
 /// The init configuration for the first control plane.
-pub fn init(t: &Templates, spec: &ClusterSpec, inv: &Inventory, secrets: &Secrets) -> Result<RenderedFile, RenderError> {
+pub fn init(
+    t: &Templates,
+    spec: &ClusterSpec,
+    inv: &Inventory,
+    secrets: &Secrets,
+) -> Result<RenderedFile, RenderError> {
     let host = inv.first_control_plane();
     let name = format!("kubeadm/init-{}.yaml", api_suffix(spec.kubeadm_api));
     Ok(RenderedFile {
@@ -95,7 +105,13 @@ pub fn init(t: &Templates, spec: &ClusterSpec, inv: &Inventory, secrets: &Secret
 }
 
 /// The join configuration for a node other than the first control plane.
-pub fn join(t: &Templates, spec: &ClusterSpec, inv: &Inventory, host: &Host, secrets: &Secrets) -> Result<RenderedFile, RenderError> {
+pub fn join(
+    t: &Templates,
+    spec: &ClusterSpec,
+    inv: &Inventory,
+    host: &Host,
+    secrets: &Secrets,
+) -> Result<RenderedFile, RenderError> {
     let name = format!("kubeadm/join-{}.yaml", api_suffix(spec.kubeadm_api));
     Ok(RenderedFile {
         path: JOIN_CONFIG_PATH.to_owned(),

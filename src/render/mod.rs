@@ -63,7 +63,8 @@ impl Secrets {
         Secrets {
             bootstrap_token: "<bootstrap-token: created at apply, never printed>".to_owned(),
             certificate_key: "<certificate-key: created at apply, never printed>".to_owned(),
-            ca_cert_hash: "sha256:<ca-cert-hash: read from the first control plane at apply>".to_owned(),
+            ca_cert_hash: "sha256:<ca-cert-hash: read from the first control plane at apply>"
+                .to_owned(),
         }
     }
 }
@@ -81,12 +82,30 @@ pub struct Templates {
 
 /// Templates compiled into the binary, by name.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("kubeadm/init-v1beta3.yaml", include_str!("../../templates/kubeadm/init-v1beta3.yaml.tera")),
-    ("kubeadm/init-v1beta4.yaml", include_str!("../../templates/kubeadm/init-v1beta4.yaml.tera")),
-    ("kubeadm/join-v1beta3.yaml", include_str!("../../templates/kubeadm/join-v1beta3.yaml.tera")),
-    ("kubeadm/join-v1beta4.yaml", include_str!("../../templates/kubeadm/join-v1beta4.yaml.tera")),
-    ("containerd/config.toml", include_str!("../../templates/containerd/config.toml.tera")),
-    ("containerd/hosts.toml", include_str!("../../templates/containerd/hosts.toml.tera")),
+    (
+        "kubeadm/init-v1beta3.yaml",
+        include_str!("../../templates/kubeadm/init-v1beta3.yaml.tera"),
+    ),
+    (
+        "kubeadm/init-v1beta4.yaml",
+        include_str!("../../templates/kubeadm/init-v1beta4.yaml.tera"),
+    ),
+    (
+        "kubeadm/join-v1beta3.yaml",
+        include_str!("../../templates/kubeadm/join-v1beta3.yaml.tera"),
+    ),
+    (
+        "kubeadm/join-v1beta4.yaml",
+        include_str!("../../templates/kubeadm/join-v1beta4.yaml.tera"),
+    ),
+    (
+        "containerd/config.toml",
+        include_str!("../../templates/containerd/config.toml.tera"),
+    ),
+    (
+        "containerd/hosts.toml",
+        include_str!("../../templates/containerd/hosts.toml.tera"),
+    ),
 ];
 
 impl Templates {
@@ -94,10 +113,11 @@ impl Templates {
     pub fn load() -> Result<Self, RenderError> {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![]);
-        tera.add_raw_templates(TEMPLATES.iter().copied()).map_err(|e| RenderError::Template {
-            name: "(loading)".to_owned(),
-            message: error_chain(&e),
-        })?;
+        tera.add_raw_templates(TEMPLATES.iter().copied())
+            .map_err(|e| RenderError::Template {
+                name: "(loading)".to_owned(),
+                message: error_chain(&e),
+            })?;
         Ok(Templates { tera })
     }
 
@@ -107,10 +127,12 @@ impl Templates {
             name: name.to_owned(),
             message: error_chain(&e),
         })?;
-        self.tera.render(name, &ctx).map_err(|e| RenderError::Template {
-            name: name.to_owned(),
-            message: error_chain(&e),
-        })
+        self.tera
+            .render(name, &ctx)
+            .map_err(|e| RenderError::Template {
+                name: name.to_owned(),
+                message: error_chain(&e),
+            })
     }
 }
 

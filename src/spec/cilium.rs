@@ -82,7 +82,9 @@ pub enum Acceleration {
 }
 
 /// Maglev's allowed table sizes (primes; Cilium's documented list).
-pub const MAGLEV_PRIMES: [u32; 10] = [251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071];
+pub const MAGLEV_PRIMES: [u32; 10] = [
+    251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071,
+];
 
 /// A Maglev table size that Cilium accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,7 +129,10 @@ impl HashSeed {
             .decode(s.trim())
             .map_err(|_| format!("\"{s}\" is not base64"))?;
         if bytes.len() != 12 {
-            return Err(format!("decodes to {} bytes; Cilium needs exactly 12", bytes.len()));
+            return Err(format!(
+                "decodes to {} bytes; Cilium needs exactly 12",
+                bytes.len()
+            ));
         }
         Ok(HashSeed(s.trim().to_owned()))
     }
@@ -204,7 +209,15 @@ macro_rules! display_via_serde {
         }
     )*};
 }
-display_via_serde!(KubeProxyReplacement, TunnelProtocol, LbMode, DsrDispatch, Algorithm, Acceleration, MaglevTableSize);
+display_via_serde!(
+    KubeProxyReplacement,
+    TunnelProtocol,
+    LbMode,
+    DsrDispatch,
+    Algorithm,
+    Acceleration,
+    MaglevTableSize
+);
 
 impl RoutingMode {
     /// The native-routing details, when native.
@@ -248,7 +261,10 @@ mod tests {
 
     #[test]
     fn table_size_must_be_a_listed_prime() {
-        assert_eq!(MaglevTableSize::new(16381).map(MaglevTableSize::get), Ok(16381));
+        assert_eq!(
+            MaglevTableSize::new(16381).map(MaglevTableSize::get),
+            Ok(16381)
+        );
         assert!(MaglevTableSize::new(16383).is_err());
         assert!(MaglevTableSize::new(7).is_err());
         assert!(MaglevTableSize::new(u64::MAX).is_err());

@@ -61,7 +61,10 @@ pub enum Source {
 
 impl Source {
     fn var(name: &str, v: &Var) -> Self {
-        Source::Var { name: name.to_owned(), origin: v.origin.clone() }
+        Source::Var {
+            name: name.to_owned(),
+            origin: v.origin.clone(),
+        }
     }
 
     /// True when the user set the value (not a default, derivation or generation).
@@ -76,9 +79,13 @@ impl fmt::Display for Source {
             Source::Default => f.write_str("kubedrill default"),
             Source::Derived { from } => write!(f, "derived from {from}"),
             Source::Var { name, origin } => write!(f, "{name} ({origin})"),
-            Source::ExtraValues { path, origin } => write!(f, "cilium_extra_values.{path} ({origin})"),
+            Source::ExtraValues { path, origin } => {
+                write!(f, "cilium_extra_values.{path} ({origin})")
+            }
             Source::Stored { path } => write!(f, "kept in {}", path.display()),
-            Source::Generated => f.write_str("generated (saved on first plan --render-dir or apply)"),
+            Source::Generated => {
+                f.write_str("generated (saved on first plan --render-dir or apply)")
+            }
         }
     }
 }
@@ -208,7 +215,10 @@ impl<T: PartialEq + fmt::Display + Clone> Setting<T> {
 
     /// Override; a conflicting explicit value being overridden by `cilium_extra_values` is worth a warning.
     fn set(&mut self, name: &str, value: T, source: Source, diags: &mut Diagnostics) {
-        if self.source.is_explicit() && matches!(source, Source::ExtraValues { .. }) && self.value != value {
+        if self.source.is_explicit()
+            && matches!(source, Source::ExtraValues { .. })
+            && self.value != value
+        {
             let origin = match &source {
                 Source::ExtraValues { origin, .. } => Some(origin.clone()),
                 _ => None,
@@ -227,7 +237,11 @@ impl<T: PartialEq + fmt::Display + Clone> Setting<T> {
     }
 
     fn record(&self, setting: &'static str, out: &mut Vec<Provenance>) {
-        out.push(Provenance { setting, value: self.value.to_string(), source: self.source.clone() });
+        out.push(Provenance {
+            setting,
+            value: self.value.to_string(),
+            source: self.source.clone(),
+        });
     }
 }
 
@@ -248,7 +262,10 @@ const CLUSTER_VARS: &[&str] = &[
 ];
 
 /// Build the spec from a validated inventory. Returns the spec with its warnings, or every error.
-pub fn build(inv: &Inventory, ctx: &SpecContext) -> Result<(ClusterSpec, Diagnostics), Diagnostics> {
+pub fn build(
+    inv: &Inventory,
+    ctx: &SpecContext,
+) -> Result<(ClusterSpec, Diagnostics), Diagnostics> {
     let mut diags = Diagnostics::default();
     let cp = inv.first_control_plane();
     check_cluster_vars_agree(inv, cp, &mut diags);
@@ -257,7 +274,11 @@ pub fn build(inv: &Inventory, ctx: &SpecContext) -> Result<(ClusterSpec, Diagnos
     match spec {
         Some(spec) => {
             rules::check(&spec, inv, &mut diags);
-            if diags.has_errors() { Err(diags) } else { Ok((spec, diags)) }
+            if diags.has_errors() {
+                Err(diags)
+            } else {
+                Ok((spec, diags))
+            }
         }
         None => Err(diags),
     }
@@ -277,7 +298,9 @@ fn check_cluster_vars_agree(inv: &Inventory, cp: &Host, diags: &mut Diagnostics)
                     ))
                     .at_opt(other.or(reference).map(|v| &v.origin))
                     .field(*name)
-                    .hint("cluster-wide variables belong in group_vars/k8s_cluster or group_vars/all"),
+                    .hint(
+                        "cluster-wide variables belong in group_vars/k8s_cluster or group_vars/all",
+                    ),
                 );
                 break;
             }
@@ -287,7 +310,11 @@ fn check_cluster_vars_agree(inv: &Inventory, cp: &Host, diags: &mut Diagnostics)
 
 fn describe_opt(v: Option<&Var>) -> String {
     match v {
-        Some(v) => format!("{} ({})", crate::inventory::model::describe(&v.value), v.origin),
+        Some(v) => format!(
+            "{} ({})",
+            crate::inventory::model::describe(&v.value),
+            v.origin
+        ),
         None => "it unset".to_owned(),
     }
 }
@@ -301,7 +328,12 @@ impl<'a> Builder<'a> {
         self.vars.get(name).map(|v| (v, Source::var(name, v)))
     }
 
-    fn build(&self, inv: &Inventory, ctx: &SpecContext, diags: &mut Diagnostics) -> Option<ClusterSpec> {
+    fn build(
+        &self,
+        inv: &Inventory,
+        ctx: &SpecContext,
+        diags: &mut Diagnostics,
+    ) -> Option<ClusterSpec> {
         let mut prov = Vec::new();
         let mut ok = true;
         let mut fail = |d: Diagnostic, diags: &mut Diagnostics| {
@@ -314,10 +346,12 @@ impl<'a> Builder<'a> {
             match v.string("kube_network_plugin") {
                 Ok(s) if s == "cilium" => {}
                 Ok(s) => fail(
-                    Diagnostic::error(format!("kube_network_plugin is \"{s}\"; kubedrill installs Cilium only"))
-                        .at(&v.origin)
-                        .field("kube_network_plugin")
-                        .hint("set kube_network_plugin: cilium"),
+                    Diagnostic::error(format!(
+                        "kube_network_plugin is \"{s}\"; kubedrill installs Cilium only"
+                    ))
+                    .at(&v.origin)
+                    .field("kube_network_plugin")
+                    .hint("set kube_network_plugin: cilium"),
                     diags,
                 ),
                 Err(d) => fail(d, diags),
@@ -327,9 +361,11 @@ impl<'a> Builder<'a> {
             match v.string("container_manager") {
                 Ok(s) if s == "containerd" => {}
                 Ok(s) => fail(
-                    Diagnostic::error(format!("container_manager is \"{s}\"; kubedrill sets up containerd only"))
-                        .at(&v.origin)
-                        .field("container_manager"),
+                    Diagnostic::error(format!(
+                        "container_manager is \"{s}\"; kubedrill sets up containerd only"
+                    ))
+                    .at(&v.origin)
+                    .field("container_manager"),
                     diags,
                 ),
                 Err(d) => fail(d, diags),
@@ -354,9 +390,14 @@ impl<'a> Builder<'a> {
         cluster_name.record("cluster_name", &mut prov);
 
         let pod_cidr = self.cidr("kube_pods_subnet", "10.233.64.0/18", diags, &mut prov)?;
-        let service_cidr = self.cidr("kube_service_addresses", "10.233.0.0/18", diags, &mut prov)?;
+        let service_cidr =
+            self.cidr("kube_service_addresses", "10.233.0.0/18", diags, &mut prov)?;
         let node_prefix = match self.get("kube_network_node_prefix") {
-            Some((v, src)) => match v.uint("kube_network_node_prefix").ok().and_then(|n| u8::try_from(n).ok()) {
+            Some((v, src)) => match v
+                .uint("kube_network_node_prefix")
+                .ok()
+                .and_then(|n| u8::try_from(n).ok())
+            {
                 Some(n) if n >= pod_cidr.prefix_len() && n <= 30 => Setting::new(n, src),
                 _ => {
                     fail(
@@ -413,7 +454,12 @@ impl<'a> Builder<'a> {
         let intent = extra::intent(self, &mut extra, pod_cidr, ctx, diags, &mut prov)?;
         let kube_proxy_remove = {
             let default = intent.kube_proxy_replacement == KubeProxyReplacement::True;
-            let mut s = Setting::new(default, Source::Derived { from: "kube-proxy replacement".to_owned() });
+            let mut s = Setting::new(
+                default,
+                Source::Derived {
+                    from: "kube-proxy replacement".to_owned(),
+                },
+            );
             if let Some((v, src)) = self.get("kube_proxy_remove") {
                 match v.bool("kube_proxy_remove") {
                     Ok(b) => s.set("kube_proxy_remove", b, src, diags),
@@ -445,7 +491,13 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn version(&self, name: &'static str, default: Version, diags: &mut Diagnostics, prov: &mut Vec<Provenance>) -> Option<Version> {
+    fn version(
+        &self,
+        name: &'static str,
+        default: Version,
+        diags: &mut Diagnostics,
+        prov: &mut Vec<Provenance>,
+    ) -> Option<Version> {
         let s = match self.get(name) {
             None => Setting::new(default, Source::Default),
             Some((v, src)) => {
@@ -453,7 +505,10 @@ impl<'a> Builder<'a> {
                     Value::Number(n) if n.is_f64() => Err(format!(
                         "{n} is a number (YAML reads 1.30 as 1.3); quote the full version, e.g. \"1.30.4\""
                     )),
-                    _ => v.string(name).map_err(|d| d.message).and_then(|s| s.parse::<Version>()),
+                    _ => v
+                        .string(name)
+                        .map_err(|d| d.message)
+                        .and_then(|s| s.parse::<Version>()),
                 };
                 match parsed {
                     Ok(ver) => Setting::new(ver, src),
@@ -468,7 +523,13 @@ impl<'a> Builder<'a> {
         Some(s.value)
     }
 
-    fn cidr(&self, name: &'static str, default: &str, diags: &mut Diagnostics, prov: &mut Vec<Provenance>) -> Option<Ipv4Net> {
+    fn cidr(
+        &self,
+        name: &'static str,
+        default: &str,
+        diags: &mut Diagnostics,
+        prov: &mut Vec<Provenance>,
+    ) -> Option<Ipv4Net> {
         let (text, src, origin) = match self.get(name) {
             None => (default.to_owned(), Source::Default, None),
             Some((v, src)) => match v.string(name) {
@@ -486,11 +547,16 @@ impl<'a> Builder<'a> {
                 Some(net)
             }
             Ok(IpNet::V4(net)) => {
-                diags.push(err(format!("\"{text}\" has host bits set; did you mean {}?", net.trunc())));
+                diags.push(err(format!(
+                    "\"{text}\" has host bits set; did you mean {}?",
+                    net.trunc()
+                )));
                 None
             }
             Ok(IpNet::V6(_)) => {
-                diags.push(err(format!("\"{text}\" is IPv6; kubedrill builds IPv4 clusters")));
+                diags.push(err(format!(
+                    "\"{text}\" is IPv6; kubedrill builds IPv4 clusters"
+                )));
                 None
             }
             Err(_) => {
@@ -500,7 +566,13 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn endpoint(&self, inv: &Inventory, apiserver_port: u16, diags: &mut Diagnostics, prov: &mut Vec<Provenance>) -> Option<Endpoint> {
+    fn endpoint(
+        &self,
+        inv: &Inventory,
+        apiserver_port: u16,
+        diags: &mut Diagnostics,
+        prov: &mut Vec<Provenance>,
+    ) -> Option<Endpoint> {
         #[derive(Deserialize)]
         struct Lb {
             address: Option<String>,
@@ -511,9 +583,11 @@ impl<'a> Builder<'a> {
                 Ok(lb) => lb,
                 Err(e) => {
                     diags.push(
-                        Diagnostic::error(format!("must be a mapping with `address` and `port`: {e}"))
-                            .at(&v.origin)
-                            .field("loadbalancer_apiserver"),
+                        Diagnostic::error(format!(
+                            "must be a mapping with `address` and `port`: {e}"
+                        ))
+                        .at(&v.origin)
+                        .field("loadbalancer_apiserver"),
                     );
                     return None;
                 }
@@ -540,22 +614,45 @@ impl<'a> Builder<'a> {
                 },
             };
             let e = Endpoint { host, port };
-            prov.push(Provenance { setting: "control_plane_endpoint", value: e.to_string(), source: host_src });
+            prov.push(Provenance {
+                setting: "control_plane_endpoint",
+                value: e.to_string(),
+                source: host_src,
+            });
             return Some(e);
         }
         if let Some((d, dsrc)) = self.get("apiserver_loadbalancer_domain_name") {
-            let host = d.string("apiserver_loadbalancer_domain_name").map_err(|e| diags.push(e)).ok()?;
-            let e = Endpoint { host, port: apiserver_port };
-            prov.push(Provenance { setting: "control_plane_endpoint", value: e.to_string(), source: dsrc });
+            let host = d
+                .string("apiserver_loadbalancer_domain_name")
+                .map_err(|e| diags.push(e))
+                .ok()?;
+            let e = Endpoint {
+                host,
+                port: apiserver_port,
+            };
+            prov.push(Provenance {
+                setting: "control_plane_endpoint",
+                value: e.to_string(),
+                source: dsrc,
+            });
             return Some(e);
         }
         let cp = inv.first_control_plane();
-        let from = if cp.vars.contains_key("access_ip") { "access_ip" } else { "ip" };
-        let e = Endpoint { host: cp.access_ip.to_string(), port: apiserver_port };
+        let from = if cp.vars.contains_key("access_ip") {
+            "access_ip"
+        } else {
+            "ip"
+        };
+        let e = Endpoint {
+            host: cp.access_ip.to_string(),
+            port: apiserver_port,
+        };
         prov.push(Provenance {
             setting: "control_plane_endpoint",
             value: e.to_string(),
-            source: Source::Derived { from: format!("the first control plane `{}`'s {from}", cp.name) },
+            source: Source::Derived {
+                from: format!("the first control plane `{}`'s {from}", cp.name),
+            },
         });
         Some(e)
     }
@@ -600,6 +697,9 @@ impl<'a> Builder<'a> {
                 ),
             }
         }
-        ContainerRuntime { mirrors, config_path: "/etc/containerd/certs.d".to_owned() }
+        ContainerRuntime {
+            mirrors,
+            config_path: "/etc/containerd/certs.d".to_owned(),
+        }
     }
 }

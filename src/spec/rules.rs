@@ -11,10 +11,13 @@ use std::net::IpAddr;
 
 /// Where a setting came from, for pointing an error at it.
 fn origin_of<'a>(spec: &'a ClusterSpec, setting: &str) -> Option<&'a Origin> {
-    spec.provenance.iter().find(|p| p.setting == setting).and_then(|p| match &p.source {
-        Source::Var { origin, .. } | Source::ExtraValues { origin, .. } => Some(origin),
-        _ => None,
-    })
+    spec.provenance
+        .iter()
+        .find(|p| p.setting == setting)
+        .and_then(|p| match &p.source {
+            Source::Var { origin, .. } | Source::ExtraValues { origin, .. } => Some(origin),
+            _ => None,
+        })
 }
 
 fn field_of(spec: &ClusterSpec, setting: &str) -> String {
@@ -30,11 +33,15 @@ fn field_of(spec: &ClusterSpec, setting: &str) -> String {
 }
 
 fn err(spec: &ClusterSpec, setting: &str, msg: impl Into<String>) -> Diagnostic {
-    Diagnostic::error(msg).at_opt(origin_of(spec, setting)).field(field_of(spec, setting))
+    Diagnostic::error(msg)
+        .at_opt(origin_of(spec, setting))
+        .field(field_of(spec, setting))
 }
 
 fn warn(spec: &ClusterSpec, setting: &str, msg: impl Into<String>) -> Diagnostic {
-    Diagnostic::warning(msg).at_opt(origin_of(spec, setting)).field(field_of(spec, setting))
+    Diagnostic::warning(msg)
+        .at_opt(origin_of(spec, setting))
+        .field(field_of(spec, setting))
 }
 
 /// Check every rule; findings are appended to `diags`.
@@ -74,10 +81,20 @@ fn routing(spec: &ClusterSpec, diags: &mut Diagnostics) {
         // Native routing: the native CIDR must cover the pod CIDR, or pod traffic is masqueraded
         // (and from Cilium 1.18 the chart refuses native routing without one).
         if !n.cidr.contains(&spec.pod_cidr) {
-            diags.push(err(spec, "native_routing_cidr", format!(
-                "native routing CIDR {} does not cover the pod CIDR {}",
-                n.cidr, spec.pod_cidr
-            )).hint(format!("set cilium_native_routing_cidr to {} or a supernet of it", spec.pod_cidr)));
+            diags.push(
+                err(
+                    spec,
+                    "native_routing_cidr",
+                    format!(
+                        "native routing CIDR {} does not cover the pod CIDR {}",
+                        n.cidr, spec.pod_cidr
+                    ),
+                )
+                .hint(format!(
+                    "set cilium_native_routing_cidr to {} or a supernet of it",
+                    spec.pod_cidr
+                )),
+            );
         }
         if !n.auto_direct_node_routes {
             diags.push(warn(spec, "auto_direct_node_routes",
@@ -123,7 +140,11 @@ fn load_balancing(spec: &ClusterSpec, diags: &mut Diagnostics) {
         for (setting, active, what) in [
             ("lb_mode", dsr, "DSR"),
             ("lb_algorithm", i.algorithm == Algorithm::Maglev, "Maglev"),
-            ("lb_acceleration", i.acceleration != Acceleration::Disabled, "XDP acceleration"),
+            (
+                "lb_acceleration",
+                i.acceleration != Acceleration::Disabled,
+                "XDP acceleration",
+            ),
             ("bpf_masquerade", i.bpf_masquerade, "BPF masquerade"),
         ] {
             if active {
@@ -136,18 +157,35 @@ fn load_balancing(spec: &ClusterSpec, diags: &mut Diagnostics) {
     }
     if dsr {
         match (i.dsr_dispatch, i.routing.tunnel()) {
-            (DsrDispatch::Opt, Some(p)) => diags.push(err(spec, "dsr_dispatch", format!(
-                "DSR with `opt` dispatch needs native routing, but routing is a {p} tunnel"
-            )).hint("use native routing, or dsrDispatch: geneve with a Geneve tunnel")),
-            (DsrDispatch::Geneve, Some(TunnelProtocol::Vxlan)) => diags.push(err(spec, "dsr_dispatch",
-                "DSR with `geneve` dispatch does not work over a VXLAN tunnel")
-                .hint("use tunnelProtocol: geneve or native routing")),
+            (DsrDispatch::Opt, Some(p)) => diags.push(
+                err(
+                    spec,
+                    "dsr_dispatch",
+                    format!(
+                        "DSR with `opt` dispatch needs native routing, but routing is a {p} tunnel"
+                    ),
+                )
+                .hint("use native routing, or dsrDispatch: geneve with a Geneve tunnel"),
+            ),
+            (DsrDispatch::Geneve, Some(TunnelProtocol::Vxlan)) => diags.push(
+                err(
+                    spec,
+                    "dsr_dispatch",
+                    "DSR with `geneve` dispatch does not work over a VXLAN tunnel",
+                )
+                .hint("use tunnelProtocol: geneve or native routing"),
+            ),
             _ => {}
         }
         if i.dsr_dispatch == DsrDispatch::Geneve && !spec.cilium.at_least(1, 14) {
-            diags.push(err(spec, "dsr_dispatch", format!(
-                "DSR `geneve` dispatch needs Cilium ≥ 1.14; this cluster runs {}", spec.cilium
-            )));
+            diags.push(err(
+                spec,
+                "dsr_dispatch",
+                format!(
+                    "DSR `geneve` dispatch needs Cilium ≥ 1.14; this cluster runs {}",
+                    spec.cilium
+                ),
+            ));
         }
     }
     if i.acceleration == Acceleration::BestEffort && !spec.cilium.at_least(1, 15) {
@@ -156,34 +194,56 @@ fn load_balancing(spec: &ClusterSpec, diags: &mut Diagnostics) {
             spec.cilium
         )).hint("use native (every device must support XDP) or disabled"));
     }
-    if let Some(d) = &i.direct_routing_device {
-        if !i.devices.is_empty() && !i.devices.iter().any(|x| x == d || (x.ends_with('+') && d.starts_with(x.trim_end_matches('+')))) {
-            diags.push(warn(spec, "direct_routing_device", format!(
+    if let Some(d) = &i.direct_routing_device
+        && !i.devices.is_empty()
+        && !i
+            .devices
+            .iter()
+            .any(|x| x == d || (x.ends_with('+') && d.starts_with(x.trim_end_matches('+'))))
+    {
+        diags.push(warn(
+            spec,
+            "direct_routing_device",
+            format!(
                 "direct routing device {d} is not among the devices Cilium attaches to ({})",
                 i.devices.join(", ")
-            )));
-        }
+            ),
+        ));
     }
 }
 
 fn addresses(spec: &ClusterSpec, inv: &Inventory, diags: &mut Diagnostics) {
-    if spec.pod_cidr.contains(&spec.service_cidr) || spec.service_cidr.contains(&spec.pod_cidr)
-        || spec.pod_cidr.contains(&spec.service_cidr.network()) || spec.service_cidr.contains(&spec.pod_cidr.network())
+    if spec.pod_cidr.contains(&spec.service_cidr)
+        || spec.service_cidr.contains(&spec.pod_cidr)
+        || spec.pod_cidr.contains(&spec.service_cidr.network())
+        || spec.service_cidr.contains(&spec.pod_cidr.network())
     {
-        diags.push(err(spec, "kube_service_addresses", format!(
-            "service CIDR {} overlaps the pod CIDR {}",
-            spec.service_cidr, spec.pod_cidr
-        )));
+        diags.push(err(
+            spec,
+            "kube_service_addresses",
+            format!(
+                "service CIDR {} overlaps the pod CIDR {}",
+                spec.service_cidr, spec.pod_cidr
+            ),
+        ));
     }
     for h in &inv.hosts {
         if let IpAddr::V4(ip) = h.ip {
-            for (net, what) in [(spec.pod_cidr, "kube_pods_subnet"), (spec.service_cidr, "kube_service_addresses")] {
+            for (net, what) in [
+                (spec.pod_cidr, "kube_pods_subnet"),
+                (spec.service_cidr, "kube_service_addresses"),
+            ] {
                 if net.contains(&ip) {
                     diags.push(
-                        Diagnostic::error(format!("node {} has ip {ip}, inside {what} {net}", h.name))
-                            .at(h.vars.get("ip").map(|v| &v.origin).unwrap_or(&h.origin))
-                            .field("ip")
-                            .hint(format!("choose a {what} that does not overlap the node network")),
+                        Diagnostic::error(format!(
+                            "node {} has ip {ip}, inside {what} {net}",
+                            h.name
+                        ))
+                        .at(h.vars.get("ip").map(|v| &v.origin).unwrap_or(&h.origin))
+                        .field("ip")
+                        .hint(format!(
+                            "choose a {what} that does not overlap the node network"
+                        )),
                     );
                 }
             }

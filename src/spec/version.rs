@@ -18,7 +18,11 @@ pub struct Version {
 impl Version {
     /// A version from its parts.
     pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        Version { major, minor, patch }
+        Version {
+            major,
+            minor,
+            patch,
+        }
     }
 
     /// `(major, minor)`, for comparisons by minor release.
@@ -38,13 +42,19 @@ impl FromStr for Version {
         let t = s.trim();
         let t = t.strip_prefix('v').unwrap_or(t);
         let parts: Vec<&str> = t.split('.').collect();
-        let num = |p: &str| p.parse::<u32>().ok().filter(|_| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        let num = |p: &str| {
+            p.parse::<u32>()
+                .ok()
+                .filter(|_| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        };
         match parts.as_slice() {
             [a, b, c] => match (num(a), num(b), num(c)) {
                 (Some(a), Some(b), Some(c)) => Ok(Version::new(a, b, c)),
                 _ => Err(format!("\"{s}\" is not a version like 1.31.4")),
             },
-            [_, _] => Err(format!("\"{s}\" names a minor release; give the full patch version, e.g. {t}.0")),
+            [_, _] => Err(format!(
+                "\"{s}\" names a minor release; give the full patch version, e.g. {t}.0"
+            )),
             _ => Err(format!("\"{s}\" is not a version like 1.31.4")),
         }
     }
@@ -83,7 +93,11 @@ pub enum KubeadmApi {
 impl KubeadmApi {
     /// The API for a Kubernetes version.
     pub fn for_kubernetes(v: Version) -> Self {
-        if v.at_least(1, 31) { KubeadmApi::V1beta4 } else { KubeadmApi::V1beta3 }
+        if v.at_least(1, 31) {
+            KubeadmApi::V1beta4
+        } else {
+            KubeadmApi::V1beta3
+        }
     }
 
     /// The `apiVersion` string.
@@ -113,7 +127,12 @@ mod tests {
     fn parse_versions() {
         assert_eq!("v1.31.4".parse::<Version>(), Ok(Version::new(1, 31, 4)));
         assert_eq!("1.19.6".parse::<Version>(), Ok(Version::new(1, 19, 6)));
-        assert!("1.30".parse::<Version>().unwrap_err().contains("full patch"));
+        assert!(
+            "1.30"
+                .parse::<Version>()
+                .unwrap_err()
+                .contains("full patch")
+        );
         assert!("1.x.3".parse::<Version>().is_err());
         assert!("".parse::<Version>().is_err());
         assert!("1.2.3.4".parse::<Version>().is_err());
@@ -121,7 +140,13 @@ mod tests {
 
     #[test]
     fn kubeadm_api_switches_at_1_31() {
-        assert_eq!(KubeadmApi::for_kubernetes(Version::new(1, 30, 9)), KubeadmApi::V1beta3);
-        assert_eq!(KubeadmApi::for_kubernetes(Version::new(1, 31, 0)), KubeadmApi::V1beta4);
+        assert_eq!(
+            KubeadmApi::for_kubernetes(Version::new(1, 30, 9)),
+            KubeadmApi::V1beta3
+        );
+        assert_eq!(
+            KubeadmApi::for_kubernetes(Version::new(1, 31, 0)),
+            KubeadmApi::V1beta4
+        );
     }
 }
