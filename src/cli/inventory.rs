@@ -52,13 +52,11 @@ struct HostRow {
     etcd: bool,
 }
 
+/// The inventory, and the spec when it could be built.
+pub type Found = Option<(inventory::Inventory, Option<spec::ClusterSpec>)>;
+
 /// Load the inventory and spec, returning whatever could be built and every finding.
-pub fn load_all(
-    path: &std::path::Path,
-) -> anyhow::Result<(
-    Option<(inventory::Inventory, Option<spec::ClusterSpec>)>,
-    Diagnostics,
-)> {
+pub fn load_all(path: &std::path::Path) -> anyhow::Result<(Found, Diagnostics)> {
     let inv = match inventory::load(path) {
         Ok(inv) => inv,
         Err(InventoryError::Invalid(d)) => return Ok((None, d)),
