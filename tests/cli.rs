@@ -20,7 +20,12 @@ fn text(o: &[u8]) -> String {
 fn check_accepts_both_samples() {
     for inv in ["inventories/lab-3node", "inventories/prod-example"] {
         let o = kubedrill(&["inventory", "check", "-i", inv]);
-        assert!(o.status.success(), "{inv}: {}{}", text(&o.stdout), text(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{inv}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
         assert!(text(&o.stdout).contains("inventory OK"));
     }
     let o = kubedrill(&["inventory", "check", "-i", "inventories/prod-example"]);
@@ -38,7 +43,14 @@ fn check_fails_with_file_line_and_field() {
     assert!(err.contains(&format!("{}:2", inv.display())), "{err}");
     assert!(err.contains("`ansible_port`"), "{err}");
 
-    let o = kubedrill(&["inventory", "check", "-i", inv.to_str().unwrap(), "--output", "json"]);
+    let o = kubedrill(&[
+        "inventory",
+        "check",
+        "-i",
+        inv.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["valid"], false);
@@ -48,25 +60,54 @@ fn check_fails_with_file_line_and_field() {
 
 #[test]
 fn missing_inventory_is_an_error_not_a_panic() {
-    let o = kubedrill(&["inventory", "check", "-i", "/nonexistent/kubedrill/hosts.yaml"]);
+    let o = kubedrill(&[
+        "inventory",
+        "check",
+        "-i",
+        "/nonexistent/kubedrill/hosts.yaml",
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("cannot read"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("cannot read"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
 fn show_json_has_provenance() {
-    let o = kubedrill(&["inventory", "show", "-i", "inventories/prod-example", "--output", "json", "--host", "master1"]);
+    let o = kubedrill(&[
+        "inventory",
+        "show",
+        "-i",
+        "inventories/prod-example",
+        "--output",
+        "json",
+        "--host",
+        "master1",
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let prov = v["spec"]["provenance"].as_array().unwrap();
-    let algo = prov.iter().find(|p| p["setting"] == "lb_algorithm").unwrap();
+    let algo = prov
+        .iter()
+        .find(|p| p["setting"] == "lb_algorithm")
+        .unwrap();
     assert_eq!(algo["value"], "maglev");
     assert_eq!(algo["source"]["kind"], "extra-values");
     assert_eq!(algo["source"]["path"], "loadBalancer.algorithm");
-    let kpr = prov.iter().find(|p| p["setting"] == "kube_proxy_replacement").unwrap();
+    let kpr = prov
+        .iter()
+        .find(|p| p["setting"] == "kube_proxy_replacement")
+        .unwrap();
     assert_eq!(kpr["source"]["name"], "cilium_kube_proxy_replacement");
     assert_eq!(v["host_vars"]["ansible_user"]["value"], "deploy");
-    assert!(v["host_vars"]["ansible_user"]["origin"]["file"].as_str().unwrap().ends_with("inventory.ini"));
+    assert!(
+        v["host_vars"]["ansible_user"]["origin"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("inventory.ini")
+    );
 }
 
 #[test]
@@ -74,7 +115,12 @@ fn plan_lists_phases_in_order() {
     let o = kubedrill(&["plan", "-i", "inventories/lab-3node", "--output", "json"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let names: Vec<&str> = v["plan"]["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["plan"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     let expected: Vec<&str> = kubedrill::plan::PHASES.iter().map(|p| p.name).collect();
     assert_eq!(names, expected);
     assert!(names.starts_with(&["preflight/connect", "preflight/kernel"]));
@@ -94,22 +140,46 @@ fn plan_render_dir_writes_files_with_modes_and_keeps_a_generated_seed() {
     )
     .unwrap();
     let render = |out: &Path| {
-        let o = kubedrill(&["plan", "-i", inv_dir.to_str().unwrap(), "--render-dir", out.to_str().unwrap()]);
+        let o = kubedrill(&[
+            "plan",
+            "-i",
+            inv_dir.to_str().unwrap(),
+            "--render-dir",
+            out.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", text(&o.stderr));
-        std::fs::read_to_string(out.join("cp1/etc/kubernetes/kubedrill/cilium-values.yaml")).unwrap()
+        std::fs::read_to_string(out.join("cp1/etc/kubernetes/kubedrill/cilium-values.yaml"))
+            .unwrap()
     };
     let first = render(&dir.path().join("r1"));
     let seed_file = inv_dir.join("credentials/kubedrill-maglev-hash-seed");
     let seed = std::fs::read_to_string(&seed_file).unwrap();
-    assert_eq!(std::fs::metadata(&seed_file).unwrap().permissions().mode() & 0o777, 0o600);
-    assert!(first.contains(&format!("hashSeed: {}", seed.trim())), "{first}");
+    assert_eq!(
+        std::fs::metadata(&seed_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        first.contains(&format!("hashSeed: {}", seed.trim())),
+        "{first}"
+    );
     // A second run reuses the saved seed: identical values.
     assert_eq!(render(&dir.path().join("r2")), first);
 
-    let init = dir.path().join("r1/cp1/etc/kubernetes/kubedrill/kubeadm-init.yaml");
-    assert_eq!(std::fs::metadata(&init).unwrap().permissions().mode() & 0o777, 0o600);
-    let join = dir.path().join("r1/w1/etc/kubernetes/kubedrill/kubeadm-join.yaml");
-    assert!(std::fs::read_to_string(join).unwrap().contains("<bootstrap-token"));
+    let init = dir
+        .path()
+        .join("r1/cp1/etc/kubernetes/kubedrill/kubeadm-init.yaml");
+    assert_eq!(
+        std::fs::metadata(&init).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let join = dir
+        .path()
+        .join("r1/w1/etc/kubernetes/kubedrill/kubeadm-join.yaml");
+    assert!(
+        std::fs::read_to_string(join)
+            .unwrap()
+            .contains("<bootstrap-token")
+    );
     assert!(dir.path().join("r1/w1/etc/containerd/config.toml").exists());
 
     let o = kubedrill(&["inventory", "show", "-i", inv_dir.to_str().unwrap()]);
