@@ -3,11 +3,19 @@
 /// The most hosts one pattern may expand to.
 pub const MAX_EXPANSION: usize = 100_000;
 
+/// The most `[a:b]` ranges one host name may hold.
+pub const MAX_RANGES: usize = 8;
+
 /// Expand one Ansible host range in a host name; a name without `[` is returned as is.
 pub fn expand(name: &str) -> Result<Vec<String>, String> {
     let Some(open) = name.find('[') else {
         return Ok(vec![name.to_owned()]);
     };
+    if name.matches('[').count() > MAX_RANGES {
+        return Err(format!(
+            "host name `{name}` has more than {MAX_RANGES} ranges"
+        ));
+    }
     let close = name[open..]
         .find(']')
         .map(|i| open + i)

@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+/// Deepest group nesting accepted (real inventories use 3 or 4 levels).
+pub const MAX_GROUP_DEPTH: usize = 64;
+
 /// Validate a raw inventory and type its hosts.
 pub fn resolve(mut raw: RawInventory) -> Result<Inventory, InventoryError> {
     let mut diags = std::mem::take(&mut raw.diagnostics);
@@ -22,6 +25,21 @@ pub fn resolve(mut raw: RawInventory) -> Result<Inventory, InventoryError> {
     }
     attach_orphans_and_derive(&mut raw);
     let depth = depths(&raw);
+    if let Some((g, d)) = depth
+        .iter()
+        .max_by_key(|(_, d)| **d)
+        .filter(|(_, d)| **d > MAX_GROUP_DEPTH)
+    {
+        let origin = raw.groups.get(g).map(|x| x.origin.clone());
+        diags.push(
+            Diagnostic::error(format!(
+                "group `{g}` is nested {d} levels deep; kubedrill accepts at most {MAX_GROUP_DEPTH}"
+            ))
+            .at_opt(origin.as_ref())
+            .field(g.clone()),
+        );
+        return Err(InventoryError::Invalid(diags));
+    }
     let members = memberships(&raw);
 
     // Groups of each host, sorted as Ansible sorts them for precedence: depth, priority, name.

@@ -39,6 +39,9 @@ pub fn read_text(path: &Path) -> Result<String, InventoryError> {
     })
 }
 
+/// Stack for the YAML parsing thread.
+const PARSE_STACK_BYTES: usize = 256 * 1024 * 1024;
+
 /// A YAML node with its line, as parsed by serde-saphyr.
 #[derive(Debug, Clone)]
 pub enum Node {
@@ -131,13 +134,32 @@ pub fn line_of<T>(n: &Spanned<T>) -> Option<u32> {
 /// as `0755` stay strings; duplicate keys are errors with a line; `<<` merges are honoured;
 /// nesting is bounded by serde-saphyr's recursion limit, so hostile input is an error, not a crash.
 pub fn parse_yaml(text: &str, file: &Arc<PathBuf>) -> Result<Spanned<Node>, InventoryError> {
-    let options = serde_saphyr::options! {
-        strict_booleans: true,
-        leading_zero_numbers_as_strings: true,
-    };
     // An empty file is an empty document (Ansible treats it as no variables).
     let text = if text.trim().is_empty() { "~" } else { text };
-    serde_saphyr::from_str_with_options::<Spanned<Node>>(text, options).map_err(|e| {
+    // serde-saphyr bounds nesting (256 levels), but each level costs several deserializer frames:
+    // parse on a thread with a generous stack so the bound, not the stack, is what stops hostile input.
+    let parsed = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(PARSE_STACK_BYTES)
+            .spawn_scoped(scope, || {
+                let options = serde_saphyr::options! {
+                    strict_booleans: true,
+                    leading_zero_numbers_as_strings: true,
+                };
+                serde_saphyr::from_str_with_options::<Spanned<Node>>(text, options)
+            })
+            .map(|h| h.join())
+    });
+    let parsed = match parsed {
+        Ok(Ok(result)) => result,
+        _ => {
+            return Err(InventoryError::Parse {
+                origin: Origin::at(file, None),
+                message: "the YAML parser could not run on this input".to_owned(),
+            });
+        }
+    };
+    parsed.map_err(|e| {
         let line = e
             .location()
             .and_then(|l| u32::try_from(l.line()).ok())
