@@ -5,6 +5,7 @@
 //! apply, with every file and command).
 
 pub mod diag;
+pub mod facts;
 pub mod inventory;
 pub mod plan;
 pub mod render;
