@@ -7,6 +7,7 @@
 pub mod diag;
 pub mod facts;
 pub mod inventory;
+pub mod kernel;
 pub mod plan;
 pub mod render;
 pub mod spec;
