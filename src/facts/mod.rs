@@ -24,13 +24,17 @@ const HEADER: &str = "kubedrill-facts";
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FactsError {
     /// No `kubedrill-facts N` line.
-    #[error("not kubedrill facts output: no `{HEADER} {FORMAT_VERSION}` header line; received {received:?}")]
+    #[error(
+        "not kubedrill facts output: no `{HEADER} {FORMAT_VERSION}` header line; received {received:?}"
+    )]
     MissingHeader {
         /// The start of what was received.
         received: String,
     },
     /// A header with a version this kubedrill cannot read.
-    #[error("facts format {found:?} is not supported (this kubedrill reads format {FORMAT_VERSION})")]
+    #[error(
+        "facts format {found:?} is not supported (this kubedrill reads format {FORMAT_VERSION})"
+    )]
     UnsupportedVersion {
         /// The version text after the header word.
         found: String,
@@ -132,9 +136,7 @@ impl OsInfo {
 }
 
 /// `major.minor.patch` of a kernel release.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct KernelVersion {
     /// Major.
     pub major: u32,
@@ -691,8 +693,7 @@ impl Parser {
                 } else if let Some(name) = key.strip_prefix("version.") {
                     let v = value.trim();
                     if !v.is_empty() {
-                        self.binaries
-                            .insert(name.to_owned(), Some(quote_prefix(v)));
+                        self.binaries.insert(name.to_owned(), Some(quote_prefix(v)));
                     }
                 }
             }
@@ -725,9 +726,7 @@ impl Parser {
         let bad = match key {
             "mtu" | "sysfs_rx_queues" | "sysfs_tx_queues" => number(value).is_none(),
             // ethtool prints `n/a` for channel kinds a driver does not have.
-            "combined_max" | "combined_current" => {
-                number(value).is_none() && value.trim() != "n/a"
-            }
+            "combined_max" | "combined_current" => number(value).is_none() && value.trim() != "n/a",
             _ => false,
         };
         if bad {
@@ -868,7 +867,10 @@ mod tests {
     #[test]
     fn no_header_is_an_error_quoting_the_input() {
         let e = parse("bash: sh: command not found\n").unwrap_err();
-        assert!(matches!(&e, FactsError::MissingHeader { received } if received.starts_with("bash: sh")), "{e}");
+        assert!(
+            matches!(&e, FactsError::MissingHeader { received } if received.starts_with("bash: sh")),
+            "{e}"
+        );
         assert!(e.to_string().contains("command not found"));
         let long = "x".repeat(10_000);
         match parse(&long) {
@@ -949,7 +951,11 @@ mod tests {
         assert!(eth0.addresses.is_empty());
         assert!(f.findings.iter().any(|x| x.contains("cpus")));
         assert!(f.findings.iter().any(|x| x.contains("300.1.1.1")));
-        assert!(f.findings.iter().any(|x| x.contains("kernel release missing")));
+        assert!(
+            f.findings
+                .iter()
+                .any(|x| x.contains("kernel release missing"))
+        );
         assert_eq!(
             f.kernel_config.options.get("CONFIG_BPF"),
             Some(&KconfigValue::Other(String::new()))
@@ -996,7 +1002,10 @@ mod tests {
         assert_eq!(f.os.rhel_release(), Some((8, 6)));
         assert_eq!(f.os.pretty_name, "Rocky Linux 8.6 (Green Obsidian)");
         assert_eq!(OsFamily::classify("ubuntu", "debian"), OsFamily::Debian);
-        assert_eq!(OsFamily::classify("opensuse-leap", "suse opensuse"), OsFamily::Suse);
+        assert_eq!(
+            OsFamily::classify("opensuse-leap", "suse opensuse"),
+            OsFamily::Suse
+        );
         assert_eq!(OsFamily::classify("arch", ""), OsFamily::Other);
     }
 
@@ -1013,9 +1022,24 @@ mod tests {
         let n = f.default_nic().unwrap();
         assert_eq!(n.driver.as_deref(), Some("virtio_net"));
         assert_eq!(n.queues.source, QueueSource::Ethtool);
-        assert_eq!((n.queues.current_combined, n.queues.max_combined), (Some(2), Some(4)));
-        assert_eq!(n.offload("rx-gro-hw"), Some(Offload { on: true, fixed: true }));
-        assert_eq!(n.offload("tcp-segmentation-offload"), Some(Offload { on: false, fixed: false }));
+        assert_eq!(
+            (n.queues.current_combined, n.queues.max_combined),
+            (Some(2), Some(4))
+        );
+        assert_eq!(
+            n.offload("rx-gro-hw"),
+            Some(Offload {
+                on: true,
+                fixed: true
+            })
+        );
+        assert_eq!(
+            n.offload("tcp-segmentation-offload"),
+            Some(Offload {
+                on: false,
+                fixed: false
+            })
+        );
         assert!(n.xdp_attached());
         assert_eq!(n.addresses, vec!["10.0.0.5/24".parse::<Ipv4Net>().unwrap()]);
         assert_eq!(f.modules.loadable("vxlan"), Some(true));

@@ -13,7 +13,9 @@ pub mod xdp;
 use crate::facts::{Facts, KconfigValue, KernelVersion, OsFamily};
 use crate::render::cilium::values as cilium_values;
 use crate::spec::ClusterSpec;
-use crate::spec::cilium::{Acceleration, KubeProxyReplacement, LbMode, DsrDispatch, TunnelProtocol};
+use crate::spec::cilium::{
+    Acceleration, DsrDispatch, KubeProxyReplacement, LbMode, TunnelProtocol,
+};
 use crate::spec::version::cilium_min_kernel;
 use serde::Serialize;
 use serde_json::Value;
@@ -127,7 +129,9 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Status::Ok => f.write_str("ok"),
-            Status::Degraded { reason, fallback } => write!(f, "degraded: {reason} (instead: {fallback})"),
+            Status::Degraded { reason, fallback } => {
+                write!(f, "degraded: {reason} (instead: {fallback})")
+            }
             Status::Blocked { reason, fix } => write!(f, "blocked: {reason} (fix: {fix})"),
         }
     }
@@ -213,7 +217,10 @@ fn rhel8_minor(facts: &Facts) -> Option<u32> {
     }
     let rel = &facts.kernel.release;
     if let Some(i) = rel.find("el8_") {
-        let digits: String = rel[i + 4..].chars().take_while(char::is_ascii_digit).collect();
+        let digits: String = rel[i + 4..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         if let Ok(m) = digits.parse() {
             return Some(m);
         }
@@ -337,11 +344,10 @@ fn check_options(facts: &Facts, opts: &[&Kconfig], what: &str) -> (Status, Strin
             OptionCheck::Missing(s) => missing.push(s),
         }
     }
-    let source = facts
-        .kernel_config
-        .source
-        .as_ref()
-        .map_or_else(|| "no kernel config readable".to_owned(), |s| format!("from {s}"));
+    let source = facts.kernel_config.source.as_ref().map_or_else(
+        || "no kernel config readable".to_owned(),
+        |s| format!("from {s}"),
+    );
     let evidence = format!(
         "{what}: {} ok, {} missing, {} unverified ({source})",
         ok.len(),
@@ -401,7 +407,10 @@ fn version_rule(
         Some(v) if v >= min => Status::Ok,
         Some(v) => below(format!("{feature} needs kernel {min}, node runs {v}")),
         None => Status::degraded(
-            format!("cannot verify: kernel release {:?} has no version", k.release),
+            format!(
+                "cannot verify: kernel release {:?} has no version",
+                k.release
+            ),
             format!("assumed to have {feature}"),
         ),
     };
@@ -422,7 +431,11 @@ pub fn has_socket_lb(v: KernelVersion) -> bool {
 pub fn evaluate(spec: &ClusterSpec, host: &str, facts: &Facts) -> NodeReport {
     let i = &spec.cilium_intent;
     let k = kernel_view(facts);
-    let backport = k.backport.as_deref().map(|b| format!("; {b}")).unwrap_or_default();
+    let backport = k
+        .backport
+        .as_deref()
+        .map(|b| format!("; {b}"))
+        .unwrap_or_default();
     let mut verdicts = Vec::with_capacity(Feature::ALL.len());
     let mut push = |feature, requested, (status, evidence): (Status, String)| {
         verdicts.push(Verdict {
@@ -438,12 +451,14 @@ pub fn evaluate(spec: &ClusterSpec, host: &str, facts: &Facts) -> NodeReport {
     let (status, evidence) = version_rule(&k, min, &format!("Cilium {}", spec.cilium), |r| {
         Status::blocked(
             r,
-            format!(
-                "upgrade the node's kernel to {min} or newer, or use an older Cilium release"
-            ),
+            format!("upgrade the node's kernel to {min} or newer, or use an older Cilium release"),
         )
     });
-    push(Feature::BaselineKernel, true, (status, format!("{evidence}{backport}")));
+    push(
+        Feature::BaselineKernel,
+        true,
+        (status, format!("{evidence}{backport}")),
+    );
 
     // Kernel config: base options; tunnels add their device and FIB rules; Geneve DSR
     // dispatch needs Geneve even with native routing.
@@ -458,20 +473,32 @@ pub fn evaluate(spec: &ClusterSpec, host: &str, facts: &Facts) -> NodeReport {
     if geneve_dsr && !opts.iter().any(|o| o.name == GENEVE.name) {
         opts.push(&GENEVE);
     }
-    push(Feature::KernelConfig, true, check_options(facts, &opts, "kernel config"));
+    push(
+        Feature::KernelConfig,
+        true,
+        check_options(facts, &opts, "kernel config"),
+    );
 
     // Socket-LB: kube-proxy replacement cannot work without it.
     let kpr = i.kube_proxy_replacement == KubeProxyReplacement::True;
     let socket_lb = {
-        let evidence = format!("{}; socket-LB needs 4.19.57, 5.1.16 or 5.2.0+{backport}", kernel_text(&k));
+        let evidence = format!(
+            "{}; socket-LB needs 4.19.57, 5.1.16 or 5.2.0+{backport}",
+            kernel_text(&k)
+        );
         let status = match k.effective {
             Some(v) if has_socket_lb(v) => Status::Ok,
             Some(v) => Status::blocked(
-                format!("socket-LB needs kernel 4.19.57, 5.1.16 or 5.2.0+, node runs {v}; kube-proxy replacement cannot work"),
+                format!(
+                    "socket-LB needs kernel 4.19.57, 5.1.16 or 5.2.0+, node runs {v}; kube-proxy replacement cannot work"
+                ),
                 "upgrade the kernel to 5.2 or newer (or 4.19.57+/5.1.16+), or keep kube-proxy (kube_proxy_remove: false, cilium_kube_proxy_replacement: false)",
             ),
             None => Status::degraded(
-                format!("cannot verify: kernel release {:?} has no version", k.release),
+                format!(
+                    "cannot verify: kernel release {:?} has no version",
+                    k.release
+                ),
                 "assumed present; the agent fails at start without it",
             ),
         };
@@ -492,7 +519,11 @@ pub fn evaluate(spec: &ClusterSpec, host: &str, facts: &Facts) -> NodeReport {
             legacy,
         );
     }
-    push(Feature::BpfHostRouting, i.bpf_host_routing, (status, format!("{evidence}{backport}")));
+    push(
+        Feature::BpfHostRouting,
+        i.bpf_host_routing,
+        (status, format!("{evidence}{backport}")),
+    );
 
     // BPF masquerade: kernel 4.19 and BPF NodePort, i.e. kube-proxy replacement (cilium.md).
     let iptables = "iptables masquerading (`bpf.masquerade: false`)";
@@ -503,7 +534,11 @@ pub fn evaluate(spec: &ClusterSpec, host: &str, facts: &Facts) -> NodeReport {
     if status == Status::Ok && !kpr {
         status = Status::degraded("BPF masquerade needs kube-proxy replacement", iptables);
     }
-    push(Feature::BpfMasquerade, i.bpf_masquerade, (status, format!("{evidence}{backport}")));
+    push(
+        Feature::BpfMasquerade,
+        i.bpf_masquerade,
+        (status, format!("{evidence}{backport}")),
+    );
 
     // Bandwidth manager: kernel 5.1 and CONFIG_NET_SCH_FQ (Cilium "Bandwidth Manager"; cilium.md).
     let off = "bandwidth manager off: pod bandwidth annotations are not enforced";
@@ -518,7 +553,11 @@ pub fn evaluate(spec: &ClusterSpec, host: &str, facts: &Facts) -> NodeReport {
         (Status::Ok, Status::Degraded { reason, .. }) => Status::degraded(reason, off),
         (s, _) => s,
     };
-    push(Feature::BandwidthManager, bandwidth_manager_requested(spec), (status, evidence));
+    push(
+        Feature::BandwidthManager,
+        bandwidth_manager_requested(spec),
+        (status, evidence),
+    );
 
     // Native XDP on the devices Cilium would use.
     let best_effort = i.acceleration == Acceleration::BestEffort;
@@ -554,20 +593,39 @@ fn xdp_verdict(
             format!(
                 "no NIC matches devices {} (node has: {})",
                 patterns.join(", "),
-                facts.nics.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                facts
+                    .nics
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         let status = if best_effort {
             Status::degraded(reason, "no device accelerated on this node")
         } else {
-            Status::blocked(reason, "set kubedrill_cilium_devices to this node's NIC names (a trailing + matches a prefix)")
+            Status::blocked(
+                reason,
+                "set kubedrill_cilium_devices to this node's NIC names (a trailing + matches a prefix)",
+            )
         };
         return (status, "no device selected".to_owned());
     }
-    let evidence = devices.iter().map(|d| d.evidence.as_str()).collect::<Vec<_>>().join("; ");
+    let evidence = devices
+        .iter()
+        .map(|d| d.evidence.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
     let collect = |outcomes: &[XdpOutcome]| {
-        let sel: Vec<&XdpDevice> = devices.iter().filter(|d| outcomes.contains(&d.outcome)).collect();
-        let reason = sel.iter().flat_map(|d| d.problems.iter().cloned()).collect::<Vec<_>>().join("; ");
+        let sel: Vec<&XdpDevice> = devices
+            .iter()
+            .filter(|d| outcomes.contains(&d.outcome))
+            .collect();
+        let reason = sel
+            .iter()
+            .flat_map(|d| d.problems.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("; ");
         let mut fixes: Vec<String> = Vec::new();
         for f in sel.iter().flat_map(|d| d.fixes.iter()) {
             if !fixes.contains(f) {
@@ -583,15 +641,27 @@ fn xdp_verdict(
     let (unsupported, reason, fix) = collect(&[XdpOutcome::Unsupported]);
     if unsupported > 0 {
         let status = if best_effort {
-            Status::degraded(reason, "best-effort skips the device: no XDP acceleration on it")
+            Status::degraded(
+                reason,
+                "best-effort skips the device: no XDP acceleration on it",
+            )
         } else {
-            Status::blocked(reason, format!("{fix}; or `loadBalancer.acceleration: best-effort` (Cilium ≥ 1.15) to skip it"))
+            Status::blocked(
+                reason,
+                format!(
+                    "{fix}; or `loadBalancer.acceleration: best-effort` (Cilium ≥ 1.15) to skip it"
+                ),
+            )
         };
         return (status, evidence);
     }
     let (unverified, reason, fix) = collect(&[XdpOutcome::Unverified]);
     if unverified > 0 {
-        let fix = if fix.is_empty() { String::new() } else { format!(" ({fix})") };
+        let fix = if fix.is_empty() {
+            String::new()
+        } else {
+            format!(" ({fix})")
+        };
         return (
             Status::degraded(
                 format!("cannot verify: {reason}{fix}"),
@@ -678,7 +748,9 @@ pub fn blocked(reports: &[NodeReport]) -> Vec<Blocker> {
 
 /// True when any node blocks a requested feature (`kubedrill check` exits non-zero).
 pub fn any_requested_blocked(reports: &[NodeReport]) -> bool {
-    reports.iter().any(|r| r.requested_blocked().next().is_some())
+    reports
+        .iter()
+        .any(|r| r.requested_blocked().next().is_some())
 }
 
 /// Look up a dotted key in rendered values and show it as text.
@@ -694,7 +766,11 @@ fn rendered(values: &Value, key: &str) -> Option<String> {
 }
 
 /// "node w1: reason; node w2: reason" for the nodes where `feature` matches `pick`.
-fn node_reasons(reports: &[NodeReport], feature: Feature, pick: impl Fn(&Status) -> bool) -> Option<String> {
+fn node_reasons(
+    reports: &[NodeReport],
+    feature: Feature,
+    pick: impl Fn(&Status) -> bool,
+) -> Option<String> {
     let parts: Vec<String> = reports
         .iter()
         .filter_map(|r| {
@@ -719,11 +795,19 @@ pub fn effective(spec: &ClusterSpec, reports: &[NodeReport]) -> EffectiveSetting
     };
 
     // kube-proxy replacement: nothing to fall back to; say so.
-    let mut kpr = entry("kubeProxyReplacement", &i.kube_proxy_replacement.to_string());
+    let mut kpr = entry(
+        "kubeProxyReplacement",
+        &i.kube_proxy_replacement.to_string(),
+    );
     let kpr_on = i.kube_proxy_replacement == KubeProxyReplacement::True;
-    let kpr_blocked = kpr_on.then(|| node_reasons(reports, Feature::SocketLb, Status::is_blocked)).flatten();
+    let kpr_blocked = kpr_on
+        .then(|| node_reasons(reports, Feature::SocketLb, Status::is_blocked))
+        .flatten();
     if let Some(r) = &kpr_blocked {
-        kpr.effective = format!("cannot be enabled (needs {} on every node)", Feature::SocketLb);
+        kpr.effective = format!(
+            "cannot be enabled (needs {} on every node)",
+            Feature::SocketLb
+        );
         kpr.reason = Some(r.clone());
     }
     entries.push(kpr);
@@ -734,7 +818,9 @@ pub fn effective(spec: &ClusterSpec, reports: &[NodeReport]) -> EffectiveSetting
         if kpr_blocked.is_some() {
             masq.effective = "false".to_owned();
             masq.reason = Some("needs kube-proxy replacement, which cannot be enabled".to_owned());
-        } else if let Some(r) = node_reasons(reports, Feature::BpfMasquerade, |s| !matches!(s, Status::Ok)) {
+        } else if let Some(r) = node_reasons(reports, Feature::BpfMasquerade, |s| {
+            !matches!(s, Status::Ok)
+        }) {
             masq.effective = "false".to_owned();
             masq.reason = Some(r);
         }
@@ -742,14 +828,20 @@ pub fn effective(spec: &ClusterSpec, reports: &[NodeReport]) -> EffectiveSetting
     entries.push(masq);
 
     // BPF host routing: the key depends on the chart (`bpf.hostRouting` in 1.11).
-    let host_key = if spec.cilium.at_least(1, 12) { "bpf.hostLegacyRouting" } else { "bpf.hostRouting" };
+    let host_key = if spec.cilium.at_least(1, 12) {
+        "bpf.hostLegacyRouting"
+    } else {
+        "bpf.hostRouting"
+    };
     let mut host = entry(host_key, &(!i.bpf_host_routing).to_string());
     if i.bpf_host_routing {
         let masq_off = masq_is_off(&entries);
         if kpr_blocked.is_some() || masq_off {
             host.effective = "true".to_owned();
             host.reason = Some("BPF host routing needs kube-proxy replacement and BPF masquerade, which cannot both be enabled".to_owned());
-        } else if let Some(r) = node_reasons(reports, Feature::BpfHostRouting, |s| !matches!(s, Status::Ok)) {
+        } else if let Some(r) = node_reasons(reports, Feature::BpfHostRouting, |s| {
+            !matches!(s, Status::Ok)
+        }) {
             host.effective = "true".to_owned();
             host.reason = Some(r);
         }
@@ -758,9 +850,15 @@ pub fn effective(spec: &ClusterSpec, reports: &[NodeReport]) -> EffectiveSetting
 
     // Bandwidth manager, only when asked for.
     if bandwidth_manager_requested(spec) {
-        let key = if spec.cilium.at_least(1, 12) { "bandwidthManager.enabled" } else { "bandwidthManager" };
+        let key = if spec.cilium.at_least(1, 12) {
+            "bandwidthManager.enabled"
+        } else {
+            "bandwidthManager"
+        };
         let mut bw = entry(key, "true");
-        if let Some(r) = node_reasons(reports, Feature::BandwidthManager, |s| !matches!(s, Status::Ok)) {
+        if let Some(r) = node_reasons(reports, Feature::BandwidthManager, |s| {
+            !matches!(s, Status::Ok)
+        }) {
             bw.effective = "false".to_owned();
             bw.reason = Some(r);
         }
@@ -777,21 +875,33 @@ pub fn effective(spec: &ClusterSpec, reports: &[NodeReport]) -> EffectiveSetting
                     r.xdp_devices
                         .iter()
                         .filter(move |d| d.outcome == o)
-                        .flat_map(move |d| d.problems.iter().map(move |p| format!("node {}: {p}", r.host)))
+                        .flat_map(move |d| {
+                            d.problems
+                                .iter()
+                                .map(move |p| format!("node {}: {p}", r.host))
+                        })
                 })
                 .collect()
         };
         let refused = outcome_nodes(XdpOutcome::Refused);
         // Nodes without a selected device: nothing to accelerate there, like an unsupported driver.
         let mut unsupported = outcome_nodes(XdpOutcome::Unsupported);
-        unsupported.extend(reports.iter().filter(|r| r.xdp_devices.is_empty()).filter_map(|r| {
-            let v = r.verdict(Feature::XdpNative)?;
-            Some(format!("node {}: {}", r.host, v.status.reason()?))
-        }));
-        let any_native = reports.iter().any(|r| {
-            r.xdp_devices
+        unsupported.extend(
+            reports
                 .iter()
-                .any(|d| matches!(d.outcome, XdpOutcome::Native | XdpOutcome::NativeSlow | XdpOutcome::Unverified))
+                .filter(|r| r.xdp_devices.is_empty())
+                .filter_map(|r| {
+                    let v = r.verdict(Feature::XdpNative)?;
+                    Some(format!("node {}: {}", r.host, v.status.reason()?))
+                }),
+        );
+        let any_native = reports.iter().any(|r| {
+            r.xdp_devices.iter().any(|d| {
+                matches!(
+                    d.outcome,
+                    XdpOutcome::Native | XdpOutcome::NativeSlow | XdpOutcome::Unverified
+                )
+            })
         });
         if !refused.is_empty() {
             // A device that has native XDP but refuses it fails the agent in either mode.

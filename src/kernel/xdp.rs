@@ -126,9 +126,13 @@ pub fn check(nic: &Nic, kernel: Option<KernelVersion>, cpus: Option<u32>) -> Xdp
     )];
     let Some(driver) = nic.driver.as_deref() else {
         d.outcome = XdpOutcome::Unsupported;
-        d.problems
-            .push(format!("{name}: driver unknown, native XDP support cannot be shown"));
-        d.fixes.push("install ethtool so the driver can be read, or use a NIC with a native-XDP driver".to_owned());
+        d.problems.push(format!(
+            "{name}: driver unknown, native XDP support cannot be shown"
+        ));
+        d.fixes.push(
+            "install ethtool so the driver can be read, or use a NIC with a native-XDP driver"
+                .to_owned(),
+        );
         d.evidence = ev.join(", ");
         return d;
     };
@@ -153,7 +157,8 @@ pub fn check(nic: &Nic, kernel: Option<KernelVersion>, cpus: Option<u32>) -> Xdp
             d.problems.push(format!(
                 "{name} ({driver}): native XDP needs kernel {min}, node runs {k}"
             ));
-            d.fixes.push(format!("upgrade the kernel to {min} or newer"));
+            d.fixes
+                .push(format!("upgrade the kernel to {min} or newer"));
             d.evidence = ev.join(", ");
             return d;
         }
@@ -188,7 +193,12 @@ pub fn check(nic: &Nic, kernel: Option<KernelVersion>, cpus: Option<u32>) -> Xdp
     }
     if driver == "virtio_net" {
         // cilium.md "XDP on virtio_net": attached XDP wants current + CPUs ≤ max queue pairs.
-        match (nic.queues.source, nic.queues.current_combined, nic.queues.max_combined, cpus) {
+        match (
+            nic.queues.source,
+            nic.queues.current_combined,
+            nic.queues.max_combined,
+            cpus,
+        ) {
             (QueueSource::Ethtool, Some(cur), Some(max), Some(n)) => {
                 ev.push(format!("combined queues {cur} of max {max}, {n} CPUs"));
                 let need = u64::from(cur) + u64::from(n);
@@ -224,8 +234,9 @@ pub fn check(nic: &Nic, kernel: Option<KernelVersion>, cpus: Option<u32>) -> Xdp
             }
             (_, _, _, None) => {
                 unverified = true;
-                d.problems
-                    .push(format!("{name} (virtio_net): CPU count unknown, queue rule cannot be checked"));
+                d.problems.push(format!(
+                    "{name} (virtio_net): CPU count unknown, queue rule cannot be checked"
+                ));
             }
             _ => {
                 unverified = true;
