@@ -214,29 +214,12 @@ fn real_fixture_from_the_dev_machine() {
 
 #[test]
 fn gather_script_runs_live_and_parses() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("sh")
-        .arg("-s")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sh");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(GATHER_SCRIPT.as_bytes())
-        .expect("write script");
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "script failed: {:?}", out.status);
+    let (text, stderr) = run_gather(None);
     assert!(
-        out.stderr.is_empty(),
+        stderr.is_empty(),
         "stderr must stay quiet: {}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&stderr)
     );
-    let text = String::from_utf8(out.stdout).expect("utf-8");
     let f = facts::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
     assert_eq!(f.kernel.release, release.trim());
@@ -267,6 +250,91 @@ fn gather_script_runs_live_and_parses() {
     }
 }
 
+/// Run the gather script with `sh -s`, optionally with extra directories first on `PATH`.
+fn run_gather(path_prefix: Option<&std::path::Path>) -> (String, Vec<u8>) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new("sh");
+    cmd.arg("-s")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = path_prefix {
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", dir.display()));
+    }
+    let mut child = cmd.spawn().expect("sh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(GATHER_SCRIPT.as_bytes())
+        .expect("write script");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "script failed: {:?}", out.status);
+    (String::from_utf8(out.stdout).expect("utf-8"), out.stderr)
+}
+
+/// A stand-in `ethtool` printing real `ethtool -l`/`-k`/`-i` output shapes.
+const FAKE_ETHTOOL: &str = "#!/bin/sh
+case \"$1\" in
+-l) printf 'Channel parameters for %s:\\nPre-set maximums:\\nRX:\\t\\tn/a\\nTX:\\t\\tn/a\\nOther:\\t\\tn/a\\nCombined:\\t4\\nCurrent hardware settings:\\nRX:\\t\\tn/a\\nTX:\\t\\tn/a\\nOther:\\t\\tn/a\\nCombined:\\t2\\n' \"$2\" ;;
+-k) printf 'Features for %s:\\nrx-checksumming: on [fixed]\\ntx-checksumming: on\\n\\ttx-checksum-ipv4: off [fixed]\\ntcp-segmentation-offload: on\\n\\ttx-tcp-segmentation: on\\ngeneric-receive-offload: on\\nlarge-receive-offload: off [fixed]\\nrx-gro-hw: on [fixed]\\n' \"$2\" ;;
+-i) printf 'driver: fakedrv\\nversion: 1.0\\n' ;;
+*) exit 1 ;;
+esac
+";
+
+#[test]
+fn gather_script_reads_ethtool_output() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tool = dir.path().join("ethtool");
+    std::fs::write(&tool, FAKE_ETHTOOL).expect("write");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (text, stderr) = run_gather(Some(dir.path()));
+    assert!(stderr.is_empty(), "{}", String::from_utf8_lossy(&stderr));
+    let f = facts::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(f.tools.ethtool, "{text}");
+    let probed: Vec<&facts::Nic> = f
+        .nics
+        .iter()
+        .filter(|n| !n.virtual_ || f.default_route_iface.as_deref() == Some(n.name.as_str()))
+        .collect();
+    for n in probed {
+        assert_eq!(n.queues.source, QueueSource::Ethtool, "{}: {text}", n.name);
+        assert_eq!(
+            (n.queues.current_combined, n.queues.max_combined),
+            (Some(2), Some(4)),
+            "{}",
+            n.name
+        );
+        assert_eq!(
+            n.offload("rx-gro-hw"),
+            Some(Offload {
+                on: true,
+                fixed: true
+            })
+        );
+        assert_eq!(
+            n.offload("tx-checksumming"),
+            Some(Offload {
+                on: true,
+                fixed: false
+            })
+        );
+        assert_eq!(
+            n.offload("tx-checksum-ipv4"),
+            None,
+            "sub-features are skipped"
+        );
+    }
+    // Virtual NICs have no sysfs driver link: ethtool -i names it.
+    for n in f.nics.iter().filter(|n| n.virtual_) {
+        assert_eq!(n.driver.as_deref(), Some("fakedrv"), "{}", n.name);
+    }
+}
+
 #[test]
 fn fixture_debian12_one_queue_virtio_on_6_1() {
     let f = fixture("debian12-kvm-virtio-1queue.txt");
@@ -285,7 +353,7 @@ fn fixture_debian12_one_queue_virtio_on_6_1() {
         "locked TX",
     );
     assert_eq!(r.xdp_devices[0].outcome, XdpOutcome::NativeSlow);
-    assert!(!any_requested_blocked(&[r.clone()]));
+    assert!(!any_requested_blocked(std::slice::from_ref(&r)));
     // The same NIC on a 5.10 kernel is refused.
     let r = evaluate(&s, "w1", &f.with_kernel("5.10.0-32-amd64"));
     assert_blocked(
@@ -435,7 +503,7 @@ fn baseline_kernel_per_cilium_minor() {
         let mut f = good_facts().with_kernel(release);
         f.os.id = id.to_owned();
         f.os.version_id = ver.to_owned();
-        f.os.id_like = if id == "" && release.contains("el8") {
+        f.os.id_like = if id.is_empty() && release.contains("el8") {
             "rhel".to_owned()
         } else {
             String::new()

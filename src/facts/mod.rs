@@ -576,18 +576,17 @@ impl Parser {
             };
             return;
         }
-        if matches!(self.section, Section::Kconfig) {
-            if let Some(name) = line
+        if matches!(self.section, Section::Kconfig)
+            && let Some(name) = line
                 .strip_prefix("# ")
                 .and_then(|l| l.strip_suffix(" is not set"))
-            {
-                if name.starts_with("CONFIG_") {
-                    self.kconfig
-                        .options
-                        .insert(name.to_owned(), KconfigValue::NotSet);
-                }
-                return;
+        {
+            if name.starts_with("CONFIG_") {
+                self.kconfig
+                    .options
+                    .insert(name.to_owned(), KconfigValue::NotSet);
             }
+            return;
         }
         let Some((key, value)) = line.split_once('=') else {
             return;

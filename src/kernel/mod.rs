@@ -941,3 +941,110 @@ fn masq_is_off(entries: &[EffectiveSetting]) -> bool {
         .find(|e| e.key == "bpf.masquerade")
         .is_some_and(|e| e.effective == "false")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::GATHER_SCRIPT;
+
+    #[test]
+    fn every_checked_option_and_module_is_gathered() {
+        let all = BASE_KCONFIG
+            .iter()
+            .chain([&VXLAN, &GENEVE, &FIB_RULES, &NET_SCH_FQ]);
+        for k in all {
+            let short = k.name.trim_start_matches("CONFIG_");
+            assert!(
+                GATHER_SCRIPT.contains(&format!("|{short}|"))
+                    || GATHER_SCRIPT.contains(&format!("({short}|")),
+                "{} is not in the script's kconfig pattern",
+                k.name
+            );
+            if let Some(m) = k.module {
+                let mods = GATHER_SCRIPT
+                    .lines()
+                    .find_map(|l| l.strip_prefix("MODS=\""))
+                    .expect("MODS line");
+                assert!(
+                    mods.trim_end_matches('"')
+                        .split_whitespace()
+                        .any(|x| x == m),
+                    "module {m} is not in the script's MODS list"
+                );
+                assert!(
+                    GATHER_SCRIPT.contains(&format!("{m}|")),
+                    "module {m} is not in the script's loaded-module filter"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rhel8_minor_from_os_release_or_kernel() {
+        let facts = |id: &str, ver: &str, rel: &str| {
+            let text = format!(
+                "kubedrill-facts 1\n@@os\nID={id}\nID_LIKE=\"rhel fedora\"\nVERSION_ID={ver}\n@@kernel\nrelease={rel}\n@@end\n"
+            );
+            crate::facts::parse(&text).expect("facts")
+        };
+        assert_eq!(
+            rhel8_minor(&facts("rhel", "8.6", "4.18.0-1.el8.x86_64")),
+            Some(6)
+        );
+        assert_eq!(
+            rhel8_minor(&facts("ol", "", "4.18.0-553.el8_10.x86_64")),
+            Some(10)
+        );
+        assert_eq!(
+            rhel8_minor(&facts("centos", "8", "4.18.0-348.7.1.el8_5.x86_64")),
+            Some(5)
+        );
+        assert_eq!(
+            rhel8_minor(&facts("rocky", "", "4.18.0-425.3.1.el8.x86_64")),
+            Some(7)
+        );
+        assert_eq!(
+            rhel8_minor(&facts("rocky", "", "4.18.0-12.el8.x86_64")),
+            None
+        );
+        let k = kernel_view(&facts("rhel", "", "4.18.0-12.el8.x86_64"));
+        assert_eq!(k.effective, Some(KernelVersion::new(4, 19, 57)));
+        assert!(
+            k.backport
+                .is_some_and(|b| b.contains("minor release unknown"))
+        );
+        // RHEL 9 is 5.14: no mapping.
+        let k = kernel_view(&facts("rhel", "9.4", "5.14.0-427.el9.x86_64"));
+        assert_eq!(k.effective, k.version);
+        assert_eq!(k.backport, None);
+    }
+
+    #[test]
+    fn driver_table_is_unique_and_lookups_work() {
+        let mut names: Vec<&str> = xdp::XDP_DRIVERS.iter().map(|(d, _)| *d).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), xdp::XDP_DRIVERS.len());
+        assert_eq!(
+            xdp::driver_min_kernel("virtio_net"),
+            Some(KernelVersion::new(4, 10, 0))
+        );
+        assert_eq!(xdp::driver_min_kernel("igb"), None);
+    }
+
+    #[test]
+    fn status_and_feature_names() {
+        assert_eq!(Feature::XdpNative.to_string(), "native XDP");
+        assert_eq!(
+            serde_json::to_value(Feature::BpfHostRouting).expect("json"),
+            "bpf-host-routing"
+        );
+        let s = Status::blocked("r", "f");
+        assert!(s.is_blocked() && !s.is_degraded());
+        assert_eq!(s.to_string(), "blocked: r (fix: f)");
+        assert_eq!(
+            serde_json::to_value(Status::Ok).expect("json"),
+            serde_json::json!({"status": "ok"})
+        );
+    }
+}
