@@ -13,7 +13,7 @@ use kubedrill::kernel::{
     blocked, evaluate,
 };
 use kubedrill::spec::cilium::*;
-use kubedrill::spec::{self, ClusterSpec, SpecContext, Version};
+use kubedrill::spec::{self, ClusterSpec, SpecContext};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -1195,5 +1195,25 @@ fn effective_kpr_masquerade_host_routing() {
     let v = serde_json::to_value(&reports[1]).expect("json");
     assert_eq!(v["verdicts"][3]["feature"], "bpf-host-routing");
     assert_eq!(v["verdicts"][3]["status"]["status"], "degraded");
-    let _ = Version::new(1, 17, 18);
+}
+
+#[test]
+fn unverified_is_not_a_fallback() {
+    // No kernel version anywhere: everything "cannot verify", nothing turned off.
+    let s = spec_with("cilium_extra_values:\n  bandwidthManager:\n    enabled: true\n");
+    let r = evaluate(&s, "n", &good_facts().with_kernel("custom"));
+    for f in [
+        Feature::BpfMasquerade,
+        Feature::BpfHostRouting,
+        Feature::BandwidthManager,
+    ] {
+        let st = status(&r, f);
+        assert!(st.is_unverified() && !st.is_fallback(), "{f}: {st}");
+    }
+    let e = kernel::effective(&s, &[r]);
+    assert_eq!(e.changed().count(), 0, "{:#?}", e.entries);
+    // A real fallback is not "unverified".
+    let r = evaluate(&s, "n", &good_facts().with_kernel("5.4.0"));
+    let st = status(&r, Feature::BpfHostRouting);
+    assert!(st.is_fallback() && !st.is_unverified(), "{st}");
 }

@@ -91,7 +91,21 @@ pub enum Status {
     },
 }
 
+/// How every "could not be checked" reason starts: a [`Status::Degraded`] with this prefix
+/// means the feature is assumed to work, not that Cilium falls back.
+pub const UNVERIFIED: &str = "cannot verify";
+
 impl Status {
+    /// True for a [`Status::Degraded`] that only says the facts were not enough to check.
+    pub fn is_unverified(&self) -> bool {
+        matches!(self, Status::Degraded { reason, .. } if reason.starts_with(UNVERIFIED))
+    }
+
+    /// True when Cilium would run the feature in a lesser way (degraded, not merely unverified).
+    pub fn is_fallback(&self) -> bool {
+        self.is_degraded() && !self.is_unverified()
+    }
+
     /// True for [`Status::Blocked`].
     pub fn is_blocked(&self) -> bool {
         matches!(self, Status::Blocked { .. })
@@ -364,12 +378,12 @@ fn check_options(facts: &Facts, opts: &[&Kconfig], what: &str) -> (Status, Strin
         )
     } else if facts.kernel_config.source.is_none() {
         Status::degraded(
-            "cannot verify: no /proc/config.gz or /boot/config-$(uname -r) on the node",
+            format!("{UNVERIFIED}: no /proc/config.gz or /boot/config-$(uname -r) on the node"),
             "assumed present; the agent fails at start if an option is missing",
         )
     } else if !unverified.is_empty() {
         Status::degraded(
-            format!("cannot verify: {}", unverified.join("; ")),
+            format!("{UNVERIFIED}: {}", unverified.join("; ")),
             "assumed loadable; the agent fails at start if a module is missing",
         )
     } else {
@@ -408,7 +422,7 @@ fn version_rule(
         Some(v) => below(format!("{feature} needs kernel {min}, node runs {v}")),
         None => Status::degraded(
             format!(
-                "cannot verify: kernel release {:?} has no version",
+                "{UNVERIFIED}: kernel release {:?} has no version",
                 k.release
             ),
             format!("assumed to have {feature}"),
@@ -496,7 +510,7 @@ pub fn evaluate(spec: &ClusterSpec, host: &str, facts: &Facts) -> NodeReport {
             ),
             None => Status::degraded(
                 format!(
-                    "cannot verify: kernel release {:?} has no version",
+                    "{UNVERIFIED}: kernel release {:?} has no version",
                     k.release
                 ),
                 "assumed present; the agent fails at start without it",
@@ -664,7 +678,7 @@ fn xdp_verdict(
         };
         return (
             Status::degraded(
-                format!("cannot verify: {reason}{fix}"),
+                format!("{UNVERIFIED}: {reason}{fix}"),
                 "assumed to work; the agent fails to attach XDP at start if it does not",
             ),
             evidence,
@@ -818,9 +832,7 @@ pub fn effective(spec: &ClusterSpec, reports: &[NodeReport]) -> EffectiveSetting
         if kpr_blocked.is_some() {
             masq.effective = "false".to_owned();
             masq.reason = Some("needs kube-proxy replacement, which cannot be enabled".to_owned());
-        } else if let Some(r) = node_reasons(reports, Feature::BpfMasquerade, |s| {
-            !matches!(s, Status::Ok)
-        }) {
+        } else if let Some(r) = node_reasons(reports, Feature::BpfMasquerade, Status::is_fallback) {
             masq.effective = "false".to_owned();
             masq.reason = Some(r);
         }
@@ -839,9 +851,8 @@ pub fn effective(spec: &ClusterSpec, reports: &[NodeReport]) -> EffectiveSetting
         if kpr_blocked.is_some() || masq_off {
             host.effective = "true".to_owned();
             host.reason = Some("BPF host routing needs kube-proxy replacement and BPF masquerade, which cannot both be enabled".to_owned());
-        } else if let Some(r) = node_reasons(reports, Feature::BpfHostRouting, |s| {
-            !matches!(s, Status::Ok)
-        }) {
+        } else if let Some(r) = node_reasons(reports, Feature::BpfHostRouting, Status::is_fallback)
+        {
             host.effective = "true".to_owned();
             host.reason = Some(r);
         }
@@ -856,9 +867,7 @@ pub fn effective(spec: &ClusterSpec, reports: &[NodeReport]) -> EffectiveSetting
             "bandwidthManager"
         };
         let mut bw = entry(key, "true");
-        if let Some(r) = node_reasons(reports, Feature::BandwidthManager, |s| {
-            !matches!(s, Status::Ok)
-        }) {
+        if let Some(r) = node_reasons(reports, Feature::BandwidthManager, Status::is_fallback) {
             bw.effective = "false".to_owned();
             bw.reason = Some(r);
         }
