@@ -2,12 +2,16 @@
 //!
 //! Data flows one way: [`inventory`] (Kubespray YAML/INI) → [`spec`] (what the cluster should
 //! be) → [`render`] (kubeadm, Cilium and containerd files) → [`plan`] (the ordered phases of an
-//! apply, with every file and command).
+//! apply, with every file and command). [`ssh`] and [`fleet`] reach the nodes; [`facts`] and
+//! [`kernel`] say what each node can do, and [`check`] puts them together.
 
+pub mod check;
 pub mod diag;
 pub mod facts;
+pub mod fleet;
 pub mod inventory;
 pub mod kernel;
 pub mod plan;
 pub mod render;
 pub mod spec;
+pub mod ssh;

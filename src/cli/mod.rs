@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch: one module per subcommand, each thin (parse, call the
 //! library, print).
 
+mod check;
 mod inventory;
 mod plan;
 pub mod state;
@@ -36,6 +37,8 @@ pub enum Command {
     /// Read and validate a Kubespray inventory.
     #[command(subcommand)]
     Inventory(inventory::InventoryCmd),
+    /// Connect to every node, gather facts, and judge what Cilium features each kernel and NIC allow.
+    Check(check::CheckArgs),
     /// Show the ordered phases an apply would run, with every file and command.
     Plan(plan::PlanArgs),
 }
@@ -45,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inventory(cmd) => inventory::run(cmd, cli.output),
         Command::Plan(args) => plan::run(args, cli.output),
+        Command::Check(args) => check::run(args, cli.output),
     }
 }
 

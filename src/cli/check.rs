@@ -1,0 +1,320 @@
+//! `kubedrill check`: facts and kernel-feature verdicts for every node, and the Cilium settings
+//! the cluster can safely use.
+
+use super::{Output, print_diagnostics, print_json};
+use anyhow::Context;
+use clap::Args;
+use kubedrill::check::{self, CheckReport, HostOutcome};
+use kubedrill::fleet::{DEFAULT_CONCURRENCY, Progress};
+use kubedrill::kernel::{self, Feature, Status};
+use kubedrill::ssh::HostKeyMode;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit code when some host could not be checked.
+pub const EXIT_UNREACHABLE: u8 = 2;
+/// Exit code when a requested feature is blocked on some node.
+pub const EXIT_BLOCKED: u8 = 3;
+
+/// `check` options.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Kubespray inventory file (YAML or INI) or the directory holding it.
+    #[arg(short = 'i', long = "inventory")]
+    pub inventory: PathBuf,
+    /// known_hosts file (default: inventory variable `kubedrill_known_hosts`, else ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Host-key checking: strict (default), accept-new (record new hosts), off (dangerous).
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub host_key_checking: Option<HostKeyMode>,
+    /// Hosts worked on at once.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Seconds allowed for connect, handshake and authentication per host.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// Also write each host's facts as DIR/<host>.json.
+    #[arg(long, value_name = "DIR")]
+    pub save_facts: Option<PathBuf>,
+}
+
+fn parse_mode(s: &str) -> Result<HostKeyMode, String> {
+    s.parse()
+}
+
+/// Run `check`.
+pub fn run(args: CheckArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let (loaded, diags) = super::inventory::load_all(&args.inventory)?;
+    let Some((inv, Some(spec))) = loaded else {
+        if out == Output::Json {
+            print_json(&serde_json::json!({ "valid": false, "diagnostics": diags }))?;
+        } else {
+            print_diagnostics(&diags);
+            eprintln!("no check: fix the inventory errors above");
+        }
+        return Ok(ExitCode::from(1));
+    };
+    if out == Output::Text {
+        print_diagnostics(&diags);
+    }
+    let settings = match check::host_key_settings(
+        &inv,
+        args.known_hosts.as_deref(),
+        args.host_key_checking,
+    ) {
+        Ok(s) => s,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if settings.mode == HostKeyMode::Off {
+        eprintln!(
+            "WARNING: host-key checking is OFF: kubedrill will talk to whatever answers at each \
+             address, including an attacker. Changed keys recorded in {} are still refused.",
+            settings.file.display()
+        );
+    }
+    let progress = if out == Output::Json {
+        Progress::quiet()
+    } else {
+        Progress::stderr()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(check::run(
+        &inv,
+        &spec,
+        settings,
+        Duration::from_secs(args.connect_timeout.max(1)),
+        usize::from(args.concurrency),
+        &progress,
+    ))?;
+    if let Some(dir) = &args.save_facts {
+        save_facts(&report, dir)?;
+    }
+    match out {
+        Output::Json => print_json(&report)?,
+        Output::Text => print_text(&report),
+    }
+    Ok(exit_code(&report))
+}
+
+fn exit_code(r: &CheckReport) -> ExitCode {
+    if r.failed().next().is_some() {
+        ExitCode::from(EXIT_UNREACHABLE)
+    } else if r.requested_blocked {
+        ExitCode::from(EXIT_BLOCKED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn save_facts(r: &CheckReport, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for h in &r.hosts {
+        if let HostOutcome::Checked { facts, .. } = &h.outcome {
+            let p = dir.join(format!("{}.json", h.host));
+            std::fs::write(&p, serde_json::to_vec_pretty(facts)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn cell(v: Option<&kernel::Verdict>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) => {
+            let s = match &v.status {
+                Status::Ok => "ok",
+                s if s.is_unverified() => "unverified",
+                Status::Degraded { .. } => "degraded",
+                Status::Blocked { .. } if v.requested => "BLOCKED",
+                Status::Blocked { .. } => "no",
+            };
+            if v.requested {
+                s.to_string()
+            } else {
+                format!("({s})")
+            }
+        }
+    }
+}
+
+fn print_text(r: &CheckReport) {
+    println!(
+        "check {} · Kubernetes {} · Cilium {} · host keys {} ({})",
+        r.cluster,
+        r.kubernetes,
+        r.cilium,
+        serde_json::to_value(r.host_keys.mode)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        r.host_keys.file.display()
+    );
+    if r.host_keys_learned > 0 {
+        println!(
+            "recorded {} new host key(s) in {}",
+            r.host_keys_learned,
+            r.host_keys.file.display()
+        );
+    }
+    println!();
+    let mut header = vec![
+        "HOST".to_string(),
+        "KERNEL".to_string(),
+        "XDP DEVICE".to_string(),
+    ];
+    header.extend(Feature::ALL.iter().map(|f| short(*f).to_string()));
+    let mut rows = vec![header];
+    for h in &r.hosts {
+        let mut row = vec![h.host.clone()];
+        match &h.outcome {
+            HostOutcome::Checked { report, .. } => {
+                row.push(report.kernel.release.clone());
+                row.push(
+                    report
+                        .xdp_devices
+                        .iter()
+                        .map(|d| {
+                            format!(
+                                "{} {} q{}/{}",
+                                d.name,
+                                d.driver.as_deref().unwrap_or("?"),
+                                opt(d.current_queues),
+                                opt(d.max_queues)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+                row.extend(Feature::ALL.iter().map(|f| cell(report.verdict(*f))));
+            }
+            HostOutcome::Failed { .. } => {
+                row.push("UNREACHABLE".into());
+                row.push(String::new());
+                row.extend(Feature::ALL.iter().map(|_| "-".to_string()));
+            }
+        }
+        rows.push(row);
+    }
+    print_table(&rows);
+    println!("(parenthesised: not requested by the inventory, shown for information)");
+
+    let mut notes = Vec::new();
+    for h in &r.hosts {
+        if let HostOutcome::Checked { report, .. } = &h.outcome {
+            for v in &report.verdicts {
+                match &v.status {
+                    Status::Ok => {}
+                    Status::Degraded { reason, fallback } if v.requested => notes.push(format!(
+                        "  {} {}: degraded: {reason}\n      Cilium will instead: {fallback}",
+                        h.host, v.feature
+                    )),
+                    Status::Blocked { reason, fix } if v.requested => notes.push(format!(
+                        "  {} {}: BLOCKED: {reason}\n      fix: {fix}",
+                        h.host, v.feature
+                    )),
+                    _ => {}
+                }
+            }
+        }
+    }
+    if !notes.is_empty() {
+        println!("\nfindings on requested features:");
+        for n in notes {
+            println!("{n}");
+        }
+    }
+
+    println!("\neffective Cilium settings (chart {}):", r.cilium);
+    let mut rows = vec![vec![
+        "VALUE".to_string(),
+        "INVENTORY ASKED".to_string(),
+        "SAFE FOR ALL NODES".to_string(),
+        "WHY".to_string(),
+    ]];
+    for e in &r.effective.entries {
+        let mark = if e.requested == e.effective { "" } else { " *" };
+        rows.push(vec![
+            e.key.clone(),
+            e.requested.clone(),
+            format!("{}{mark}", e.effective),
+            e.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    print_table(&rows);
+
+    let failed: Vec<_> = r.failed().collect();
+    if !failed.is_empty() {
+        println!("\nnot checked:");
+        for (host, err) in &failed {
+            println!("  {host}: {err}");
+        }
+    }
+    let checked = r.hosts.len() - failed.len();
+    println!(
+        "\n{checked}/{} hosts checked in {:.2} s{}{}",
+        r.hosts.len(),
+        r.duration_ms as f64 / 1000.0,
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; {} unreachable (exit {EXIT_UNREACHABLE})", failed.len())
+        },
+        if r.requested_blocked {
+            format!("; a requested feature is blocked (exit {EXIT_BLOCKED})")
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn opt(v: Option<u32>) -> String {
+    v.map_or_else(|| "?".into(), |n| n.to_string())
+}
+
+fn short(f: Feature) -> &'static str {
+    match f {
+        Feature::BaselineKernel => "BASELINE",
+        Feature::KernelConfig => "KCONFIG",
+        Feature::SocketLb => "SOCKET-LB",
+        Feature::BpfHostRouting => "HOST-ROUTING",
+        Feature::BpfMasquerade => "BPF-MASQ",
+        Feature::BandwidthManager => "BW-MANAGER",
+        Feature::XdpNative => "XDP",
+    }
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if i + 1 == r.len() {
+                    s.clone()
+                } else {
+                    format!("{s:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        println!("  {}", line.join("  ").trim_end());
+    }
+}
