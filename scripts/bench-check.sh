@@ -28,11 +28,15 @@
 # FACTS is src/facts/gather.sh, or (if absent) a stand-in: uname -r; cat /proc/cpuinfo | wc -l;
 # ls /sys/class/net.
 #
-# Prints N, medians of (a) and (b) wall time, (a)/(b), and the median of (a)'s peak RSS in MiB,
-# and writes the same table plus every run to $BENCH_OUT (default target/bench-check.txt).
+# Prints N, medians of (a) and (b) wall time, (a)/(b), (a)'s peak RSS in MiB, and CPU seconds:
+# (a)'s own, the baseline's ssh clients' (bash `times`), and the sshd side's during a baseline
+# run (listeners' utime+stime+cutime+cstime from /proc; on a small machine sshd's per-login cost
+# bounds how fast any client can be). Writes the table plus every run to $BENCH_OUT (default
+# target/bench-check.txt).
 #
 # Environment: KUBEDRILL (default ${CARGO_TARGET_DIR:-target}/release/kubedrill), BENCH_RUNS,
-# BENCH_PORT, BENCH_OUT, BENCH_KEEP=1 (keep the lab directory for inspection).
+# BENCH_PORT, BENCH_OUT, BENCH_KEEP=1 (keep the lab directory for inspection),
+# BENCH_ROOT_BASHRC=1 (let bash source root's ~/.bashrc on every login; see SETENV below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -65,6 +69,17 @@ TIME=/usr/bin/time
 if [ ! -x $TIME ]; then
     echo "bench-check: /usr/bin/time missing (apt-get install time): kubedrill RSS will be n/a" >&2
     TIME=
+fi
+
+# Debian's bash sources ~/.bashrc for `ssh host CMD` when SHLVL < 2; a heavy root .bashrc (this
+# build box's runs `pyenv init`: ~90 ms CPU per login) would then dominate both sides. sshd's
+# SetEnv SHLVL=1 makes bash skip it, as on a node with a plain root account.
+# BENCH_ROOT_BASHRC=1 keeps it.
+SETENV="SetEnv SHLVL=1"
+SETENV_NOTE="sshd: SetEnv SHLVL=1 (root's ~/.bashrc is not sourced for ssh commands)"
+if [ "${BENCH_ROOT_BASHRC:-0}" = 1 ]; then
+    SETENV=""
+    SETENV_NOTE="sshd: root's ~/.bashrc is sourced for every ssh command (BENCH_ROOT_BASHRC=1)"
 fi
 
 MAXN=0
@@ -149,6 +164,7 @@ UseDNS no
 PrintMotd no
 PrintLastLog no
 X11Forwarding no
+$SETENV
 EOF
     $SSHD -D -e -f "$d/sshd_config" </dev/null >/dev/null 2>"$d/sshd.log" &
     LISTENERS+=($!)
@@ -228,34 +244,44 @@ elif ! "$KUBEDRILL" check --help >/dev/null 2>&1; then
 fi
 echo "bench-check: $KD_NOTE" >&2
 
-# (a) One kubedrill run: prints "WALL_S RSS_KIB" (RSS n/a without /usr/bin/time).
+# CPU seconds the first N sshd listeners and every connection process they reaped have used:
+# utime+stime+cutime+cstime of /proc/PID/stat (each [priv] process reaps its session child, the
+# listener reaps [priv], so a finished connection's server CPU ends up in the listener's cutime).
+sshd_cpu() {
+    local n=$1
+    # shellcheck disable=SC2046
+    awk -v tck="$CLK_TCK" '{ t += $14 + $15 + $16 + $17 } END { printf "%.3f", t / tck }' \
+        $(printf '/proc/%s/stat ' "${LISTENERS[@]:0:$n}")
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# (a) One kubedrill run: prints "WALL_S RSS_KIB CPU_S SSHD_CPU_S" (n/a without /usr/bin/time).
 run_kubedrill() {
-    local n=$1 dir=$LAB/case-$1 t0 t1
-    if [ -n "$TIME" ]; then
-        t0=$(date +%s.%N)
-        if ! $TIME -f '%M' -o "$dir/time.txt" "$KUBEDRILL" check -i "$dir/hosts.yaml" \
-            --known-hosts "$dir/known_hosts" --output json >/dev/null 2>"$dir/kd.err"; then
-            echo "bench-check: kubedrill check failed for N=$n:" >&2
-            tail -20 "$dir/kd.err" >&2
-            return 1
-        fi
-        t1=$(date +%s.%N)
-        echo "$(calc "$t1 - $t0") $(tail -1 "$dir/time.txt")"
-    else
-        t0=$(date +%s.%N)
-        "$KUBEDRILL" check -i "$dir/hosts.yaml" --known-hosts "$dir/known_hosts" --output json \
-            >/dev/null 2>"$dir/kd.err" || { tail -20 "$dir/kd.err" >&2; return 1; }
-        t1=$(date +%s.%N)
-        echo "$(calc "$t1 - $t0") n/a"
+    local n=$1 dir=$LAB/case-$1 t0 t1 s0 s1 rss=n/a cpu=n/a
+    s0=$(sshd_cpu "$n")
+    t0=$(date +%s.%N)
+    if ! ${TIME:+$TIME -f '%M %U %S' -o "$dir/time.txt"} "$KUBEDRILL" check -i "$dir/hosts.yaml" \
+        --known-hosts "$dir/known_hosts" --output json >/dev/null 2>"$dir/kd.err"; then
+        echo "bench-check: kubedrill check failed for N=$n:" >&2
+        tail -20 "$dir/kd.err" >&2
+        return 1
     fi
+    t1=$(date +%s.%N)
+    s1=$(sshd_cpu "$n")
+    if [ -n "$TIME" ]; then
+        read -r rss u s < <(tail -1 "$dir/time.txt")
+        cpu=$(calc "$u + $s")
+    fi
+    echo "$(calc "$t1 - $t0") $rss $cpu $(calc "$s1 - $s0")"
 }
 
-# (b) One baseline run: prints "WALL_S FAILED_HOSTS".
+# (b) One baseline run: prints "WALL_S FAILED_HOSTS CLIENT_CPU_S SSHD_CPU_S".
 run_baseline() {
-    local n=$1 dir=$LAB/case-$1 i t0 t1 failed=0
+    local n=$1 dir=$LAB/case-$1 i t0 t1 s0 s1 failed=0 client
     local -a pids=()
     rm -rf "$dir/out"
     mkdir -p "$dir/out"
+    s0=$(sshd_cpu "$n")
     t0=$(date +%s.%N)
     for ((i = 0; i < n; i++)); do
         ssh -F /dev/null -o BatchMode=yes -o KexAlgorithms=curve25519-sha256 \
@@ -268,11 +294,16 @@ run_baseline() {
         wait "${pids[$i]}" || failed=$((failed + 1))
     done
     t1=$(date +%s.%N)
+    s1=$(sshd_cpu "$n")
+    # This function runs in a command substitution: `times` line 2 is the CPU of its children,
+    # i.e. the ssh clients.
+    client=$(times | awk 'NR == 2 {
+        split($1, u, /m|s/); split($2, s, /m|s/); printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
     if [ "$failed" -gt 0 ]; then
         echo "bench-check: baseline N=$n: $failed host(s) failed, e.g.:" >&2
         cat "$(ls "$dir"/out/*.err | head -1)" >&2
     fi
-    echo "$(calc "$t1 - $t0") $failed"
+    echo "$(calc "$t1 - $t0") $failed $client $(calc "$s1 - $s0")"
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -284,41 +315,41 @@ ROWS=()
 for n in "${NS[@]}"; do
     write_case "$n"
     echo "bench-check: N=$n: warm-up, then $RUNS runs" >&2
-    kd_walls=() kd_rss=() bl_walls=() kd_ok=$HAVE_KD
+    kd_walls=() kd_rss=() kd_cpu=() bl_walls=() bl_cpu=() bl_srv=() kd_ok=$HAVE_KD
     if [ "$kd_ok" = 1 ] && ! run_kubedrill "$n" >/dev/null; then kd_ok=0; fi
     run_baseline "$n" >/dev/null
     for ((r = 1; r <= RUNS; r++)); do
         if [ "$kd_ok" = 1 ]; then
             if res=$(run_kubedrill "$n"); then
-                kd_walls+=("${res% *}")
-                kd_rss+=("${res#* }")
-                echo "N=$n run=$r kubedrill wall_s=${res% *} peak_rss_kib=${res#* }" >>"$DETAILS"
+                read -r w m c sv <<<"$res"
+                kd_walls+=("$w") kd_rss+=("$m") kd_cpu+=("$c")
+                echo "N=$n run=$r kubedrill wall_s=$w peak_rss_kib=$m cpu_s=$c sshd_cpu_s=$sv" >>"$DETAILS"
             else
                 kd_ok=0
                 echo "N=$n run=$r kubedrill FAILED" >>"$DETAILS"
             fi
         fi
-        res=$(run_baseline "$n")
-        bl_walls+=("${res% *}")
-        echo "N=$n run=$r baseline wall_s=${res% *} failed_hosts=${res#* }" >>"$DETAILS"
-        if [ "${res#* }" != 0 ]; then
+        read -r w f c sv < <(run_baseline "$n")
+        bl_walls+=("$w") bl_cpu+=("$c") bl_srv+=("$sv")
+        echo "N=$n run=$r baseline wall_s=$w failed_hosts=$f client_cpu_s=$c sshd_cpu_s=$sv" >>"$DETAILS"
+        if [ "$f" != 0 ]; then
             echo "bench-check: baseline had failures; its times are not comparable" >&2
         fi
     done
     bl=$(printf '%s\n' "${bl_walls[@]}" | median)
+    blc=$(printf '%s\n' "${bl_cpu[@]}" | median)
+    srv=$(printf '%s\n' "${bl_srv[@]}" | median)
+    kd=- ratio=- rss=- kdc=-
     if [ "$kd_ok" = 1 ] && [ ${#kd_walls[@]} -gt 0 ]; then
         kd=$(printf '%s\n' "${kd_walls[@]}" | median)
         ratio=$(calc "$kd / $bl")
-        if [ "${kd_rss[0]}" = n/a ]; then
-            rss=n/a
-        else
+        if [ "${kd_rss[0]}" != n/a ]; then
             rss=$(printf '%s\n' "${kd_rss[@]}" | median)
             rss=$(awk "BEGIN { printf \"%.1f\", $rss / 1024 }")
+            kdc=$(printf '%s\n' "${kd_cpu[@]}" | median)
         fi
-    else
-        kd=- ratio=- rss=-
     fi
-    ROWS+=("$(printf '%-6s %-16s %-16s %-8s %s' "$n" "$kd" "$bl" "$ratio" "$rss")")
+    ROWS+=("$(printf '%-6s %-10s %-10s %-7s %-10s %-10s %-12s %s' "$n" "$kd" "$bl" "$ratio" "$rss" "$kdc" "$blc" "$srv")")
 done
 
 {
@@ -326,7 +357,10 @@ done
     echo "# $KD_NOTE"
     echo "# $FACTS_NOTE"
     echo "# baseline: parallel OpenSSH clients (curve25519-sha256), one per host, then wait"
-    printf '%-6s %-16s %-16s %-8s %s\n' N kubedrill_wall_s baseline_wall_s ratio kubedrill_rss_MiB
+    echo "# $SETENV_NOTE"
+    echo "# columns: wall seconds of kubedrill (kd) and of the baseline (bl), kd/bl, kd peak RSS,"
+    echo "#   CPU seconds of kd, of the bl ssh clients, and of the sshd side during a bl run"
+    printf '%-6s %-10s %-10s %-7s %-10s %-10s %-12s %s\n' N kd_wall_s bl_wall_s ratio kd_rss_MiB kd_cpu_s bl_client_cpu bl_sshd_cpu_s
     printf '%s\n' "${ROWS[@]}"
     echo
     echo "# runs"
