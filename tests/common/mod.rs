@@ -162,3 +162,4 @@ all:
         kube_control_plane:
         kube_node:
 ";
+pub mod sshd;
