@@ -38,11 +38,7 @@ pub fn host_key_settings(
     cli_mode: Option<HostKeyMode>,
 ) -> Result<HostKeySettings, Diagnostic> {
     let vars = &inv.first_control_plane().vars;
-    let inv_dir = inv
-        .path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let inv_dir = inv.path.parent().map(Path::to_path_buf).unwrap_or_default();
     let (file, source) = match cli_file {
         Some(f) => (f.to_path_buf(), "--known-hosts".to_string()),
         None => match vars.get(KNOWN_HOSTS_VAR) {

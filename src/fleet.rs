@@ -50,8 +50,10 @@ impl Progress {
         } else {
             let b = self.multi.add(ProgressBar::new_spinner());
             b.set_style(
-                ProgressStyle::with_template("{spinner:.cyan} {prefix:<24} {wide_msg} {elapsed:>4}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template(
+                    "{spinner:.cyan} {prefix:<24} {wide_msg} {elapsed:>4}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             b.set_prefix(host.to_string());
             b.set_message(step.to_string());

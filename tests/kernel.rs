@@ -605,14 +605,14 @@ fn tunnels_add_their_kernel_config() {
         &evaluate(&s, "n", &f),
         Feature::KernelConfig,
         "CONFIG_VXLAN is not set",
-        "CONFIG_FIB_RULES",
+        "built with CONFIG_VXLAN (=y",
     );
     s.cilium_intent.routing = RoutingMode::Tunnel(TunnelProtocol::Geneve);
     assert_blocked(
         &evaluate(&s, "n", &f),
         Feature::KernelConfig,
         "CONFIG_GENEVE is not set",
-        "",
+        "built with CONFIG_GENEVE (=y",
     );
     // FIB rules too.
     let f2 = good_facts().with_kconfig("CONFIG_FIB_RULES", Some(KconfigValue::NotSet));

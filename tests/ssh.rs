@@ -4,7 +4,9 @@ mod common;
 
 use common::sshd::{self, SshLab, SudoRule};
 use kubedrill::fleet::{self, Connector, Progress};
-use kubedrill::ssh::{Command, Destination, HostKeyMode, HostKeyPolicy, Options, Session, SshError};
+use kubedrill::ssh::{
+    Command, Destination, HostKeyMode, HostKeyPolicy, Options, Session, SshError,
+};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,7 +100,9 @@ async fn wrong_key_is_refused_with_the_methods_tried() {
 
     let mut d = dest(&lab, 0, "root");
     d.key = Some(other.clone());
-    let err = Session::connect(d, None, opts.clone()).await.expect_err("must fail");
+    let err = Session::connect(d, None, opts.clone())
+        .await
+        .expect_err("must fail");
     match &err {
         SshError::Auth { host, tried, .. } => {
             assert_eq!(host, "node1");
@@ -109,15 +113,26 @@ async fn wrong_key_is_refused_with_the_methods_tried() {
 
     // A passphrase-protected key: a clear error pointing at ssh-agent.
     let mut d = dest(&lab, 0, "root");
-    d.key = Some(lab.encrypted_key_path().expect("encrypted key").to_path_buf());
-    let err = Session::connect(d, None, opts.clone()).await.expect_err("must fail");
+    d.key = Some(
+        lab.encrypted_key_path()
+            .expect("encrypted key")
+            .to_path_buf(),
+    );
+    let err = Session::connect(d, None, opts.clone())
+        .await
+        .expect_err("must fail");
     let msg = err.to_string();
-    assert!(msg.contains("passphrase-protected") && msg.contains("ssh-add"), "{msg}");
+    assert!(
+        msg.contains("passphrase-protected") && msg.contains("ssh-add"),
+        "{msg}"
+    );
 
     // A key file that does not exist names the file.
     let mut d = dest(&lab, 0, "root");
     d.key = Some(lab.dir().join("missing"));
-    let err = Session::connect(d, None, opts).await.expect_err("must fail");
+    let err = Session::connect(d, None, opts)
+        .await
+        .expect_err("must fail");
     assert!(matches!(err, SshError::KeyFile { .. }), "{err}");
 }
 
@@ -133,7 +148,11 @@ async fn changed_host_key_is_refused_in_every_mode() {
     )
     .expect("parse");
     let fp = kubedrill::ssh::known_hosts::fingerprint(&new_key);
-    for mode in [HostKeyMode::Strict, HostKeyMode::AcceptNew, HostKeyMode::Off] {
+    for mode in [
+        HostKeyMode::Strict,
+        HostKeyMode::AcceptNew,
+        HostKeyMode::Off,
+    ] {
         let opts = options(lab.known_hosts_path(), mode);
         let err = Session::connect(dest(&lab, 0, "root"), None, opts)
             .await
@@ -145,7 +164,10 @@ async fn changed_host_key_is_refused_in_every_mode() {
                 file,
                 line,
             } => {
-                assert_eq!(host, &format!("[{}]:{}", lab.host(0).addr, lab.host(0).port));
+                assert_eq!(
+                    host,
+                    &format!("[{}]:{}", lab.host(0).addr, lab.host(0).port)
+                );
                 assert_eq!(fingerprint, &fp);
                 assert_eq!(file, lab.known_hosts_path());
                 assert_eq!(*line, 1);
@@ -167,9 +189,13 @@ async fn unknown_hosts_strict_refuses_accept_new_records() {
     }
     let lab = SshLab::start(2);
     let kh = lab.dir().join("fresh_known_hosts");
-    let err = Session::connect(dest(&lab, 0, "root"), None, options(&kh, HostKeyMode::Strict))
-        .await
-        .expect_err("strict refuses unknown hosts");
+    let err = Session::connect(
+        dest(&lab, 0, "root"),
+        None,
+        options(&kh, HostKeyMode::Strict),
+    )
+    .await
+    .expect_err("strict refuses unknown hosts");
     assert!(matches!(err, SshError::HostKeyUnknown { .. }), "{err}");
     assert!(err.to_string().contains("accept-new"));
 
@@ -188,9 +214,13 @@ async fn unknown_hosts_strict_refuses_accept_new_records() {
     let mode = std::fs::metadata(&kh).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     // Now strict accepts them, and a second accept-new run records nothing new.
-    Session::connect(dest(&lab, 1, "root"), None, options(&kh, HostKeyMode::Strict))
-        .await
-        .expect("strict after recording");
+    Session::connect(
+        dest(&lab, 1, "root"),
+        None,
+        options(&kh, HostKeyMode::Strict),
+    )
+    .await
+    .expect("strict after recording");
     let again = options(&kh, HostKeyMode::AcceptNew);
     Session::connect(dest(&lab, 0, "root"), None, again.clone())
         .await
@@ -231,7 +261,10 @@ async fn command_timeout_leaves_the_session_usable() {
         }
         e => panic!("expected CommandTimeout, got {e}"),
     }
-    let out = s.exec(&Command::new("echo still here")).await.expect("exec");
+    let out = s
+        .exec(&Command::new("echo still here"))
+        .await
+        .expect("exec");
     assert_eq!(out.stdout_text(), "still here\n");
 }
 
@@ -248,16 +281,24 @@ async fn upload_is_checked_and_gets_its_mode() {
     )
     .await
     .expect("connect");
-    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let target = lab.dir().join("uploaded.bin");
     let path = target.to_str().expect("utf8 path");
     s.upload(&data, path, 0o640, false).await.expect("upload");
     assert_eq!(std::fs::read(&target).expect("read back"), data);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&target).expect("stat").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&target)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o640);
     // Re-upload replaces atomically; no temporary file is left behind.
-    s.upload(b"v2\n", path, 0o600, false).await.expect("upload again");
+    s.upload(b"v2\n", path, 0o600, false)
+        .await
+        .expect("upload again");
     assert_eq!(std::fs::read(&target).expect("read"), b"v2\n");
     let leftovers: Vec<_> = std::fs::read_dir(lab.dir())
         .expect("ls")
@@ -285,10 +326,15 @@ async fn sudo_for_a_non_root_user() {
 
     let mut d = dest(&lab, 0, sshd::SUDO_USER);
     d.become_user = Some("root".into());
-    let s = Session::connect(d, None, opts.clone()).await.expect("kdtest connects");
+    let s = Session::connect(d, None, opts.clone())
+        .await
+        .expect("kdtest connects");
     let plain = s.exec(&Command::new("id -un")).await.expect("exec");
     assert_eq!(plain.stdout_text().trim(), sshd::SUDO_USER);
-    let root = s.exec(&Command::new("id -un").privileged()).await.expect("sudo exec");
+    let root = s
+        .exec(&Command::new("id -un").privileged())
+        .await
+        .expect("sudo exec");
     assert_eq!(root.stdout_text().trim(), "root");
     // Privileged upload lands root-owned.
     let target = lab.dir().join("root-owned");
@@ -301,7 +347,9 @@ async fn sudo_for_a_non_root_user() {
     // Without a sudo rule: a clear error at connect time, naming user and host.
     let mut d = dest(&lab, 0, sshd::NOSUDO_USER);
     d.become_user = Some("root".into());
-    let err = Session::connect(d, None, opts).await.expect_err("no sudo right");
+    let err = Session::connect(d, None, opts)
+        .await
+        .expect_err("no sudo right");
     match &err {
         SshError::Sudo { host, user, .. } => {
             assert_eq!(host, "node1");
@@ -372,11 +420,24 @@ async fn bastion_hop() {
     let opts = options(lab.known_hosts_path(), HostKeyMode::Strict);
     let connector = Connector::new(opts.clone(), Some(bastion.clone()));
     for i in 0..2 {
-        let s = connector.connect(dest(&lab, i, "root")).await.expect("via bastion");
-        let out = s.exec(&Command::new("echo $SSH_CONNECTION")).await.expect("exec");
+        let s = connector
+            .connect(dest(&lab, i, "root"))
+            .await
+            .expect("via bastion");
+        let out = s
+            .exec(&Command::new("echo $SSH_CONNECTION"))
+            .await
+            .expect("exec");
         // sshd on the node sees the connection arriving at its own address and port.
-        let fields: Vec<String> = out.stdout_text().split_whitespace().map(String::from).collect();
-        assert_eq!(fields.get(2).map(String::as_str), Some(lab.host(i).addr.to_string().as_str()));
+        let fields: Vec<String> = out
+            .stdout_text()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            fields.get(2).map(String::as_str),
+            Some(lab.host(i).addr.to_string().as_str())
+        );
         assert_eq!(fields.get(3), Some(&lab.host(i).port.to_string()));
     }
     // The route really goes through the jump host: without it, connecting fails and says so.
@@ -413,7 +474,10 @@ async fn dropped_connection_is_reestablished_once() {
     // Between commands: the next command reconnects and runs.
     drop_connections(&lab, 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let out = s.exec(&Command::new("echo again")).await.expect("after drop");
+    let out = s
+        .exec(&Command::new("echo again"))
+        .await
+        .expect("after drop");
     assert_eq!(out.stdout_text(), "again\n");
     assert_eq!(s.reconnects(), 1);
 
@@ -429,8 +493,7 @@ async fn dropped_connection_is_reestablished_once() {
     let s3 = s.clone();
     let marker = lab.dir().join("runs");
     let script = format!("echo run >> {}; sleep 2; echo done", marker.display());
-    let running =
-        tokio::spawn(async move { s3.exec(&Command::new(script).idempotent()).await });
+    let running = tokio::spawn(async move { s3.exec(&Command::new(script).idempotent()).await });
     tokio::time::sleep(Duration::from_millis(700)).await;
     drop_connections(&lab, 0);
     let out = running.await.expect("join").expect("re-run");

@@ -59,17 +59,14 @@ pub fn run(args: CheckArgs, out: Output) -> anyhow::Result<ExitCode> {
     if out == Output::Text {
         print_diagnostics(&diags);
     }
-    let settings = match check::host_key_settings(
-        &inv,
-        args.known_hosts.as_deref(),
-        args.host_key_checking,
-    ) {
-        Ok(s) => s,
-        Err(d) => {
-            eprintln!("{d}");
-            return Ok(ExitCode::from(1));
-        }
-    };
+    let settings =
+        match check::host_key_settings(&inv, args.known_hosts.as_deref(), args.host_key_checking) {
+            Ok(s) => s,
+            Err(d) => {
+                eprintln!("{d}");
+                return Ok(ExitCode::from(1));
+            }
+        };
     if settings.mode == HostKeyMode::Off {
         eprintln!(
             "WARNING: host-key checking is OFF: kubedrill will talk to whatever answers at each \
@@ -254,25 +251,27 @@ fn print_text(r: &CheckReport) {
     let failed: Vec<_> = r.failed().collect();
     if !failed.is_empty() {
         println!("\nnot checked:");
-        for (host, err) in &failed {
-            println!("  {host}: {err}");
+        for (_, err) in &failed {
+            // Errors start with the host name.
+            println!("  {err}");
         }
     }
     let checked = r.hosts.len() - failed.len();
+    let mut verdict = Vec::new();
+    if !failed.is_empty() {
+        verdict.push(format!("{} not checked", failed.len()));
+    }
+    if r.requested_blocked {
+        verdict.push("a requested feature is blocked".to_string());
+    }
+    if verdict.is_empty() {
+        verdict.push("every requested feature can run".to_string());
+    }
     println!(
-        "\n{checked}/{} hosts checked in {:.2} s{}{}",
+        "\n{checked}/{} hosts checked in {:.2} s; {}",
         r.hosts.len(),
         r.duration_ms as f64 / 1000.0,
-        if failed.is_empty() {
-            String::new()
-        } else {
-            format!("; {} unreachable (exit {EXIT_UNREACHABLE})", failed.len())
-        },
-        if r.requested_blocked {
-            format!("; a requested feature is blocked (exit {EXIT_BLOCKED})")
-        } else {
-            String::new()
-        }
+        verdict.join("; "),
     );
 }
 

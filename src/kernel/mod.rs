@@ -351,11 +351,15 @@ fn check_option(facts: &Facts, k: &Kconfig) -> OptionCheck {
 /// Check options: Blocked if any is missing, Degraded if any cannot be verified.
 fn check_options(facts: &Facts, opts: &[&Kconfig], what: &str) -> (Status, String) {
     let (mut ok, mut unverified, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+    let mut missing_names = Vec::new();
     for k in opts {
         match check_option(facts, k) {
             OptionCheck::Ok(s) => ok.push(s),
             OptionCheck::Unverified(s) => unverified.push(s),
-            OptionCheck::Missing(s) => missing.push(s),
+            OptionCheck::Missing(s) => {
+                missing.push(s);
+                missing_names.push(k.name);
+            }
         }
     }
     let source = facts.kernel_config.source.as_ref().map_or_else(
@@ -373,7 +377,7 @@ fn check_options(facts: &Facts, opts: &[&Kconfig], what: &str) -> (Status, Strin
             missing.join("; "),
             format!(
                 "use a kernel built with {} (=y, or =m with the module installed)",
-                opts.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+                missing_names.join(", ")
             ),
         )
     } else if facts.kernel_config.source.is_none() {

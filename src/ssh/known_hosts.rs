@@ -106,7 +106,8 @@ impl KnownHosts {
                 first = fields.next().unwrap_or_default();
             }
             let (Some(_alg), Some(b64)) = (fields.next(), fields.next()) else {
-                kh.skipped.push((line, "expected: hosts key-type base64-key".into()));
+                kh.skipped
+                    .push((line, "expected: hosts key-type base64-key".into()));
                 continue;
             };
             let key = match parse_public_key_base64(b64) {
@@ -138,7 +139,11 @@ impl KnownHosts {
         let name = host_port_name(host, port);
         let mut changed = None;
         let mut known = None;
-        for e in self.entries.iter().filter(|e| host_matches(&e.patterns, &name)) {
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| host_matches(&e.patterns, &name))
+        {
             let same = e.key.key_data() == key.key_data();
             match e.marker {
                 Marker::Revoked if same => return Lookup::Revoked { line: e.line },
@@ -305,7 +310,10 @@ mod tests {
             Lookup::Known { line: 2 }
         );
         assert_eq!(kh.lookup("10.0.0.1", 22, &key(K1)), Lookup::Unknown);
-        assert_eq!(kh.lookup("node1", 22, &key(K2)), Lookup::Revoked { line: 5 });
+        assert_eq!(
+            kh.lookup("node1", 22, &key(K2)),
+            Lookup::Revoked { line: 5 }
+        );
         assert_eq!(kh.lookup("w1.lab", 22, &key(K1)), Lookup::Known { line: 4 });
         assert_eq!(kh.lookup("bad.lab", 22, &key(K1)), Lookup::Unknown);
     }

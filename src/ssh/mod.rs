@@ -425,7 +425,9 @@ pub enum SshError {
         reason: String,
     },
     /// Host certificates are not accepted.
-    #[error("{host}: the server presented a host certificate; kubedrill verifies plain host keys only")]
+    #[error(
+        "{host}: the server presented a host certificate; kubedrill verifies plain host keys only"
+    )]
     HostCertificate {
         /// Host.
         host: String,
@@ -453,7 +455,9 @@ pub enum SshError {
         hint: Option<String>,
     },
     /// `sudo -n` refused.
-    #[error("{host}: `{user}` cannot run commands with `sudo -n` as {become_user}: {stderr}. Give {user} a NOPASSWD sudo rule, or log in as root")]
+    #[error(
+        "{host}: `{user}` cannot run commands with `sudo -n` as {become_user}: {stderr}. Give {user} a NOPASSWD sudo rule, or log in as root"
+    )]
     Sudo {
         /// Host.
         host: String,
@@ -465,7 +469,10 @@ pub enum SshError {
         stderr: String,
     },
     /// A command ran longer than its limit.
-    #[error("{host}: `{command}` timed out after {after:?}{}", stderr_suffix(stderr))]
+    #[error(
+        "{host}: `{command}` timed out after {after:?}{}",
+        stderr_suffix(stderr)
+    )]
     CommandTimeout {
         /// Host.
         host: String,
@@ -485,7 +492,9 @@ pub enum SshError {
         command: String,
     },
     /// An uploaded file's checksum differed on the node.
-    #[error("{host}: upload to {path} failed its integrity check (sent sha256 {expected}): {detail}")]
+    #[error(
+        "{host}: upload to {path} failed its integrity check (sent sha256 {expected}): {detail}"
+    )]
     Upload {
         /// Host.
         host: String,
@@ -696,7 +705,9 @@ impl Session {
         );
         let (handle, generation) = self.current().await;
         let first = if handle.is_closed() {
-            Err(Attempt::NotStarted(SshError::Russh(russh::Error::Disconnect)))
+            Err(Attempt::NotStarted(SshError::Russh(
+                russh::Error::Disconnect,
+            )))
         } else {
             self.run_once(&handle, &line, cmd).await
         };
@@ -705,11 +716,15 @@ impl Session {
             Err(Attempt::Failed(e)) => Err(e),
             Err(Attempt::NotStarted(e)) if e.is_disconnect() => {
                 let h = self.reconnect(generation).await?;
-                self.run_once(&h, &line, cmd).await.map_err(Attempt::into_error)
+                self.run_once(&h, &line, cmd)
+                    .await
+                    .map_err(Attempt::into_error)
             }
             Err(Attempt::Dropped) if cmd.retry_on_drop => {
                 let h = self.reconnect(generation).await?;
-                self.run_once(&h, &line, cmd).await.map_err(Attempt::into_error)
+                self.run_once(&h, &line, cmd)
+                    .await
+                    .map_err(Attempt::into_error)
             }
             Err(Attempt::NotStarted(e)) => Err(e.with_host(&self.dest.name)),
             Err(Attempt::Dropped) => {
@@ -858,7 +873,11 @@ impl Session {
     }
 
     /// Open a `direct-tcpip` channel from this host to `addr:port` (for jump hosts and tunnels).
-    pub async fn tunnel(&self, addr: &str, port: u16) -> Result<russh::Channel<client::Msg>, SshError> {
+    pub async fn tunnel(
+        &self,
+        addr: &str,
+        port: u16,
+    ) -> Result<russh::Channel<client::Msg>, SshError> {
         let (handle, generation) = self.current().await;
         match handle
             .channel_open_direct_tcpip(addr, port as u32, "127.0.0.1", 0)
