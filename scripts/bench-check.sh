@@ -295,10 +295,11 @@ run_baseline() {
     done
     t1=$(date +%s.%N)
     s1=$(sshd_cpu "$n")
-    # This function runs in a command substitution: `times` line 2 is the CPU of its children,
-    # i.e. the ssh clients.
-    client=$(times | awk 'NR == 2 {
-        split($1, u, /m|s/); split($2, s, /m|s/); printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
+    # This function runs in a subshell of its own: `times` line 2 is the CPU of its children,
+    # i.e. the ssh clients. (Into a file: in a pipe, `times` would run in a fresh subshell.)
+    times >"$dir/times.txt"
+    client=$(awk 'NR == 2 {
+        split($1, u, /m|s/); split($2, s, /m|s/); printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$dir/times.txt")
     if [ "$failed" -gt 0 ]; then
         echo "bench-check: baseline N=$n: $failed host(s) failed, e.g.:" >&2
         cat "$(ls "$dir"/out/*.err | head -1)" >&2
