@@ -7,8 +7,9 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Build: a C toolchain for crates with C parts, pkg-config for -sys crates.
-# Tests: python3 is not needed; git for the golden-file workflow.
-PACKAGES=(build-essential pkg-config ca-certificates git)
+# Tests: git for the golden-file workflow; openssh-server/-client and sudo for the real-sshd
+# tests (each test starts its own sshd on 127.0.1.x); time for the check benchmark's peak RSS.
+PACKAGES=(build-essential pkg-config ca-certificates git openssh-server openssh-client sudo time)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -17,7 +18,8 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+  # RUNLEVEL=1: invoke-rc.d must not start the system's own sshd on port 22 (tests start theirs).
+  RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 else
   echo "setup: system packages present (${PACKAGES[*]})"
 fi

@@ -16,7 +16,7 @@ fn options(known_hosts: &Path, mode: HostKeyMode) -> Arc<Options> {
     let mut o = Options::new(Arc::new(policy));
     // Only the lab's key: never the developer's agent or ~/.ssh keys.
     o.identities = Vec::new();
-    o.agent = false;
+    o.agent = None;
     o.connect_timeout = Duration::from_secs(10);
     Arc::new(o)
 }
@@ -500,4 +500,82 @@ async fn dropped_connection_is_reestablished_once() {
     assert_eq!(out.stdout_text(), "done\n");
     let runs = std::fs::read_to_string(&marker).expect("marker");
     assert_eq!(runs.lines().count(), 2, "ran once, dropped, ran again");
+}
+
+/// An ssh-agent this test started (killed by PID on drop).
+struct Agent {
+    child: std::process::Child,
+    sock: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, keys: &[&Path]) -> Agent {
+        let sock = dir.join(format!("agent-{}.sock", keys.len()));
+        let child = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent");
+        let agent = Agent { child, sock };
+        let t = Instant::now();
+        while !agent.sock.exists() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for k in keys {
+            let st = std::process::Command::new("ssh-add")
+                .arg("-q")
+                .arg(k)
+                .env("SSH_AUTH_SOCK", &agent.sock)
+                .status()
+                .expect("ssh-add");
+            assert!(st.success());
+        }
+        agent
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_agent_keys_are_used() {
+    if !sshd::skip_unless_available("agent") {
+        return;
+    }
+    let lab = SshLab::start(1);
+    let agent = Agent::start(lab.dir(), &[lab.key_path()]);
+    let policy = HostKeyPolicy::load(lab.known_hosts_path(), HostKeyMode::Strict).expect("kh");
+    let mut o = Options::new(Arc::new(policy));
+    o.identities = Vec::new();
+    o.agent = Some(agent.sock.clone());
+    let mut d = dest(&lab, 0, "root");
+    d.key = None;
+    let s = Session::connect(d.clone(), None, Arc::new(o.clone()))
+        .await
+        .expect("agent auth");
+    let out = s.exec(&Command::new("echo via-agent")).await.expect("exec");
+    assert_eq!(out.stdout_text(), "via-agent\n");
+
+    // An empty agent and no key: the error lists the agent attempt.
+    drop(agent);
+    let empty = Agent::start(lab.dir(), &[]);
+    o.agent = Some(empty.sock.clone());
+    let err = Session::connect(d, None, Arc::new(o))
+        .await
+        .expect_err("no key");
+    match err {
+        SshError::Auth { tried, .. } => {
+            assert!(
+                tried.iter().any(|t| t.contains("ssh-agent (0 keys")),
+                "{tried:?}"
+            )
+        }
+        e => panic!("expected auth error, got {e}"),
+    }
 }

@@ -24,7 +24,7 @@ pub(super) async fn authenticate(
     user: &str,
     explicit_key: Option<&Path>,
     defaults: &[PathBuf],
-    use_agent: bool,
+    agent_socket: Option<&Path>,
 ) -> Result<(), SshError> {
     let mut tried: Vec<String> = Vec::new();
     let mut encrypted: Option<PathBuf> = None;
@@ -58,8 +58,8 @@ pub(super) async fn authenticate(
         }
     }
 
-    if use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
-        match AgentClient::connect_env().await {
+    if let Some(sock) = agent_socket {
+        match AgentClient::connect_uds(sock).await {
             Ok(mut agent) => {
                 let ids = agent.request_identities().await.unwrap_or_default();
                 let n = ids.len();
@@ -77,7 +77,10 @@ pub(super) async fn authenticate(
                 }
                 tried.push(format!("ssh-agent ({n} keys, none accepted)"));
             }
-            Err(e) => tried.push(format!("ssh-agent (unreachable: {e})")),
+            Err(e) => tried.push(format!(
+                "ssh-agent at {} (unreachable: {e})",
+                sock.display()
+            )),
         }
     }
 

@@ -145,8 +145,8 @@ pub struct Options {
     pub host_keys: Arc<HostKeyPolicy>,
     /// Fallback identity files (after the inventory's key and the agent).
     pub identities: Vec<PathBuf>,
-    /// Try keys held by ssh-agent (`SSH_AUTH_SOCK`).
-    pub agent: bool,
+    /// ssh-agent socket whose keys are tried (default: `SSH_AUTH_SOCK`); `None` disables it.
+    pub agent: Option<PathBuf>,
     /// Concurrent channels per connection (OpenSSH's `MaxSessions` defaults to 10).
     pub max_channels: usize,
 }
@@ -160,7 +160,7 @@ impl Options {
             keepalive: Duration::from_secs(15),
             host_keys,
             identities: default_identities(),
-            agent: true,
+            agent: std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
             max_channels: 8,
         }
     }
@@ -992,7 +992,7 @@ async fn open(
             &dest.user,
             dest.key.as_deref(),
             &opts.identities,
-            opts.agent,
+            opts.agent.as_deref(),
         ),
     )
     .await
