@@ -73,7 +73,7 @@ fn check_text_names_unreachable_hosts_and_keeps_the_others() {
         .expect("run");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
     assert!(stdout.contains("2/3 hosts checked"), "{stdout}");
     assert!(stdout.contains("  node3: cannot connect"), "{stdout}");
     assert!(!stdout.contains("node3: node3"), "{stdout}");
@@ -102,7 +102,7 @@ fn check_refuses_unknown_hosts_unless_accept_new() {
         .output()
         .expect("run");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
     assert!(stdout.contains("is not in"), "{stdout}");
     assert!(!kh.exists(), "strict mode must not create the file");
 

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// Exit code when some host could not be checked.
-pub const EXIT_UNREACHABLE: u8 = 2;
+pub const EXIT_UNREACHABLE: u8 = 4;
 /// Exit code when a requested feature is blocked on some node.
 pub const EXIT_BLOCKED: u8 = 3;
 
