@@ -8,8 +8,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Build: a C toolchain for crates with C parts, pkg-config for -sys crates.
 # Tests: git for the golden-file workflow; openssh-server/-client and sudo for the real-sshd
-# tests (each test starts its own sshd on 127.0.1.x); time for the check benchmark's peak RSS.
-PACKAGES=(build-essential pkg-config ca-certificates git openssh-server openssh-client sudo time)
+# tests (each test starts its own sshd on 127.0.1.x); time for the check benchmark's peak RSS;
+# libvirt-dev for the `virt` crate (its test:///default driver needs no daemon).
+PACKAGES=(build-essential pkg-config ca-certificates git openssh-server openssh-client sudo time
+  libvirt-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

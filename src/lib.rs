@@ -11,6 +11,7 @@ pub mod facts;
 pub mod fleet;
 pub mod inventory;
 pub mod kernel;
+pub mod lab;
 pub mod plan;
 pub mod render;
 pub mod spec;

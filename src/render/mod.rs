@@ -106,10 +106,19 @@ const TEMPLATES: &[(&str, &str)] = &[
         "containerd/hosts.toml",
         include_str!("../../templates/containerd/hosts.toml.tera"),
     ),
+    (
+        "libvirt/domain.xml",
+        include_str!("../../templates/libvirt/domain.xml.tera"),
+    ),
+    (
+        "libvirt/network.xml",
+        include_str!("../../templates/libvirt/network.xml.tera"),
+    ),
 ];
 
 impl Templates {
-    /// Load the embedded templates (autoescape off: these are YAML and TOML, not HTML).
+    /// Load the embedded templates. Autoescape is off: YAML and TOML go through `json_encode`,
+    /// libvirt XML through `escape_xml`, each value deliberately.
     pub fn load() -> Result<Self, RenderError> {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![]);

@@ -1,0 +1,88 @@
+//! What a lab created, recorded locally before and after each libvirt call, so that `lab down`
+//! can remove exactly that — also after a half-finished `lab up`.
+
+use super::xml::Instance;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A libvirt object by name and UUID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjRef {
+    /// libvirt name.
+    pub name: String,
+    /// UUID kubedrill gave it.
+    pub uuid: String,
+}
+
+/// The record of one lab instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabState {
+    /// Lab, creation time, instance id (the mark on every domain).
+    pub instance: Instance,
+    /// Hypervisor URI.
+    pub uri: String,
+    /// The lab definition file.
+    pub definition: PathBuf,
+    /// The lab network, once defined.
+    pub network: Option<ObjRef>,
+    /// Domains, as they are defined.
+    pub domains: Vec<ObjRef>,
+    /// Directory of overlays, seeds and console logs (kubedrill's own).
+    pub dir: PathBuf,
+}
+
+/// kubedrill's state directory: `$KUBEDRILL_STATE_DIR`, else `$XDG_STATE_HOME/kubedrill`, else
+/// `~/.local/state/kubedrill`.
+pub fn state_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("KUBEDRILL_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("kubedrill");
+    }
+    std::env::home_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".local/state/kubedrill")
+}
+
+/// `<state root>/labs/<lab>/`.
+pub fn lab_dir(root: &Path, lab: &str) -> PathBuf {
+    root.join("labs").join(lab)
+}
+
+impl LabState {
+    fn file(dir: &Path) -> PathBuf {
+        dir.join("state.json")
+    }
+
+    /// Load the state of a lab, if it exists.
+    pub fn load(dir: &Path) -> std::io::Result<Option<LabState>> {
+        match std::fs::read(Self::file(dir)) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", Self::file(dir).display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write atomically (temp file + rename), mode 0600.
+    pub fn save(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = self.dir.join("state.json.tmp");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        {
+            use std::io::Write;
+            let mut f = opts.open(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(tmp, Self::file(&self.dir))
+    }
+}
