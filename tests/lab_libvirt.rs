@@ -267,3 +267,39 @@ fn shipped_lab_definitions_load() {
     assert_eq!(m.vms[0].size.memory_mib, 2560);
     assert_eq!(m.vms[2].address.to_string(), "192.168.151.13");
 }
+
+#[test]
+fn lab_show_cli() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubedrill"))
+        .args(["lab", "show", "labs/quickstart.yaml", "--output", "json"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["lab"]["vms"].as_array().map(Vec::len), Some(2));
+    let dt = doc["accel"]["domain_type"].as_str().expect("domain type");
+    assert!(dt == "kvm" || dt == "qemu");
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: bad\nhosts:\n  - {name: cp1, role: control-plane}\nnic:\n  queues: many\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubedrill"))
+        .args(["lab", "show"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:5") && err.contains("queues"),
+        "{err}"
+    );
+}

@@ -3,6 +3,7 @@
 
 mod check;
 mod inventory;
+mod lab;
 mod plan;
 pub mod state;
 
@@ -39,6 +40,9 @@ pub enum Command {
     Inventory(inventory::InventoryCmd),
     /// Connect to every node, gather facts, and judge what Cilium features each kernel and NIC allow.
     Check(check::CheckArgs),
+    /// Rehearsal labs on libvirt.
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
     /// Show the ordered phases an apply would run, with every file and command.
     Plan(plan::PlanArgs),
 }
@@ -49,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inventory(cmd) => inventory::run(cmd, cli.output),
         Command::Plan(args) => plan::run(args, cli.output),
         Command::Check(args) => check::run(args, cli.output),
+        Command::Lab(cmd) => lab::run(cmd, cli.output),
     }
 }
 
