@@ -301,7 +301,6 @@ fn precedence_of_sibling_groups_yaml() {
 
 /// The same in INI, where `:vars` values are strings (Ansible converts this one with `int()`).
 #[test]
-#[ignore = "bug: resolve reads ansible_group_priority with Value::as_i64 only, so the string \"10\" from an INI [group:vars] section (or a quoted YAML value) is ignored"]
 fn precedence_of_sibling_groups_ini() {
     let ini = "\
 [kube_control_plane]

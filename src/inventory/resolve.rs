@@ -51,7 +51,12 @@ pub fn resolve(mut raw: RawInventory) -> Result<Inventory, InventoryError> {
                     .get("ansible_group_priority")
                     .or(g.file_vars.get("ansible_group_priority"))
             })
-            .and_then(|v| v.value.as_i64())
+            // Ansible applies int(): INI `:vars` values and quoted YAML values are strings.
+            .and_then(|v| {
+                v.value
+                    .as_i64()
+                    .or_else(|| v.value.as_str().and_then(|s| s.trim().parse().ok()))
+            })
             .unwrap_or(1)
     };
     let mut host_groups: HashMap<&str, Vec<&str>> = HashMap::new();
