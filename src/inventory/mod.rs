@@ -84,7 +84,7 @@ pub struct RawGroup {
     /// False while the group is only referenced as someone's child.
     pub defined: bool,
     /// Hosts listed directly in the group.
-    pub hosts: Vec<String>,
+    pub hosts: indexmap::IndexSet<String>,
     /// Child groups, each with where it was named.
     pub children: Vec<(String, Origin)>,
     /// Variables from the inventory file.
@@ -166,7 +166,7 @@ impl RawInventory {
                 RawGroup {
                     origin: origin.clone(),
                     defined: true,
-                    hosts: vec![],
+                    hosts: Default::default(),
                     children: vec![],
                     vars: Vars::new(),
                     file_vars: Vars::new(),
@@ -202,7 +202,7 @@ impl RawInventory {
             .or_insert_with(|| RawGroup {
                 origin: origin.clone(),
                 defined: false,
-                hosts: vec![],
+                hosts: Default::default(),
                 children: vec![],
                 vars: Vars::new(),
                 file_vars: Vars::new(),
@@ -224,9 +224,8 @@ impl RawInventory {
                 file_vars: Vars::new(),
             });
         let g = self.group_mut(group, origin, true);
-        if !g.hosts.iter().any(|h| h == host) {
-            g.hosts.push(host.to_owned());
-        }
+        // A set: declaration order kept, membership checked in O(1) (ranges can be 100k hosts).
+        g.hosts.insert(host.to_owned());
     }
 
     /// Set a host variable from the inventory file.

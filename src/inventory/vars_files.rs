@@ -27,7 +27,7 @@ pub fn load_beside(inv: &mut RawInventory, dir: &Path) -> Result<(), InventoryEr
                     .or_insert_with(|| super::RawGroup {
                         origin: origin.clone(),
                         defined: false,
-                        hosts: vec![],
+                        hosts: Default::default(),
                         children: vec![],
                         vars: Default::default(),
                         file_vars: vars.into_iter().collect(),
