@@ -293,25 +293,36 @@ fn attach_orphans_and_derive(raw: &mut RawInventory) {
     }
 }
 
-/// Depth of each group: the longest path from `all`.
+/// Depth of each group: the longest path from `all`. The graph is acyclic (checked before), so
+/// one pass in topological order (Kahn's algorithm) is linear in groups + edges.
 fn depths(raw: &RawInventory) -> HashMap<String, usize> {
+    let mut indegree: HashMap<&str, usize> = raw.groups.keys().map(|g| (g.as_str(), 0)).collect();
+    for g in raw.groups.values() {
+        for (c, _) in &g.children {
+            *indegree.entry(c.as_str()).or_insert(0) += 1;
+        }
+    }
+    let mut ready: Vec<&str> = indegree
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(g, _)| *g)
+        .collect();
     let mut depth: HashMap<String, usize> = HashMap::new();
     depth.insert(groups::ALL.to_owned(), 0);
-    // Relax edges until stable; the graph is acyclic, so at most |groups| rounds.
-    for _ in 0..=raw.groups.len() {
-        let mut changed = false;
-        for (p, g) in &raw.groups {
-            let Some(&pd) = depth.get(p) else { continue };
-            for (c, _) in &g.children {
+    while let Some(p) = ready.pop() {
+        let pd = depth.get(p).copied();
+        let Some(g) = raw.groups.get(p) else { continue };
+        for (c, _) in &g.children {
+            if let Some(pd) = pd {
                 let e = depth.entry(c.clone()).or_insert(0);
-                if *e < pd + 1 {
-                    *e = pd + 1;
-                    changed = true;
+                *e = (*e).max(pd + 1);
+            }
+            if let Some(n) = indegree.get_mut(c.as_str()) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.push(c.as_str());
                 }
             }
-        }
-        if !changed {
-            break;
         }
     }
     depth
