@@ -122,6 +122,8 @@ impl Templates {
     pub fn load() -> Result<Self, RenderError> {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![]);
+        // Replaces tera's own: also escapes the characters YAML 1.1 readers treat as line breaks.
+        tera.register_filter("json_encode", json_encode);
         tera.add_raw_templates(TEMPLATES.iter().copied())
             .map_err(|e| RenderError::Template {
                 name: "(loading)".to_owned(),
@@ -143,6 +145,23 @@ impl Templates {
                 message: error_chain(&e),
             })
     }
+}
+
+/// JSON-encode a value for YAML/TOML, escaping U+0085, U+2028 and U+2029 (valid JSON escapes),
+/// which serde_json leaves raw and YAML 1.1 readers (Go's yaml.v2, PyYAML) treat as line breaks.
+fn json_encode(
+    v: &tera::Value,
+    _args: &std::collections::HashMap<String, tera::Value>,
+) -> tera::Result<tera::Value> {
+    let s = serde_json::to_string(v).map_err(|e| tera::Error::msg(e.to_string()))?;
+    Ok(tera::Value::String(escape_yaml_breaks(&s)))
+}
+
+/// Replace the Unicode line and paragraph separators and NEL with `\uXXXX` escapes.
+pub fn escape_yaml_breaks(s: &str) -> String {
+    s.replace('\u{85}', "\\u0085")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
