@@ -10,6 +10,7 @@ pub mod diag;
 pub mod facts;
 pub mod fleet;
 pub mod inventory;
+pub mod images;
 pub mod kernel;
 pub mod plan;
 pub mod render;
