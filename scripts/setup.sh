@@ -9,7 +9,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Build: a C toolchain for crates with C parts, pkg-config for -sys crates.
 # Tests: git for the golden-file workflow; openssh-server/-client and sudo for the real-sshd
 # tests (each test starts its own sshd on 127.0.1.x); time for the check benchmark's peak RSS.
-PACKAGES=(build-essential pkg-config ca-certificates git openssh-server openssh-client sudo time)
+# Images (`kubedrill image build`, its test): mmdebstrap, e2fsprogs (mkfs.ext4 -d, debugfs) and
+# qemu-utils (qemu-img). A qemu-utils already installed from backports counts as present, so
+# bookworm's older one is never pulled in over it.
+PACKAGES=(build-essential pkg-config ca-certificates git openssh-server openssh-client sudo time
+  mmdebstrap e2fsprogs qemu-utils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -2,6 +2,7 @@
 //! library, print).
 
 mod check;
+mod image;
 mod inventory;
 mod plan;
 pub mod state;
@@ -41,6 +42,9 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show the ordered phases an apply would run, with every file and command.
     Plan(plan::PlanArgs),
+    /// List, download (with checksum) or build offline the OS images lab VMs boot from.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
 }
 
 /// Run the parsed command; the exit code says whether the input was valid.
@@ -49,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inventory(cmd) => inventory::run(cmd, cli.output),
         Command::Plan(args) => plan::run(args, cli.output),
         Command::Check(args) => check::run(args, cli.output),
+        Command::Image(cmd) => image::run(cmd, cli.output),
     }
 }
 
