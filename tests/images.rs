@@ -373,3 +373,86 @@ fn build_debian_12_image() {
     assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
     assert_eq!(again.manifest, ready.manifest);
 }
+
+fn kubedrill(args: &[&str], cache: &Path, catalog: Option<&Path>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubedrill"));
+    cmd.args(args).env("KUBEDRILL_CACHE_DIR", cache).env_remove("KUBEDRILL_CATALOG");
+    if let Some(c) = catalog {
+        cmd.env("KUBEDRILL_CATALOG", c);
+    }
+    cmd.output().expect("kubedrill runs")
+}
+
+#[test]
+fn cli_image_pull_and_ls() {
+    let body = fake_qcow2();
+    let sums = format!("SHA256 (tiny-1.qcow2) = {}\n", hex(&Sha256::digest(&body)));
+    let server = Server::start(vec![
+        ("images/tiny-1.qcow2", body.clone()),
+        ("images/SHA256SUMS", sums.into_bytes()),
+    ]);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = tmp.path().join("cache");
+    let user_catalog = tmp.path().join("catalog.yaml");
+    std::fs::write(
+        &user_catalog,
+        format!(
+            "images:\n  - name: tiny-1\n    os_family: rhel\n    url: {}\n    checksum_url: {}\n    boot: disk\n",
+            server.url("images/tiny-1.qcow2"),
+            server.url("images/SHA256SUMS")
+        ),
+    )
+    .expect("write catalog");
+
+    let out = kubedrill(&["image", "pull", "tiny-1"], &cache, Some(&user_catalog));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // stderr is not a terminal here: plain progress lines, no bar.
+    assert!(stderr.contains(&format!("downloading {}", server.url("images/tiny-1.qcow2"))), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tiny-1: ready"));
+    let again = kubedrill(&["image", "pull", "tiny-1", "--output", "json"], &cache, Some(&user_catalog));
+    let ready: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(ready["cached"], true);
+    assert_eq!(ready["manifest"]["os_family"], "rhel");
+
+    let ls = kubedrill(&["image", "ls", "--output", "json"], &cache, Some(&user_catalog));
+    assert!(ls.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("json");
+    let names: Vec<&str> = v["catalog"].as_array().expect("catalog").iter().filter_map(|e| e["name"].as_str()).collect();
+    assert!(names.contains(&"ubuntu-24.04") && names.contains(&"tiny-1"), "{names:?}");
+    assert_eq!(v["cached"][0]["name"], "tiny-1");
+    assert_eq!(v["cached"][0]["state"], "ready");
+    let text = kubedrill(&["image", "ls"], &cache, Some(&user_catalog));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.lines().any(|l| l.starts_with("tiny-1") && l.contains("pull: 0.3 MiB qcow2")), "{text}");
+
+    let unknown = kubedrill(&["image", "pull", "nope"], &cache, None);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown image \"nope\""));
+}
+
+#[test]
+fn cache_reports_broken_images() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = ImageCache::at(tmp.path());
+    assert!(cache.list().expect("empty cache").is_empty());
+    let dir = cache.image_dir("half-1", Source::Build);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    assert!(matches!(&cache.list().expect("list")[0].state, ImageState::Broken(why) if why.contains("manifest.json")));
+    let manifest = serde_json::json!({
+        "name": "half-1", "os_family": "debian", "format": "qcow2", "disk": "disk.qcow2",
+        "sha256": "0".repeat(64), "size": 10,
+        "boot": {"mode": "direct", "kernel": "vmlinuz", "initrd": "initrd.img", "cmdline": "x"},
+        "built_from": {"kind": "recipe", "name": "half-1", "hash": "h", "mirror": "m"},
+        "created": "2026-11-22T00:00:00Z", "format_version": 1
+    });
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).expect("manifest");
+    std::fs::write(dir.join("disk.qcow2"), b"0123456789").expect("disk");
+    let listed = cache.list().expect("list");
+    assert!(matches!(&listed[0].state, ImageState::Broken(why) if why.contains("vmlinuz")), "{:?}", listed[0].state);
+    std::fs::write(dir.join("vmlinuz"), b"k").expect("kernel");
+    std::fs::write(dir.join("initrd.img"), b"i").expect("initrd");
+    assert_eq!(cache.list().expect("list")[0].state, ImageState::Ready);
+    std::fs::write(dir.join("disk.qcow2"), b"012").expect("truncate");
+    assert!(matches!(&cache.list().expect("list")[0].state, ImageState::Broken(why) if why.contains("3 bytes")));
+}

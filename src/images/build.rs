@@ -111,12 +111,38 @@ impl Recipe {
     }
 }
 
-/// The recipe hash recorded in the manifest and the image: SHA-256 of the format version and
-/// the recipe text.
-pub fn recipe_hash(text: &str) -> String {
+/// mmdebstrap hooks (`--setup-hook`, then `--customize-hook`s); `{OVERLAY}` is the quoted
+/// overlay directory, `$1` the root file system.
+const SETUP_HOOKS: &[&str] = &[
+    // MODULES=list before the kernel is installed: its first initrd is already small (fast);
+    // a customize hook regenerates it with the module list in place.
+    "mkdir -p \"$1\"/etc/initramfs-tools/conf.d && cp {OVERLAY}/etc/initramfs-tools/conf.d/kubedrill.conf \"$1\"/etc/initramfs-tools/conf.d/",
+];
+const CUSTOMIZE_HOOKS: &[&str] = &[
+    "cp -a {OVERLAY}/. \"$1\"/",
+    // Host keys are made per VM on first boot (cloud-init, else kubedrill-ssh-hostkeys).
+    "rm -f \"$1\"/etc/ssh/ssh_host_*",
+    "chroot \"$1\" systemctl enable serial-getty@ttyS0.service systemd-networkd.service kubedrill-ssh-hostkeys.service",
+    "chroot \"$1\" update-initramfs -u -k all",
+];
+
+const MARKER: &str = "etc/kubedrill-image";
+
+/// The recipe hash recorded in the manifest and the image: SHA-256 of the format version, the
+/// recipe text, the files kubedrill writes into the image and the hooks, so changing any of
+/// them rebuilds.
+pub fn recipe_hash(recipe: &Recipe, text: &str) -> String {
     let mut h = sha2::Sha256::new();
     h.update(format!("kubedrill-image-format {}\n", super::FORMAT_VERSION));
     h.update(text);
+    for (path, content) in overlay_files(recipe, "") {
+        if path != MARKER {
+            h.update(format!("\0{path}\0{content}"));
+        }
+    }
+    for hook in SETUP_HOOKS.iter().chain(CUSTOMIZE_HOOKS) {
+        h.update(format!("\0{hook}"));
+    }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -147,7 +173,7 @@ pub fn build(
             buildable: catalog.names(|e| e.recipe.is_some()),
         })?;
     let recipe = Recipe::parse(text, &format!("recipe {name}"))?;
-    let hash = recipe_hash(text);
+    let hash = recipe_hash(&recipe, text);
     if !opts.force
         && let Some(img) = cache.get(name, Source::Build)
         && let (ImageState::Ready, Some(m)) = (&img.state, &img.manifest)
@@ -203,14 +229,11 @@ pub fn build(
         cmd.arg(format!("--dpkgopt=path-include={p}"));
     }
     let ov = shell_quote(&overlay.display().to_string());
-    for hook in [
-        format!("cp -a {ov}/. \"$1\"/"),
-        // Host keys are made per VM on first boot (cloud-init, else kubedrill-ssh-hostkeys).
-        "rm -f \"$1\"/etc/ssh/ssh_host_*".to_owned(),
-        "chroot \"$1\" systemctl enable serial-getty@ttyS0.service systemd-networkd.service kubedrill-ssh-hostkeys.service".to_owned(),
-        "chroot \"$1\" update-initramfs -u -k all".to_owned(),
-    ] {
-        cmd.arg(format!("--customize-hook={hook}"));
+    for hook in SETUP_HOOKS {
+        cmd.arg(format!("--setup-hook={}", hook.replace("{OVERLAY}", &ov)));
+    }
+    for hook in CUSTOMIZE_HOOKS {
+        cmd.arg(format!("--customize-hook={}", hook.replace("{OVERLAY}", &ov)));
     }
     cmd.arg(&recipe.suite).arg(&rootfs).arg(&mirror);
     run(&mut cmd, &log)?;
@@ -281,7 +304,11 @@ fn overlay_files(recipe: &Recipe, hash: &str) -> Vec<(&'static str, String)> {
     vec![
         ("etc/fstab", "/dev/vda / ext4 rw,errors=remount-ro 0 1\n".into()),
         ("etc/hostname", "kubedrill\n".into()),
-        ("etc/initramfs-tools/conf.d/kubedrill.conf", "MODULES=list\n".into()),
+        (
+            // FSTYPE: the root's type cannot be probed in the chroot; fsck needs it.
+            "etc/initramfs-tools/conf.d/kubedrill.conf",
+            "MODULES=list\nFSTYPE=ext4\n".into(),
+        ),
         (
             "etc/initramfs-tools/modules",
             recipe.initrd_modules.iter().map(|m| format!("{m}\n")).collect(),
@@ -316,7 +343,7 @@ fn overlay_files(recipe: &Recipe, hash: &str) -> Vec<(&'static str, String)> {
                 .into(),
         ),
         (
-            "etc/kubedrill-image",
+            MARKER,
             format!(
                 "name={}\nrecipe_hash={hash}\nformat_version={}\n",
                 recipe.name,
@@ -527,8 +554,12 @@ mod tests {
             assert!(r.packages.iter().any(|x| x == p), "{p}");
         }
         assert_eq!(r.initrd_modules, ["virtio_pci", "virtio_blk", "virtio_net", "ext4"]);
-        assert_eq!(recipe_hash(text).len(), 64);
-        assert_ne!(recipe_hash(text), recipe_hash(&format!("{text}\n# changed")));
+        let hash = recipe_hash(&r, text);
+        assert_eq!(hash.len(), 64);
+        assert_ne!(hash, recipe_hash(&r, &format!("{text}\n# changed")));
+        let mut other = r.clone();
+        other.initrd_modules.push("virtio_scsi".into());
+        assert_ne!(hash, recipe_hash(&other, text), "overlay files are part of the hash");
     }
 
     #[test]

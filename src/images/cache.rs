@@ -217,6 +217,7 @@ impl ImageCache {
     pub(crate) fn staging(&self, name: &str) -> Result<tempfile::TempDir, ImageError> {
         let parent = self.root.join("images").join(name);
         std::fs::create_dir_all(&parent).map_err(ImageError::io("creating", &parent))?;
+        remove_stale(&parent);
         tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(&parent)
@@ -227,13 +228,41 @@ impl ImageCache {
     pub(crate) fn commit(&self, ready: &Path, name: &str, source: Source) -> Result<PathBuf, ImageError> {
         let dest = self.image_dir(name, source);
         if dest.exists() {
-            // Move the old one aside first so the rename below is atomic, then delete it.
-            let old = dest.with_file_name(format!(".old-{}-{}", source.dir(), std::process::id()));
-            std::fs::rename(&dest, &old).map_err(ImageError::io("moving aside", &dest))?;
-            std::fs::remove_dir_all(&old).map_err(ImageError::io("removing", &old))?;
+            // Move the old one aside (into a fresh temporary directory, removed when dropped)
+            // so that the rename below is atomic.
+            let parent = self.root.join("images").join(name);
+            let aside = tempfile::Builder::new()
+                .prefix(".old-")
+                .tempdir_in(&parent)
+                .map_err(ImageError::io("creating a directory in", &parent))?;
+            std::fs::rename(&dest, aside.path().join(source.dir()))
+                .map_err(ImageError::io("moving aside", &dest))?;
         }
         std::fs::rename(ready, &dest).map_err(ImageError::io("renaming into", &dest))?;
         Ok(dest)
+    }
+}
+
+/// Staging directories older than this are leftovers of a killed pull or build.
+const STALE: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// Remove `.tmp-*` and `.old-*` leftovers in `dir` older than [`STALE`] (best effort).
+fn remove_stale(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE);
+        if (name.starts_with(".tmp-") || name.starts_with(".old-")) && old {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
