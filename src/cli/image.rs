@@ -112,7 +112,10 @@ fn ls(place: &Where, out: Output) -> anyhow::Result<ExitCode> {
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<14} {:<7} {:<6} {:<6} CACHED", "NAME", "FAMILY", "BOOT", "BUILD");
+    println!(
+        "{:<14} {:<7} {:<6} {:<6} CACHED",
+        "NAME", "FAMILY", "BOOT", "BUILD"
+    );
     for e in catalog.entries() {
         let mine: Vec<&CachedImage> = cached.iter().filter(|c| c.name == e.name).collect();
         println!(
@@ -125,7 +128,14 @@ fn ls(place: &Where, out: Output) -> anyhow::Result<ExitCode> {
         );
     }
     for c in cached.iter().filter(|c| catalog.get(&c.name).is_err()) {
-        println!("{:<14} {:<7} {:<6} {:<6} {} (not in the catalog)", c.name, "?", "?", "-", cached_text(&[c]));
+        println!(
+            "{:<14} {:<7} {:<6} {:<6} {} (not in the catalog)",
+            c.name,
+            "?",
+            "?",
+            "-",
+            cached_text(&[c])
+        );
     }
     println!("\ncache: {}", cache.root().display());
     Ok(ExitCode::SUCCESS)
@@ -138,7 +148,9 @@ fn cached_text(images: &[&CachedImage]) -> String {
     images
         .iter()
         .map(|c| match (&c.state, &c.manifest) {
-            (ImageState::Ready, Some(m)) => format!("{}: {} {} ({})", c.source, mib(m.size), m.format, m.created),
+            (ImageState::Ready, Some(m)) => {
+                format!("{}: {} {} ({})", c.source, mib(m.size), m.format, m.created)
+            }
             (ImageState::Broken(why), _) => format!("{}: broken ({why})", c.source),
             (ImageState::Ready, None) => format!("{}: ?", c.source),
         })

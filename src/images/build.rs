@@ -84,7 +84,9 @@ impl Recipe {
         }
         for p in &r.packages {
             if !word(p, b".+-") {
-                return Err(invalid(format!("package {p:?} is not a Debian package name")));
+                return Err(invalid(format!(
+                    "package {p:?} is not a Debian package name"
+                )));
             }
         }
         for m in &r.initrd_modules {
@@ -104,7 +106,9 @@ impl Recipe {
         }
         for p in r.path_exclude.iter().chain(&r.path_include) {
             if !p.starts_with('/') || p.contains(char::is_whitespace) {
-                return Err(invalid(format!("path pattern {p:?} must be absolute, no spaces")));
+                return Err(invalid(format!(
+                    "path pattern {p:?} must be absolute, no spaces"
+                )));
             }
         }
         Ok(r)
@@ -133,7 +137,10 @@ const MARKER: &str = "etc/kubedrill-image";
 /// them rebuilds.
 pub fn recipe_hash(recipe: &Recipe, text: &str) -> String {
     let mut h = sha2::Sha256::new();
-    h.update(format!("kubedrill-image-format {}\n", super::FORMAT_VERSION));
+    h.update(format!(
+        "kubedrill-image-format {}\n",
+        super::FORMAT_VERSION
+    ));
     h.update(text);
     for (path, content) in overlay_files(recipe, "") {
         if path != MARKER {
@@ -233,7 +240,10 @@ pub fn build(
         cmd.arg(format!("--setup-hook={}", hook.replace("{OVERLAY}", &ov)));
     }
     for hook in CUSTOMIZE_HOOKS {
-        cmd.arg(format!("--customize-hook={}", hook.replace("{OVERLAY}", &ov)));
+        cmd.arg(format!(
+            "--customize-hook={}",
+            hook.replace("{OVERLAY}", &ov)
+        ));
     }
     cmd.arg(&recipe.suite).arg(&rootfs).arg(&mirror);
     run(&mut cmd, &log)?;
@@ -244,7 +254,10 @@ pub fn build(
         std::fs::copy(from, out.join(to)).map_err(ImageError::io("copying", from))?;
     }
 
-    let step = progress.step(&format!("mkfs.ext4 -d ({}) + qemu-img convert", recipe.disk_size));
+    let step = progress.step(&format!(
+        "mkfs.ext4 -d ({}) + qemu-img convert",
+        recipe.disk_size
+    ));
     let raw = work.join("disk.raw");
     run(
         Command::new("mkfs.ext4")
@@ -409,8 +422,8 @@ fn run(cmd: &mut Command, log: &Path) -> Result<(), ImageError> {
         .append(true)
         .open(log)
         .map_err(ImageError::io("opening", log))?;
-    let line = format!("{cmd:?}");
-    let _ = writeln!(f, "\n$ {line}");
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let _ = writeln!(f, "\n$ {cmd:?}");
     let err = f.try_clone().map_err(ImageError::io("opening", log))?;
     let status = cmd
         .stdin(Stdio::null())
@@ -418,7 +431,7 @@ fn run(cmd: &mut Command, log: &Path) -> Result<(), ImageError> {
         .stderr(err)
         .status()
         .map_err(|e| ImageError::Command {
-            command: short(&line),
+            command: program.clone(),
             status: e.to_string(),
             log: log.to_path_buf(),
             tail: String::new(),
@@ -427,10 +440,16 @@ fn run(cmd: &mut Command, log: &Path) -> Result<(), ImageError> {
         return Ok(());
     }
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+    // The last lines of this command's output (its own command line is in the log).
+    let lines: Vec<&str> = text
+        .lines()
+        .rev()
+        .take_while(|l| !l.starts_with("$ "))
+        .collect();
+    let tail: Vec<&str> = lines.into_iter().take(20).rev().collect();
+    let tail = tail.join("\n");
     Err(ImageError::Command {
-        command: short(&line),
+        command: program.clone(),
         status: status.to_string(),
         // The staging directory is removed on failure: keep the log where it can be read.
         log: keep_log(log),
@@ -450,14 +469,6 @@ fn keep_log(log: &Path) -> PathBuf {
     match std::fs::copy(log, &kept) {
         Ok(_) => kept,
         Err(_) => log.to_path_buf(),
-    }
-}
-
-fn short(s: &str) -> String {
-    const MAX: usize = 160;
-    match s.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
     }
 }
 
@@ -550,16 +561,30 @@ mod tests {
         let text = recipe_text("debian-12").expect("debian-12 recipe");
         let r = Recipe::parse(text, "debian-12").expect("valid");
         assert_eq!(r.suite, "bookworm");
-        for p in ["linux-image-amd64", "openssh-server", "cloud-init", "qemu-guest-agent", "ethtool", "iproute2"] {
+        for p in [
+            "linux-image-amd64",
+            "openssh-server",
+            "cloud-init",
+            "qemu-guest-agent",
+            "ethtool",
+            "iproute2",
+        ] {
             assert!(r.packages.iter().any(|x| x == p), "{p}");
         }
-        assert_eq!(r.initrd_modules, ["virtio_pci", "virtio_blk", "virtio_net", "ext4"]);
+        assert_eq!(
+            r.initrd_modules,
+            ["virtio_pci", "virtio_blk", "virtio_net", "ext4"]
+        );
         let hash = recipe_hash(&r, text);
         assert_eq!(hash.len(), 64);
         assert_ne!(hash, recipe_hash(&r, &format!("{text}\n# changed")));
         let mut other = r.clone();
         other.initrd_modules.push("virtio_scsi".into());
-        assert_ne!(hash, recipe_hash(&other, text), "overlay files are part of the hash");
+        assert_ne!(
+            hash,
+            recipe_hash(&other, text),
+            "overlay files are part of the hash"
+        );
     }
 
     #[test]
@@ -575,9 +600,20 @@ mod tests {
     fn overlay_has_the_config() {
         let r = Recipe::parse(recipe_text("debian-12").expect("recipe"), "x").expect("valid");
         let files = overlay_files(&r, "abc");
-        let get = |p: &str| files.iter().find(|(n, _)| *n == p).map(|(_, c)| c.as_str()).unwrap_or("");
-        assert_eq!(get("etc/initramfs-tools/modules"), "virtio_pci\nvirtio_blk\nvirtio_net\next4\n");
-        assert!(get("etc/cloud/cloud.cfg.d/90-kubedrill.cfg").contains("ssh_genkeytypes: [ed25519]"));
+        let get = |p: &str| {
+            files
+                .iter()
+                .find(|(n, _)| *n == p)
+                .map(|(_, c)| c.as_str())
+                .unwrap_or("")
+        };
+        assert_eq!(
+            get("etc/initramfs-tools/modules"),
+            "virtio_pci\nvirtio_blk\nvirtio_net\next4\n"
+        );
+        assert!(
+            get("etc/cloud/cloud.cfg.d/90-kubedrill.cfg").contains("ssh_genkeytypes: [ed25519]")
+        );
         assert!(get("etc/cloud/cloud.cfg.d/90-kubedrill.cfg").contains("locale: false"));
         assert!(get("etc/kubedrill-image").contains("recipe_hash=abc"));
     }
@@ -588,13 +624,22 @@ mod tests {
                       URIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n\
                       Components: main\n\nTypes: deb\nURIs: http://deb.debian.org/debian-security\n\
                       Suites: bookworm-security\nComponents: main\n";
-        assert_eq!(mirror_deb822(deb822, "bookworm").as_deref(), Some("http://deb.debian.org/debian"));
+        assert_eq!(
+            mirror_deb822(deb822, "bookworm").as_deref(),
+            Some("http://deb.debian.org/debian")
+        );
         assert_eq!(mirror_deb822(deb822, "trixie"), None);
         let disabled = "Enabled: no\nTypes: deb\nURIs: http://a/debian\nSuites: bookworm\n";
         assert_eq!(mirror_deb822(disabled, "bookworm"), None);
         let list = "# comment\ndeb-src http://x/debian bookworm main\n\
                     deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ bookworm main\n";
-        assert_eq!(mirror_one_line(list, "bookworm").as_deref(), Some("http://mirror.example/debian"));
-        assert_eq!(mirror_one_line("deb cdrom:[x]/ bookworm main\n", "bookworm"), None);
+        assert_eq!(
+            mirror_one_line(list, "bookworm").as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        assert_eq!(
+            mirror_one_line("deb cdrom:[x]/ bookworm main\n", "bookworm"),
+            None
+        );
     }
 }

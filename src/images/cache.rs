@@ -164,7 +164,11 @@ impl ImageCache {
 
     /// The cache from the environment (see the module docs).
     pub fn from_env() -> Result<Self, ImageError> {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         if let Some(p) = var(CACHE_ENV) {
             return Ok(Self::at(p));
         }
@@ -225,7 +229,12 @@ impl ImageCache {
     }
 
     /// Move a finished image directory into place as `name`/`source`, replacing any old one.
-    pub(crate) fn commit(&self, ready: &Path, name: &str, source: Source) -> Result<PathBuf, ImageError> {
+    pub(crate) fn commit(
+        &self,
+        ready: &Path,
+        name: &str,
+        source: Source,
+    ) -> Result<PathBuf, ImageError> {
         let dest = self.image_dir(name, source);
         if dest.exists() {
             // Move the old one aside (into a fresh temporary directory, removed when dropped)

@@ -90,7 +90,10 @@ pub fn find(text: &str, file_name: &str, origin: &str) -> Result<Digest, ImageEr
 /// One line of either format → (file name, digest).
 fn parse_line(line: &str) -> Option<(&str, Digest)> {
     // BSD: `SHA256 (name) = hex`.
-    for (tag, algorithm) in [("SHA256 (", Algorithm::Sha256), ("SHA512 (", Algorithm::Sha512)] {
+    for (tag, algorithm) in [
+        ("SHA256 (", Algorithm::Sha256),
+        ("SHA512 (", Algorithm::Sha512),
+    ] {
         if let Some(rest) = line.strip_prefix(tag) {
             let (name, hex) = rest.rsplit_once(") = ")?;
             let d = Digest::from_hex(hex.trim())?;
@@ -159,8 +162,10 @@ pub fn sha256_file(path: &std::path::Path) -> Result<String, ImageError> {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

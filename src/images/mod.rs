@@ -84,7 +84,9 @@ pub enum ImageError {
         got: String,
     },
     /// The catalog entry has no offline recipe.
-    #[error("image {name:?} has no build recipe (buildable: {buildable}); use `kubedrill image pull {name}`")]
+    #[error(
+        "image {name:?} has no build recipe (buildable: {buildable}); use `kubedrill image pull {name}`"
+    )]
     NoRecipe {
         /// The name asked for.
         name: String,
@@ -102,7 +104,7 @@ pub enum ImageError {
     /// A build command failed.
     #[error("{command} failed ({status}); log: {}\n{tail}", log.display())]
     Command {
-        /// The command line (shortened).
+        /// The program.
         command: String,
         /// Its exit status.
         status: String,
@@ -117,7 +119,10 @@ pub enum ImageError {
 }
 
 impl ImageError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| ImageError::Io {
             action,
@@ -132,9 +137,9 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
 }
 
 /// Now as an RFC 3339 UTC timestamp (`2026-11-22T01:25:43Z`).

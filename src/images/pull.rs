@@ -82,7 +82,11 @@ pub fn pull(
 }
 
 /// The cached copy, when it is from this URL (and this pin) and its disk still hashes right.
-fn cached(cache: &ImageCache, entry: &CatalogEntry, progress: &Progress) -> Result<Option<Ready>, ImageError> {
+fn cached(
+    cache: &ImageCache,
+    entry: &CatalogEntry,
+    progress: &Progress,
+) -> Result<Option<Ready>, ImageError> {
     let Some(img) = cache.get(&entry.name, Source::Pull) else {
         return Ok(None);
     };
@@ -98,7 +102,10 @@ fn cached(cache: &ImageCache, entry: &CatalogEntry, progress: &Progress) -> Resu
     let disk = img.dir.join(&m.disk);
     if checksum::sha256_file(&disk)? != m.sha256 {
         drop(step);
-        progress.line(&format!("cached {} is corrupt; downloading it again", disk.display()));
+        progress.line(&format!(
+            "cached {} is corrupt; downloading it again",
+            disk.display()
+        ));
         return Ok(None);
     }
     step.done();
@@ -190,4 +197,3 @@ fn is_qcow2(path: &std::path::Path) -> Result<bool, ImageError> {
     let mut f = std::fs::File::open(path).map_err(ImageError::io("reading", path))?;
     Ok(f.read_exact(&mut magic).is_ok() && magic == *b"QFI\xfb")
 }
-
