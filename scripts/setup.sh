@@ -10,8 +10,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Tests: git for the golden-file workflow; openssh-server/-client and sudo for the real-sshd
 # tests (each test starts its own sshd on 127.0.1.x); time for the check benchmark's peak RSS;
 # libvirt-dev for the `virt` crate (its test:///default driver needs no daemon).
+# Images (`kubedrill image build`, its test): mmdebstrap, e2fsprogs (mkfs.ext4 -d, debugfs) and
+# qemu-utils (qemu-img). A qemu-utils already installed from backports counts as present, so
+# bookworm's older one is never pulled in over it.
 PACKAGES=(build-essential pkg-config ca-certificates git openssh-server openssh-client sudo time
-  libvirt-dev)
+  libvirt-dev mmdebstrap e2fsprogs qemu-utils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

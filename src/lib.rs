@@ -4,11 +4,13 @@
 //! be) → [`render`] (kubeadm, Cilium and containerd files) → [`plan`] (the ordered phases of an
 //! apply, with every file and command). [`ssh`] and [`fleet`] reach the nodes; [`facts`] and
 //! [`kernel`] say what each node can do, and [`check`] puts them together.
+//! [`images`] provides the OS images lab VMs boot from (pulled with checksums, or built offline).
 
 pub mod check;
 pub mod diag;
 pub mod facts;
 pub mod fleet;
+pub mod images;
 pub mod inventory;
 pub mod kernel;
 pub mod lab;

@@ -2,6 +2,7 @@
 //! library, print).
 
 mod check;
+mod image;
 mod inventory;
 mod lab;
 mod plan;
@@ -45,6 +46,9 @@ pub enum Command {
     Lab(lab::LabCmd),
     /// Show the ordered phases an apply would run, with every file and command.
     Plan(plan::PlanArgs),
+    /// List, download (with checksum) or build offline the OS images lab VMs boot from.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
 }
 
 /// Run the parsed command; the exit code says whether the input was valid.
@@ -54,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => plan::run(args, cli.output),
         Command::Check(args) => check::run(args, cli.output),
         Command::Lab(cmd) => lab::run(cmd, cli.output),
+        Command::Image(cmd) => image::run(cmd, cli.output),
     }
 }
 
