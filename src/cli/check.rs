@@ -46,14 +46,8 @@ fn parse_mode(s: &str) -> Result<HostKeyMode, String> {
 
 /// Run `check`.
 pub fn run(args: CheckArgs, out: Output) -> anyhow::Result<ExitCode> {
-    let (loaded, diags) = super::inventory::load_all(&args.inventory)?;
-    let Some((inv, Some(spec))) = loaded else {
-        if out == Output::Json {
-            print_json(&serde_json::json!({ "valid": false, "diagnostics": diags }))?;
-        } else {
-            print_diagnostics(&diags);
-            eprintln!("no check: fix the inventory errors above");
-        }
+    let Some((inv, spec, diags)) = super::inventory::load_for(&args.inventory, out, "check")?
+    else {
         return Ok(ExitCode::from(1));
     };
     if out == Output::Text {

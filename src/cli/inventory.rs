@@ -55,6 +55,29 @@ struct HostRow {
 /// The inventory, and the spec when it could be built.
 pub type Found = Option<(inventory::Inventory, Option<spec::ClusterSpec>)>;
 
+/// Load the inventory and its spec for a command that needs both; on errors, print them (as
+/// JSON or text, naming `what` could not run) and return `None`.
+pub fn load_for(
+    path: &std::path::Path,
+    out: super::Output,
+    what: &str,
+) -> anyhow::Result<Option<(inventory::Inventory, spec::ClusterSpec, Diagnostics)>> {
+    let (loaded, diags) = load_all(path)?;
+    if let Some((inv, Some(spec))) = loaded {
+        return Ok(Some((inv, spec, diags)));
+    }
+    if out == super::Output::Json {
+        super::print_json(&serde_json::json!({ "valid": false, "diagnostics": diags }))?;
+    } else {
+        super::print_diagnostics(&diags);
+        eprintln!(
+            "no {what}: fix the errors above (kubedrill inventory check -i {})",
+            path.display()
+        );
+    }
+    Ok(None)
+}
+
 /// Load the inventory and spec, returning whatever could be built and every finding.
 pub fn load_all(path: &std::path::Path) -> anyhow::Result<(Found, Diagnostics)> {
     let inv = match inventory::load(path) {

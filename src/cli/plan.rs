@@ -20,17 +20,7 @@ pub struct PlanArgs {
 
 /// Run `plan`.
 pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
-    let (loaded, diags) = super::inventory::load_all(&args.inventory)?;
-    let Some((inv, Some(spec))) = loaded else {
-        if out == Output::Json {
-            print_json(&serde_json::json!({ "valid": false, "diagnostics": diags }))?;
-        } else {
-            print_diagnostics(&diags);
-            eprintln!(
-                "no plan: fix the errors above (kubedrill inventory check -i {})",
-                args.inventory.display()
-            );
-        }
+    let Some((inv, spec, diags)) = super::inventory::load_for(&args.inventory, out, "plan")? else {
         return Ok(ExitCode::from(1));
     };
     let plan = plan::build(&spec, &inv).context("rendering the plan")?;

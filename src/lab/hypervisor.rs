@@ -270,7 +270,7 @@ impl Hypervisor {
         let dom = self.owned(name)?;
         let xml_text = format!(
             "<domainsnapshot><name>{}</name><description>kubedrill</description></domainsnapshot>",
-            escape(snap)
+            xml::escape(snap)
         );
         dom.create_snapshot_xml(&xml_text, 0)
             .map_err(|e| HypervisorError::Object {
@@ -330,12 +330,4 @@ fn state_text(d: &Domain) -> String {
         Err(_) => "unknown",
     }
     .to_string()
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
 }

@@ -225,6 +225,15 @@ pub fn parse_mark(metadata: &str) -> Option<Instance> {
     })
 }
 
+/// Escape text for XML content or a quoted attribute.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
 fn unescape(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")

@@ -30,25 +30,17 @@ pub(super) async fn authenticate(
     let mut encrypted: Option<PathBuf> = None;
 
     if let Some(path) = explicit_key {
-        match load_key(path) {
-            Ok(key) => {
-                if try_key(handle, user, key).await? {
-                    return Ok(());
-                }
-                tried.push(format!("key {} (rejected by server)", path.display()));
-            }
-            Err(KeyLoad::Encrypted) => {
-                tried.push(format!("key {} (passphrase-protected)", path.display()));
-                encrypted = Some(path.to_path_buf());
-            }
-            Err(KeyLoad::Missing) => {
+        match try_file(handle, user, path, &mut tried, &mut encrypted).await? {
+            FileAttempt::Accepted => return Ok(()),
+            FileAttempt::Tried => {}
+            FileAttempt::Missing => {
                 return Err(SshError::KeyFile {
                     host: host.to_string(),
                     path: path.to_path_buf(),
                     reason: "file not found (ansible_ssh_private_key_file)".into(),
                 });
             }
-            Err(KeyLoad::Bad(reason)) => {
+            FileAttempt::Bad(reason) => {
                 return Err(SshError::KeyFile {
                     host: host.to_string(),
                     path: path.to_path_buf(),
@@ -88,19 +80,10 @@ pub(super) async fn authenticate(
         if Some(path.as_path()) == explicit_key || !path.exists() {
             continue;
         }
-        match load_key(path) {
-            Ok(key) => {
-                if try_key(handle, user, key).await? {
-                    return Ok(());
-                }
-                tried.push(format!("key {} (rejected by server)", path.display()));
-            }
-            Err(KeyLoad::Encrypted) => {
-                tried.push(format!("key {} (passphrase-protected)", path.display()));
-                encrypted = encrypted.or(Some(path.clone()));
-            }
-            Err(KeyLoad::Missing) => {}
-            Err(KeyLoad::Bad(r)) => tried.push(format!("key {} ({r})", path.display())),
+        match try_file(handle, user, path, &mut tried, &mut encrypted).await? {
+            FileAttempt::Accepted => return Ok(()),
+            FileAttempt::Tried | FileAttempt::Missing => {}
+            FileAttempt::Bad(r) => tried.push(format!("key {} ({r})", path.display())),
         }
     }
 
@@ -119,6 +102,40 @@ pub(super) async fn authenticate(
             )
         }),
     })
+}
+
+enum FileAttempt {
+    Accepted,
+    /// Rejected or passphrase-protected (recorded in `tried`).
+    Tried,
+    Missing,
+    Bad(String),
+}
+
+/// Try one key file, recording the outcome in `tried` (and `encrypted` for a protected key).
+async fn try_file(
+    handle: &mut Handle<Client>,
+    user: &str,
+    path: &Path,
+    tried: &mut Vec<String>,
+    encrypted: &mut Option<PathBuf>,
+) -> Result<FileAttempt, SshError> {
+    match load_key(path) {
+        Ok(key) => {
+            if try_key(handle, user, key).await? {
+                return Ok(FileAttempt::Accepted);
+            }
+            tried.push(format!("key {} (rejected by server)", path.display()));
+            Ok(FileAttempt::Tried)
+        }
+        Err(KeyLoad::Encrypted) => {
+            tried.push(format!("key {} (passphrase-protected)", path.display()));
+            encrypted.get_or_insert_with(|| path.to_path_buf());
+            Ok(FileAttempt::Tried)
+        }
+        Err(KeyLoad::Missing) => Ok(FileAttempt::Missing),
+        Err(KeyLoad::Bad(r)) => Ok(FileAttempt::Bad(r)),
+    }
 }
 
 enum KeyLoad {
