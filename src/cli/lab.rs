@@ -3,8 +3,10 @@
 
 use super::{Output, print_json};
 use clap::{Args, Subcommand};
+use kubedrill::fleet::Progress;
 use kubedrill::lab::accel::{self, HostVirt};
 use kubedrill::lab::definition::{self, LabError, VmRole};
+use kubedrill::lab::lifecycle;
 use kubedrill::lab::xml::{self, Boot, Instance, VmFiles};
 use kubedrill::render::Templates;
 use std::process::ExitCode;
@@ -12,9 +14,71 @@ use std::process::ExitCode;
 /// `lab` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum LabCmd {
+    /// Create the lab's VMs, wait until each answers SSH, write its inventory and known_hosts.
+    Up(UpArgs),
+    /// Remove exactly what `lab up` created (marked domains, the recorded network, the files).
+    Down(NameArgs),
+    /// Labs recorded on this machine and their VMs' states.
+    Ls,
+    /// Snapshot every VM of the lab (memory and disk).
+    Snapshot(SnapArgs),
+    /// Return every VM to a snapshot.
+    Reset(SnapArgs),
     /// Resolve a lab definition: VMs, sizes, addresses, queues, accelerator; `--xml` prints the
     /// libvirt XML that `lab up` would define.
     Show(ShowArgs),
+}
+
+/// `lab up` options.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Lab file, or a name under labs/.
+    pub lab: String,
+    /// Accelerator: auto (default: the lab file's), kvm, tcg.
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelArg>,
+    /// Seconds to wait for every VM to answer SSH.
+    #[arg(long, default_value_t = 600)]
+    pub ssh_timeout: u64,
+    /// Isolated network (no NAT to the outside).
+    #[arg(long)]
+    pub isolated: bool,
+}
+
+/// `--accel`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AccelArg {
+    /// KVM when usable, else TCG.
+    Auto,
+    /// KVM.
+    Kvm,
+    /// TCG.
+    Tcg,
+}
+
+/// A lab by name (or its file).
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Lab name, file, or name under labs/.
+    pub lab: String,
+}
+
+/// A lab and a snapshot name.
+#[derive(Debug, Args)]
+pub struct SnapArgs {
+    /// Lab name, file, or name under labs/.
+    pub lab: String,
+    /// Snapshot name.
+    pub snapshot: String,
+}
+
+/// The lab name from an argument that may be a file.
+fn lab_name(arg: &str) -> String {
+    let p = definition::locate(arg);
+    match definition::load(&p) {
+        Ok(l) => l.name,
+        Err(_) => arg.to_string(),
+    }
 }
 
 /// `lab show` options.
@@ -31,6 +95,126 @@ pub struct ShowArgs {
 pub fn run(cmd: LabCmd, out: Output) -> anyhow::Result<ExitCode> {
     match cmd {
         LabCmd::Show(a) => show(a, out),
+        LabCmd::Up(a) => up(a, out),
+        LabCmd::Down(a) => {
+            let name = lab_name(&a.lab);
+            match lifecycle::down(&name) {
+                Ok(td) => {
+                    if out == Output::Json {
+                        print_json(&td)?;
+                    } else {
+                        for r in &td.removed {
+                            println!("removed {r}");
+                        }
+                        println!("lab {name} is down");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        LabCmd::Ls => {
+            let labs = lifecycle::list();
+            if out == Output::Json {
+                print_json(&labs)?;
+            } else if labs.is_empty() {
+                println!("no labs");
+            } else {
+                for l in labs {
+                    println!("{} (created {}, {})", l.lab, l.instance.created, l.uri);
+                    for (d, s) in l.domains {
+                        println!("  {d:<32} {s}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Snapshot(a) => timed(
+            "snapshot",
+            lifecycle::snapshot(&lab_name(&a.lab), &a.snapshot),
+        ),
+        LabCmd::Reset(a) => timed("reset", lifecycle::reset(&lab_name(&a.lab), &a.snapshot)),
+    }
+}
+
+fn timed(
+    what: &str,
+    r: Result<std::time::Duration, lifecycle::LifecycleError>,
+) -> anyhow::Result<ExitCode> {
+    match r {
+        Ok(d) => {
+            println!("{what} done in {:.1} s", d.as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let lab = match definition::load(&definition::locate(&a.lab)) {
+        Ok(l) => l,
+        Err(LabError::Invalid(d)) => {
+            super::print_diagnostics(&d);
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let opts = lifecycle::UpOptions {
+        accel: a.accel.map(|x| match x {
+            AccelArg::Auto => definition::Accel::Auto,
+            AccelArg::Kvm => definition::Accel::Kvm,
+            AccelArg::Tcg => definition::Accel::Tcg,
+        }),
+        ssh_timeout: std::time::Duration::from_secs(a.ssh_timeout),
+        nat: !a.isolated,
+    };
+    let progress = if out == Output::Json {
+        Progress::quiet()
+    } else {
+        Progress::stderr()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(lifecycle::up(&lab, &opts, &progress)) {
+        Ok(r) => {
+            if out == Output::Json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "lab {} is up ({}) in {:.0} s: defined in {:.1} s; SSH ready: {}",
+                    r.lab,
+                    if r.domain_type == "kvm" { "KVM" } else { "TCG" },
+                    r.total_secs,
+                    r.define_secs,
+                    r.ssh_ready_secs
+                        .iter()
+                        .map(|(v, s)| format!("{v} {s:.0} s"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                println!("inventory: {}", r.inventory.display());
+                println!("next: kubedrill check -i {}", r.inventory.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!(
+                "(whatever was created is recorded: `kubedrill lab down {}` removes it)",
+                lab.name
+            );
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 pub mod accel;
 pub mod definition;
 pub mod hypervisor;
+pub mod lifecycle;
+pub mod seed;
 pub mod state;
 pub mod xml;
 

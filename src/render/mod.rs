@@ -111,6 +111,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/libvirt/domain.xml.tera"),
     ),
     (
+        "cloud-init/user-data.yaml",
+        include_str!("../../templates/cloud-init/user-data.yaml.tera"),
+    ),
+    (
+        "cloud-init/network-config.yaml",
+        include_str!("../../templates/cloud-init/network-config.yaml.tera"),
+    ),
+    (
         "libvirt/network.xml",
         include_str!("../../templates/libvirt/network.xml.tera"),
     ),

@@ -1,0 +1,619 @@
+//! `lab up`, `down`, `ls`, `snapshot`, `reset`: the lab's life on a libvirt hypervisor.
+//!
+//! `up` records the lab instance before touching libvirt and after every object it creates, so a
+//! failure at any point leaves something `down` can remove — and only that.
+
+use super::accel::{self, HostVirt};
+use super::definition::{Lab, VmRole};
+use super::hypervisor::{Hypervisor, HypervisorError, Teardown};
+use super::seed;
+use super::state::{self, LabState, ObjRef};
+use super::xml::{self, Boot, Instance, VmFiles};
+use crate::fleet::{self, Connector, Progress};
+use crate::images::{ImageCache, Source};
+use crate::render::{RenderError, Templates};
+use crate::ssh::{Command, Destination, HostKeyMode, HostKeyPolicy, Options, SshError};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Host memory QEMU needs beyond the guest's own, per VM (TCG measured 570–800 MiB for 1 GiB
+/// guests, so guest size + this is a safe bound).
+pub const QEMU_OVERHEAD_MIB: u64 = 256;
+
+/// Lab lifecycle failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// libvirt.
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+    /// Templates.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// No usable image.
+    #[error(
+        "image `{0}` is not in the cache: run `kubedrill image build {0}` (offline, Debian 12) or `kubedrill image pull {0}`"
+    )]
+    NoImage(String),
+    /// Not enough memory; nothing was created.
+    #[error(
+        "not enough memory for lab `{lab}`: {vms} VMs need about {need} MiB ({guest} MiB guests + {QEMU_OVERHEAD_MIB} MiB QEMU each), the hypervisor has {free} MiB available. Nothing was created; shrink `sizing` or free memory"
+    )]
+    Memory {
+        /// Lab.
+        lab: String,
+        /// VM count.
+        vms: usize,
+        /// Guest memory.
+        guest: u64,
+        /// Needed.
+        need: u64,
+        /// Available.
+        free: u64,
+    },
+    /// Already up.
+    #[error(
+        "lab `{lab}` is already up (instance {id}, created {created}); `kubedrill lab down {lab}` first"
+    )]
+    AlreadyUp {
+        /// Lab.
+        lab: String,
+        /// Instance id.
+        id: String,
+        /// When.
+        created: String,
+    },
+    /// No record of the lab.
+    #[error("lab `{0}` is not up here (no state in {1})")]
+    NotUp(String, PathBuf),
+    /// Acceleration.
+    #[error("{0}")]
+    Accel(String),
+    /// A local step (files, tools).
+    #[error("{step}: {message}")]
+    Local {
+        /// Step.
+        step: String,
+        /// Why.
+        message: String,
+    },
+    /// VMs that never answered SSH.
+    #[error("{} VM(s) did not answer SSH: {}", .0.len(), .0.join("; "))]
+    NotReady(Vec<String>),
+    /// Teardown left objects.
+    #[error("teardown left: {}", .0.iter().map(|(n, w)| format!("{n} ({w})")).collect::<Vec<_>>().join("; "))]
+    Leftovers(Vec<(String, String)>),
+}
+
+fn local(step: &str) -> impl Fn(String) -> LifecycleError + '_ {
+    move |message| LifecycleError::Local {
+        step: step.to_string(),
+        message,
+    }
+}
+
+/// Options of `lab up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Override the lab's `accel`.
+    pub accel: Option<super::definition::Accel>,
+    /// How long to wait for every VM to answer SSH.
+    pub ssh_timeout: Duration,
+    /// NAT network (guests reach the outside) instead of an isolated one.
+    pub nat: bool,
+}
+
+/// What `lab up` did, with timings.
+#[derive(Debug, Serialize)]
+pub struct UpReport {
+    /// Lab.
+    pub lab: String,
+    /// Instance.
+    pub instance: Instance,
+    /// libvirt domain type used.
+    pub domain_type: String,
+    /// Generated inventory.
+    pub inventory: PathBuf,
+    /// known_hosts with the guests' keys.
+    pub known_hosts: PathBuf,
+    /// Seconds to define everything (overlays, seeds, network, domains).
+    pub define_secs: f64,
+    /// Per VM: seconds from start to SSH ready.
+    pub ssh_ready_secs: Vec<(String, f64)>,
+    /// Total seconds.
+    pub total_secs: f64,
+}
+
+/// State directory of a lab.
+pub fn lab_dir(lab: &str) -> PathBuf {
+    state::lab_dir(&state::state_root(), lab)
+}
+
+/// Bring a lab up: check memory, record, create overlays and seeds, define and start the
+/// network and domains, wait for SSH, write the lab's inventory and known_hosts.
+pub async fn up(
+    lab: &Lab,
+    opts: &UpOptions,
+    progress: &Progress,
+) -> Result<UpReport, LifecycleError> {
+    let t0 = Instant::now();
+    let dir = lab_dir(&lab.name);
+    if let Ok(Some(s)) = LabState::load(&dir) {
+        return Err(LifecycleError::AlreadyUp {
+            lab: lab.name.clone(),
+            id: s.instance.id,
+            created: s.instance.created,
+        });
+    }
+    let choice = accel::choose(
+        opts.accel.unwrap_or(lab.accel),
+        HostVirt::probe(),
+        lab.vms.len(),
+    )
+    .map_err(LifecycleError::Accel)?;
+    if let Some(w) = &choice.warning {
+        progress.println(&format!("warning: {w}"));
+    }
+    let cache = ImageCache::from_env().map_err(|e| local("image cache")(e.to_string()))?;
+    let image = cache
+        .get(&lab.image, Source::Build)
+        .or_else(|| cache.get(&lab.image, Source::Pull))
+        .and_then(|c| c.manifest.clone().map(|m| (c.dir.clone(), m)))
+        .ok_or_else(|| LifecycleError::NoImage(lab.image.clone()))?;
+    let (image_dir, manifest) = image;
+    let base_disk = image_dir.join(&manifest.disk);
+    let boot = match &manifest.boot {
+        crate::images::cache::Boot::Disk => Boot::Disk,
+        crate::images::cache::Boot::Direct {
+            kernel,
+            initrd,
+            cmdline,
+        } => Boot::Direct {
+            kernel: image_dir.join(kernel).display().to_string(),
+            initrd: image_dir.join(initrd).display().to_string(),
+            cmdline: cmdline.clone(),
+        },
+    };
+
+    let uri = lab.uri.clone();
+    let hv = tokio::task::spawn_blocking(move || Hypervisor::open(&uri))
+        .await
+        .map_err(|e| local("libvirt")(e.to_string()))??;
+    // Memory: refuse before creating anything.
+    let guest = lab.memory_mib();
+    let need = guest + QEMU_OVERHEAD_MIB * lab.vms.len() as u64;
+    let free = available_memory_mib(&hv, &lab.uri);
+    if let Some(free) = free
+        && need > free
+    {
+        return Err(LifecycleError::Memory {
+            lab: lab.name.clone(),
+            vms: lab.vms.len(),
+            guest,
+            need,
+            free,
+        });
+    }
+
+    let instance = Instance::new(&lab.name);
+    let st = LabState {
+        instance: instance.clone(),
+        uri: lab.uri.clone(),
+        definition: lab.path.clone(),
+        network: None,
+        domains: Vec::new(),
+        dir: dir.clone(),
+    };
+    st.save()
+        .map_err(|e| local("recording the lab")(e.to_string()))?;
+
+    // Keys: the client key, and one host key per VM (known before the VM boots).
+    let client = seed::ed25519(&format!("kubedrill-lab-{}", lab.name)).map_err(local("key"))?;
+    let key_path = dir.join("id_ed25519");
+    write_private(&key_path, &client.private)?;
+    std::fs::write(dir.join("id_ed25519.pub"), format!("{}\n", client.public))
+        .map_err(|e| local("key")(e.to_string()))?;
+    let t = Templates::load()?;
+    let mut known_hosts = String::new();
+    for vm in &lab.vms {
+        let hk = seed::ed25519(&vm.name).map_err(local("host key"))?;
+        known_hosts.push_str(&format!("{} {}\n", vm.address, hk.public));
+        let files = VmFiles::under(&dir, &vm.name);
+        // Overlay on the shared base image.
+        let out = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&base_disk)
+            .arg(&files.disk)
+            .arg(format!("{}G", vm.size.disk_gib))
+            .output()
+            .map_err(|e| {
+                local("qemu-img")(format!("cannot run qemu-img (package qemu-utils): {e}"))
+            })?;
+        if !out.status.success() {
+            return Err(local("overlay")(format!(
+                "qemu-img create {}: {}",
+                files.disk,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let s = seed::render(&t, lab, vm, &instance, &client.public, &hk)?;
+        seed::write_iso(&s, Path::new(&files.seed)).map_err(local("seed"))?;
+    }
+    let kh_path = dir.join("known_hosts");
+    std::fs::write(&kh_path, &known_hosts).map_err(|e| local("known_hosts")(e.to_string()))?;
+
+    // libvirt objects, recorded one by one.
+    let net_uuid = xml::random_uuid();
+    let net_xml = xml::network(&t, lab, &net_uuid, opts.nat)?;
+    let mut domains = Vec::new();
+    for vm in &lab.vms {
+        let uuid = xml::random_uuid();
+        let files = VmFiles::under(&dir, &vm.name);
+        let x = xml::domain(
+            &t,
+            lab,
+            vm,
+            &instance,
+            choice.domain_type,
+            &boot,
+            &files,
+            &uuid,
+        )?;
+        domains.push((xml::domain_name(&lab.name, &vm.name), uuid, x));
+    }
+    let net_name = xml::network_name(&lab.name);
+    let (hv, st, started) = tokio::task::spawn_blocking(move || {
+        let mut st = st;
+        let res = (|| -> Result<Vec<(String, Instant)>, LifecycleError> {
+            hv.create_network(&net_name, &net_uuid, &net_xml)?;
+            st.network = Some(ObjRef {
+                name: net_name.clone(),
+                uuid: net_uuid.clone(),
+            });
+            st.save()
+                .map_err(|e| local("recording the lab")(e.to_string()))?;
+            let mut started = Vec::new();
+            for (name, uuid, x) in &domains {
+                // Record first: a domain defined but not recorded could not be removed by name.
+                st.domains.push(ObjRef {
+                    name: name.clone(),
+                    uuid: uuid.clone(),
+                });
+                st.save()
+                    .map_err(|e| local("recording the lab")(e.to_string()))?;
+                hv.create_domain(name, x, true)?;
+                started.push((name.clone(), Instant::now()));
+            }
+            Ok(started)
+        })();
+        (hv, st, res)
+    })
+    .await
+    .map_err(|e| local("libvirt")(e.to_string()))?;
+    let started = started?;
+    drop(hv);
+    let _ = st;
+    let define_secs = t0.elapsed().as_secs_f64();
+
+    let inventory = write_inventory(lab, &dir, &key_path, &kh_path)?;
+    let ready = wait_for_ssh(lab, &key_path, &kh_path, opts.ssh_timeout, progress).await;
+    let mut ssh_ready_secs = Vec::new();
+    let mut failed = Vec::new();
+    for (vm, (name, start)) in lab.vms.iter().zip(&started) {
+        match ready.iter().find(|(h, _)| h == &vm.name) {
+            Some((_, Ok(at))) => ssh_ready_secs.push((
+                vm.name.clone(),
+                at.saturating_duration_since(*start).as_secs_f64(),
+            )),
+            Some((_, Err(e))) => failed.push(format!("{name}: {e}")),
+            None => failed.push(format!("{name}: not checked")),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(LifecycleError::NotReady(failed));
+    }
+    Ok(UpReport {
+        lab: lab.name.clone(),
+        instance,
+        domain_type: choice.domain_type.to_string(),
+        inventory,
+        known_hosts: kh_path,
+        define_secs,
+        ssh_ready_secs,
+        total_secs: t0.elapsed().as_secs_f64(),
+    })
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), LifecycleError> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| local("key")(format!("{}: {e}", path.display())))
+}
+
+/// Memory the hypervisor can give: `MemAvailable` for a local URI, libvirt's free memory else.
+fn available_memory_mib(hv: &Hypervisor, uri: &str) -> Option<u64> {
+    let local = !uri.contains("+ssh") && !uri.contains("+tcp") && !uri.contains("+tls");
+    if local
+        && let Ok(m) = std::fs::read_to_string("/proc/meminfo")
+        && let Some(kib) = m
+            .lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Some(kib / 1024);
+    }
+    hv.free_memory_mib()
+}
+
+/// The lab's own Kubespray inventory: same names and roles, lab addresses, the lab key and
+/// known_hosts; `group_vars/` copied from the mirrored inventory (versions, CIDRs, Cilium).
+fn write_inventory(
+    lab: &Lab,
+    dir: &Path,
+    key: &Path,
+    known_hosts: &Path,
+) -> Result<PathBuf, LifecycleError> {
+    let inv_dir = dir.join("inventory");
+    std::fs::create_dir_all(&inv_dir).map_err(|e| local("inventory")(e.to_string()))?;
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut y = format!(
+        "# Generated by `kubedrill lab up {}`: the lab's VMs, as a Kubespray inventory.\nall:\n  vars:\n    kubedrill_known_hosts: {}\n",
+        lab.name,
+        q(&known_hosts.display().to_string())
+    );
+    if lab.mirrors.is_none() {
+        if let Some(v) = &lab.kubernetes_version {
+            y.push_str(&format!("    kube_version: {}\n", q(v)));
+        }
+        if let Some(v) = &lab.cilium_version {
+            y.push_str(&format!("    cilium_version: {}\n", q(v)));
+        }
+    }
+    y.push_str("  hosts:\n");
+    for v in &lab.vms {
+        y.push_str(&format!(
+            "    {}:\n      ansible_host: {}\n      ansible_user: root\n      ansible_ssh_private_key_file: {}\n      ip: {}\n",
+            v.name,
+            v.address,
+            q(&key.display().to_string()),
+            v.address
+        ));
+    }
+    let group = |name: &str, pick: &dyn Fn(&super::VmSpec) -> bool| {
+        let mut s = format!("    {name}:\n      hosts:\n");
+        for v in lab.vms.iter().filter(|v| pick(v)) {
+            s.push_str(&format!("        {}:\n", v.name));
+        }
+        s
+    };
+    y.push_str("  children:\n");
+    y.push_str(&group("kube_control_plane", &|v| {
+        matches!(v.role, VmRole::ControlPlane { .. })
+    }));
+    y.push_str(&group("kube_node", &|v| {
+        matches!(
+            v.role,
+            VmRole::Worker | VmRole::ControlPlane { also_worker: true }
+        )
+    }));
+    y.push_str(&group("etcd", &|v| v.etcd));
+    y.push_str(
+        "    k8s_cluster:\n      children:\n        kube_control_plane:\n        kube_node:\n",
+    );
+    let path = inv_dir.join("hosts.yaml");
+    std::fs::write(&path, y).map_err(|e| local("inventory")(e.to_string()))?;
+    if let Some(src) = &lab.mirrors {
+        let src_dir = if src.is_dir() {
+            src.clone()
+        } else {
+            src.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        let gv = src_dir.join("group_vars");
+        if gv.is_dir() {
+            copy_dir(&gv, &inv_dir.join("group_vars"))
+                .map_err(|e| local("inventory group_vars")(e.to_string()))?;
+        }
+    }
+    Ok(path)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()))?;
+        } else if e.file_type()?.is_file() {
+            std::fs::copy(&p, to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Poll every VM until an authenticated SSH session with a verified host key works; returns
+/// when it did (or the last error).
+async fn wait_for_ssh(
+    lab: &Lab,
+    key: &Path,
+    known_hosts: &Path,
+    timeout: Duration,
+    progress: &Progress,
+) -> Vec<(String, Result<Instant, String>)> {
+    let policy = match HostKeyPolicy::load(known_hosts, HostKeyMode::Strict) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            return lab
+                .vms
+                .iter()
+                .map(|v| (v.name.clone(), Err(e.to_string())))
+                .collect();
+        }
+    };
+    let mut o = Options::new(policy);
+    o.identities = Vec::new();
+    o.agent = None;
+    o.connect_timeout = Duration::from_secs(10);
+    let connector = Connector::new(Arc::new(o), None);
+    let inputs: Vec<(String, Destination)> = lab
+        .vms
+        .iter()
+        .map(|v| {
+            (
+                v.name.clone(),
+                Destination {
+                    name: v.name.clone(),
+                    address: v.address.to_string(),
+                    port: 22,
+                    user: "root".into(),
+                    key: Some(key.to_path_buf()),
+                    become_user: None,
+                },
+            )
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let results = fleet::run(
+        "booting, waiting for SSH",
+        inputs,
+        lab.vms.len(),
+        progress,
+        |_: &Instant| "SSH ready".to_string(),
+        |dest, _p| {
+            let c = connector.clone();
+            async move {
+                let mut last = String::from("no attempt");
+                while tokio::time::Instant::now() < deadline {
+                    match c.connect(dest.clone()).await {
+                        Ok(s) => {
+                            let ok = s
+                                .exec(&Command::new("test -f /etc/kubedrill-lab").idempotent())
+                                .await
+                                .map(|o| o.success())
+                                .unwrap_or(false);
+                            s.close().await;
+                            if ok {
+                                return Ok(Instant::now());
+                            }
+                            last = "SSH up, cloud-init not finished".into();
+                        }
+                        // A changed key is never retried: it is not "not booted yet".
+                        Err(e @ SshError::HostKeyChanged { .. }) => return Err(e.to_string()),
+                        Err(e) => last = e.to_string(),
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(format!("no SSH within {timeout:?}; last: {last}"))
+            }
+        },
+    )
+    .await;
+    results.into_iter().map(|r| (r.host, r.result)).collect()
+}
+
+impl From<fleet::TaskFailed> for String {
+    fn from(t: fleet::TaskFailed) -> Self {
+        t.to_string()
+    }
+}
+
+/// Remove the lab: exactly its marked domains and recorded network, then its files.
+pub fn down(lab_name: &str) -> Result<Teardown, LifecycleError> {
+    let dir = lab_dir(lab_name);
+    let st = LabState::load(&dir)
+        .map_err(|e| local("reading the lab state")(e.to_string()))?
+        .ok_or_else(|| LifecycleError::NotUp(lab_name.to_string(), dir.clone()))?;
+    let hv = Hypervisor::open(&st.uri)?;
+    let td = hv.teardown(&st);
+    if !td.refused.is_empty() {
+        // Keep the record so a retry (or the user) can finish; files stay too.
+        return Err(LifecycleError::Leftovers(td.refused));
+    }
+    std::fs::remove_dir_all(&dir).map_err(|e| local("removing lab files")(e.to_string()))?;
+    Ok(td)
+}
+
+/// One lab as found on this machine.
+#[derive(Debug, Serialize)]
+pub struct LabListing {
+    /// Lab.
+    pub lab: String,
+    /// Instance.
+    pub instance: Instance,
+    /// URI.
+    pub uri: String,
+    /// Domain name → state (`absent` when gone).
+    pub domains: Vec<(String, String)>,
+}
+
+/// Every lab recorded on this machine, with its VMs' states.
+pub fn list() -> Vec<LabListing> {
+    let root = state::state_root().join("labs");
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(&root) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(Some(st)) = LabState::load(&e.path()) else {
+            continue;
+        };
+        let hv = Hypervisor::open(&st.uri).ok();
+        let domains = st
+            .domains
+            .iter()
+            .map(|d| {
+                let s = hv
+                    .as_ref()
+                    .and_then(|h| h.domain_state(&d.name))
+                    .unwrap_or_else(|| "absent".into());
+                (d.name.clone(), s)
+            })
+            .collect();
+        out.push(LabListing {
+            lab: st.instance.lab.clone(),
+            instance: st.instance.clone(),
+            uri: st.uri.clone(),
+            domains,
+        });
+    }
+    out.sort_by(|a, b| a.lab.cmp(&b.lab));
+    out
+}
+
+/// Snapshot every VM of the lab (memory + disk when running).
+pub fn snapshot(lab_name: &str, snap: &str) -> Result<Duration, LifecycleError> {
+    let t = Instant::now();
+    let (hv, st) = open_state(lab_name)?;
+    for d in &st.domains {
+        hv.snapshot(&d.name, snap)?;
+    }
+    Ok(t.elapsed())
+}
+
+/// Revert every VM of the lab to a snapshot.
+pub fn reset(lab_name: &str, snap: &str) -> Result<Duration, LifecycleError> {
+    let t = Instant::now();
+    let (hv, st) = open_state(lab_name)?;
+    for d in &st.domains {
+        hv.revert(&d.name, snap)?;
+    }
+    Ok(t.elapsed())
+}
+
+fn open_state(lab_name: &str) -> Result<(Hypervisor, LabState), LifecycleError> {
+    let dir = lab_dir(lab_name);
+    let st = LabState::load(&dir)
+        .map_err(|e| local("reading the lab state")(e.to_string()))?
+        .ok_or_else(|| LifecycleError::NotUp(lab_name.to_string(), dir.clone()))?;
+    Ok((Hypervisor::open(&st.uri)?, st))
+}
