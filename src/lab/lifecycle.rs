@@ -159,6 +159,7 @@ pub async fn up(
     let image = cache
         .get(&lab.image, Source::Build)
         .or_else(|| cache.get(&lab.image, Source::Pull))
+        .filter(|c| c.state == crate::images::cache::ImageState::Ready)
         .and_then(|c| c.manifest.clone().map(|m| (c.dir.clone(), m)))
         .ok_or_else(|| LifecycleError::NoImage(lab.image.clone()))?;
     let (image_dir, manifest) = image;
@@ -282,7 +283,15 @@ pub async fn up(
                 });
                 st.save()
                     .map_err(|e| local("recording the lab")(e.to_string()))?;
-                hv.create_domain(name, x, true)?;
+                if let Err(e) = hv.create_domain(name, x, true) {
+                    if matches!(e, HypervisorError::NameTaken { .. }) {
+                        // Not ours: forget the record so `down` does not even look at it.
+                        st.domains.pop();
+                        st.save()
+                            .map_err(|e| local("recording the lab")(e.to_string()))?;
+                    }
+                    return Err(e.into());
+                }
                 started.push((name.clone(), Instant::now()));
             }
             Ok(started)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Prepare this machine to run real lab VMs (Debian 12): QEMU from bookworm-backports (the machine's
+# qemu-utils 10 comes from there and conflicts with bookworm's qemu-system 7.2), libvirt 9.0,
+# dnsmasq, and the image and seed tools. Idempotent; run as root. Daemons are not started here
+# (no systemd here: scripts/lab-test.sh starts libvirtd inside its own network namespace).
+set -euo pipefail
+[ "$(id -u)" -eq 0 ] || { echo "lab-host-setup: run as root" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1
+src=/etc/apt/sources.list.d/kubedrill-bookworm-backports.sources
+if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  # The mirror apt already uses for bookworm (uncommented URIs:/deb lines), else deb.debian.org.
+  mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null \
+    | sed -e 's/#.*//' | grep -oE 'https?://[^ ]+/debian/?( |$)' | grep -v security | sed -n 1p || true)
+  cat > "$src" <<SRC
+Types: deb
+URIs: ${mirror:-http://deb.debian.org/debian}
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  apt-get update
+fi
+need=()
+for p in libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients dnsmasq-base genisoimage \
+         mmdebstrap e2fsprogs iproute2 iptables; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed"; then
+  apt-get install -y -t bookworm-backports --no-install-recommends qemu-system-x86
+fi
+if [ "${#need[@]}" -gt 0 ]; then
+  apt-get install -y --no-install-recommends "${need[@]}"
+fi
+echo "lab-host-setup: $(qemu-system-x86_64 --version | head -1); libvirt $(libvirtd --version | awk '{print $NF}')"

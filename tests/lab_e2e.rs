@@ -1,0 +1,203 @@
+//! The lab end to end with real guests. Run by scripts/lab-test.sh inside a network namespace it
+//! creates, with libvirtd started there (ignored by a plain `cargo test`).
+
+use kubedrill::ssh::{Command as Remote, Destination, HostKeyMode, HostKeyPolicy, Options, Session};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run scripts/lab-test.sh"))
+}
+
+fn kd(args: &[&str]) -> Output {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_kubedrill"))
+        .args(args)
+        .output()
+        .expect("run kubedrill");
+    eprintln!(
+        "$ kubedrill {} ({:.1} s, exit {:?})\n{}{}",
+        args.join(" "),
+        t.elapsed().as_secs_f64(),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn virsh_free_check(uri: &str) -> virt::connect::Connect {
+    virt::error::clear_error_callback();
+    virt::connect::Connect::open(Some(uri)).expect("libvirt in the test namespace")
+}
+
+fn lab_dir() -> PathBuf {
+    PathBuf::from(env("KUBEDRILL_STATE_DIR")).join("labs/labtest")
+}
+
+async fn session(vm: &str, addr: &str) -> Arc<Session> {
+    let dir = lab_dir();
+    let policy = HostKeyPolicy::load(&dir.join("known_hosts"), HostKeyMode::Strict).expect("kh");
+    let mut o = Options::new(Arc::new(policy));
+    o.identities = Vec::new();
+    o.agent = None;
+    let d = Destination {
+        name: vm.into(),
+        address: addr.into(),
+        port: 22,
+        user: "root".into(),
+        key: Some(dir.join("id_ed25519")),
+        become_user: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        match Session::connect(d.clone(), None, Arc::new(o.clone())).await {
+            Ok(s) => return s,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for {vm}: {e}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => panic!("{vm}: {e}"),
+        }
+    }
+}
+
+/// A domain this test defines itself; undefined on drop, also when the test fails (libvirt keeps
+/// definitions in /etc/libvirt across runs).
+struct OwnDomain<'a> {
+    conn: &'a virt::connect::Connect,
+    name: &'static str,
+}
+
+impl Drop for OwnDomain<'_> {
+    fn drop(&mut self) {
+        if let Ok(d) = self.conn.lookup_domain_by_name(self.name) {
+            let _ = d.destroy();
+            let _ = d.undefine();
+        }
+    }
+}
+
+fn qemu_processes_of(lab: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if c.contains("qemu-system") && c.contains(&format!("kd-{lab}-")) {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "slow: real TCG guests; run by scripts/lab-test.sh"]
+async fn lab_up_check_snapshot_reset_down() {
+    let lab_file = env("KUBEDRILL_LAB_FILE");
+    let uri = env("KUBEDRILL_LAB_URI");
+    let conn = virsh_free_check(&uri);
+
+    // 1. A foreign domain holds a name the lab wants: `up` stops there, `down` leaves it alone.
+    let foreign = "<domain type='qemu'><name>kd-labtest-w1</name><memory unit='MiB'>64</memory>\
+                   <os><type arch='x86_64'>hvm</type></os><features><acpi/></features></domain>";
+    conn.define_domain_xml(foreign).expect("define foreign domain");
+    let own = OwnDomain {
+        conn: &conn,
+        name: "kd-labtest-w1",
+    };
+    let out = kd(&["lab", "up", &lab_file, "--isolated", "--ssh-timeout", "30"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kd-labtest-w1") && err.contains("not part of this lab"), "{err}");
+    let out = kd(&["lab", "down", "labtest"]);
+    assert!(out.status.success());
+    assert!(conn.lookup_domain_by_name("kd-labtest-w1").is_ok(), "foreign domain survived");
+    assert!(conn.lookup_domain_by_name("kd-labtest-cp1").is_err());
+    drop(own);
+
+    // 2. The real lab.
+    let t = Instant::now();
+    let out = kd(&["lab", "up", &lab_file, "--isolated", "--ssh-timeout", "900"]);
+    assert!(out.status.success(), "lab up failed");
+    eprintln!("MEASURE lab up (2 VMs, SSH-ready): {:.0} s", t.elapsed().as_secs_f64());
+    let inv = lab_dir().join("inventory/hosts.yaml");
+    assert!(inv.exists());
+
+    // 3. check on the generated inventory: real guest kernels and NICs.
+    let facts_dir = lab_dir().join("facts");
+    let out = kd(&[
+        "check",
+        "-i",
+        inv.to_str().expect("utf8"),
+        "--output",
+        "json",
+        "--save-facts",
+        facts_dir.to_str().expect("utf8"),
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check json");
+    let xdp = |host: &str| -> serde_json::Value {
+        let h = doc["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .find(|h| h["host"] == host)
+            .cloned()
+            .expect("host");
+        assert_eq!(h["status"], "checked", "{h:#}");
+        h["report"]["verdicts"]
+            .as_array()
+            .expect("verdicts")
+            .iter()
+            .find(|v| v["feature"] == "xdp-native")
+            .cloned()
+            .expect("xdp verdict")
+    };
+    // `status` is the tagged Status: {"status": "ok"} or {"status": "degraded", "reason": …}.
+    let cp1 = xdp("cp1");
+    assert_eq!(cp1["status"]["status"], "ok", "4 queues on 2 vCPUs: {cp1:#}");
+    let w1 = xdp("w1");
+    assert_ne!(w1["status"]["status"], "ok", "1 queue: {w1:#}");
+    let text = w1.to_string();
+    assert!(text.contains("queue"), "the verdict explains the queues: {text}");
+    if let Ok(keep) = std::env::var("KUBEDRILL_KEEP_FACTS") {
+        let _ = std::fs::create_dir_all(&keep);
+        for f in ["cp1.json", "w1.json"] {
+            let _ = std::fs::copy(facts_dir.join(f), Path::new(&keep).join(f));
+        }
+    }
+
+    // 4. Snapshot, change a file, reset: the change is gone.
+    let out = kd(&["lab", "snapshot", "labtest", "clean"]);
+    assert!(out.status.success());
+    let s = session("cp1", "10.231.0.11").await;
+    let o = s
+        .exec(&Remote::new("echo changed > /root/drill-marker && sync && cat /root/drill-marker"))
+        .await
+        .expect("write marker");
+    assert_eq!(o.stdout_text(), "changed\n");
+    drop(s);
+    let t = Instant::now();
+    let out = kd(&["lab", "reset", "labtest", "clean"]);
+    assert!(out.status.success());
+    eprintln!("MEASURE lab reset (2 VMs): {:.1} s", t.elapsed().as_secs_f64());
+    let s = session("cp1", "10.231.0.11").await;
+    let o = s
+        .exec(&Remote::new("test -e /root/drill-marker && echo present || echo gone"))
+        .await
+        .expect("check marker");
+    assert_eq!(o.stdout_text(), "gone\n");
+    s.close().await;
+
+    // 5. Down: nothing of the lab remains.
+    let out = kd(&["lab", "down", "labtest"]);
+    assert!(out.status.success());
+    let doms = conn.list_all_domains(0).expect("list");
+    let names: Vec<String> = doms.iter().filter_map(|d| d.name().ok()).collect();
+    assert!(!names.iter().any(|n| n.starts_with("kd-labtest")), "{names:?}");
+    assert!(conn.lookup_network_by_name("kd-labtest").is_err());
+    assert!(!lab_dir().exists(), "overlays, seeds and state removed");
+    assert!(qemu_processes_of("labtest").is_empty());
+}
