@@ -1,7 +1,9 @@
 //! The lab end to end with real guests. Run by scripts/lab-test.sh inside a network namespace it
 //! creates, with libvirtd started there (ignored by a plain `cargo test`).
 
-use kubedrill::ssh::{Command as Remote, Destination, HostKeyMode, HostKeyPolicy, Options, Session};
+use kubedrill::ssh::{
+    Command as Remote, Destination, HostKeyMode, HostKeyPolicy, Options, Session,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -103,7 +105,8 @@ async fn lab_up_check_snapshot_reset_down() {
     // 1. A foreign domain holds a name the lab wants: `up` stops there, `down` leaves it alone.
     let foreign = "<domain type='qemu'><name>kd-labtest-w1</name><memory unit='MiB'>64</memory>\
                    <os><type arch='x86_64'>hvm</type></os><features><acpi/></features></domain>";
-    conn.define_domain_xml(foreign).expect("define foreign domain");
+    conn.define_domain_xml(foreign)
+        .expect("define foreign domain");
     let own = OwnDomain {
         conn: &conn,
         name: "kd-labtest-w1",
@@ -111,10 +114,16 @@ async fn lab_up_check_snapshot_reset_down() {
     let out = kd(&["lab", "up", &lab_file, "--isolated", "--ssh-timeout", "30"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("kd-labtest-w1") && err.contains("not part of this lab"), "{err}");
+    assert!(
+        err.contains("kd-labtest-w1") && err.contains("not part of this lab"),
+        "{err}"
+    );
     let out = kd(&["lab", "down", "labtest"]);
     assert!(out.status.success());
-    assert!(conn.lookup_domain_by_name("kd-labtest-w1").is_ok(), "foreign domain survived");
+    assert!(
+        conn.lookup_domain_by_name("kd-labtest-w1").is_ok(),
+        "foreign domain survived"
+    );
     assert!(conn.lookup_domain_by_name("kd-labtest-cp1").is_err());
     drop(own);
 
@@ -122,7 +131,10 @@ async fn lab_up_check_snapshot_reset_down() {
     let t = Instant::now();
     let out = kd(&["lab", "up", &lab_file, "--isolated", "--ssh-timeout", "900"]);
     assert!(out.status.success(), "lab up failed");
-    eprintln!("MEASURE lab up (2 VMs, SSH-ready): {:.0} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "MEASURE lab up (2 VMs, SSH-ready): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
     let inv = lab_dir().join("inventory/hosts.yaml");
     assert!(inv.exists());
 
@@ -157,11 +169,17 @@ async fn lab_up_check_snapshot_reset_down() {
     };
     // `status` is the tagged Status: {"status": "ok"} or {"status": "degraded", "reason": …}.
     let cp1 = xdp("cp1");
-    assert_eq!(cp1["status"]["status"], "ok", "4 queues on 2 vCPUs: {cp1:#}");
+    assert_eq!(
+        cp1["status"]["status"], "ok",
+        "4 queues on 2 vCPUs: {cp1:#}"
+    );
     let w1 = xdp("w1");
     assert_ne!(w1["status"]["status"], "ok", "1 queue: {w1:#}");
     let text = w1.to_string();
-    assert!(text.contains("queue"), "the verdict explains the queues: {text}");
+    assert!(
+        text.contains("queue"),
+        "the verdict explains the queues: {text}"
+    );
     if let Ok(keep) = std::env::var("KUBEDRILL_KEEP_FACTS") {
         let _ = std::fs::create_dir_all(&keep);
         for f in ["cp1.json", "w1.json"] {
@@ -174,7 +192,9 @@ async fn lab_up_check_snapshot_reset_down() {
     assert!(out.status.success());
     let s = session("cp1", "10.231.0.11").await;
     let o = s
-        .exec(&Remote::new("echo changed > /root/drill-marker && sync && cat /root/drill-marker"))
+        .exec(&Remote::new(
+            "echo changed > /root/drill-marker && sync && cat /root/drill-marker",
+        ))
         .await
         .expect("write marker");
     assert_eq!(o.stdout_text(), "changed\n");
@@ -182,10 +202,15 @@ async fn lab_up_check_snapshot_reset_down() {
     let t = Instant::now();
     let out = kd(&["lab", "reset", "labtest", "clean"]);
     assert!(out.status.success());
-    eprintln!("MEASURE lab reset (2 VMs): {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "MEASURE lab reset (2 VMs): {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let s = session("cp1", "10.231.0.11").await;
     let o = s
-        .exec(&Remote::new("test -e /root/drill-marker && echo present || echo gone"))
+        .exec(&Remote::new(
+            "test -e /root/drill-marker && echo present || echo gone",
+        ))
         .await
         .expect("check marker");
     assert_eq!(o.stdout_text(), "gone\n");
@@ -196,7 +221,10 @@ async fn lab_up_check_snapshot_reset_down() {
     assert!(out.status.success());
     let doms = conn.list_all_domains(0).expect("list");
     let names: Vec<String> = doms.iter().filter_map(|d| d.name().ok()).collect();
-    assert!(!names.iter().any(|n| n.starts_with("kd-labtest")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("kd-labtest")),
+        "{names:?}"
+    );
     assert!(conn.lookup_network_by_name("kd-labtest").is_err());
     assert!(!lab_dir().exists(), "overlays, seeds and state removed");
     assert!(qemu_processes_of("labtest").is_empty());

@@ -177,6 +177,9 @@ pub async fn up(
         },
     };
 
+    let step =
+        |what: &str| progress.println(&format!("[{:>6.1} s] {what}", t0.elapsed().as_secs_f64()));
+    step("connecting to libvirt");
     let uri = lab.uri.clone();
     let hv = tokio::task::spawn_blocking(move || Hypervisor::open(&uri))
         .await
@@ -241,6 +244,7 @@ pub async fn up(
         let s = seed::render(&t, lab, vm, &instance, &client.public, &hk)?;
         seed::write_iso(&s, Path::new(&files.seed)).map_err(local("seed"))?;
     }
+    step("overlays and NoCloud seeds written");
     let kh_path = dir.join("known_hosts");
     std::fs::write(&kh_path, &known_hosts).map_err(|e| local("known_hosts")(e.to_string()))?;
 
@@ -264,6 +268,7 @@ pub async fn up(
         domains.push((xml::domain_name(&lab.name, &vm.name), uuid, x));
     }
     let net_name = xml::network_name(&lab.name);
+    step("defining and starting the network and domains");
     let (hv, st, started) = tokio::task::spawn_blocking(move || {
         let mut st = st;
         let res = (|| -> Result<Vec<(String, Instant)>, LifecycleError> {
@@ -304,6 +309,7 @@ pub async fn up(
     drop(hv);
     let _ = st;
     let define_secs = t0.elapsed().as_secs_f64();
+    step("all domains started; waiting for SSH");
 
     let inventory = write_inventory(lab, &dir, &key_path, &kh_path)?;
     let ready = wait_for_ssh(lab, &key_path, &kh_path, opts.ssh_timeout, progress).await;
