@@ -156,17 +156,24 @@ fn timed(
     }
 }
 
-fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
-    let lab = match definition::load(&definition::locate(&a.lab)) {
-        Ok(l) => l,
+/// Load a lab definition, printing its errors (file, line, field) when it is invalid.
+fn load_lab(arg: &str) -> Option<definition::Lab> {
+    match definition::load(&definition::locate(arg)) {
+        Ok(l) => Some(l),
         Err(LabError::Invalid(d)) => {
             super::print_diagnostics(&d);
-            return Ok(ExitCode::from(1));
+            None
         }
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(1));
+            None
         }
+    }
+}
+
+fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let Some(lab) = load_lab(&a.lab) else {
+        return Ok(ExitCode::from(1));
     };
     let opts = lifecycle::UpOptions {
         accel: a.accel.map(|x| match x {
@@ -219,17 +226,8 @@ fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
 }
 
 fn show(a: ShowArgs, out: Output) -> anyhow::Result<ExitCode> {
-    let path = definition::locate(&a.lab);
-    let lab = match definition::load(&path) {
-        Ok(l) => l,
-        Err(LabError::Invalid(d)) => {
-            super::print_diagnostics(&d);
-            return Ok(ExitCode::from(1));
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(1));
-        }
+    let Some(lab) = load_lab(&a.lab) else {
+        return Ok(ExitCode::from(1));
     };
     let host = HostVirt::probe();
     let choice = match accel::choose(lab.accel, host, lab.vms.len()) {
