@@ -45,7 +45,7 @@ fn create(hv: &Hypervisor, lab: &kubedrill::lab::Lab, dir: &Path) -> Created {
     let mut errors = Vec::new();
     let net_uuid = xml::random_uuid();
     let net_xml = xml::network(&t, lab, &net_uuid, false).expect("network xml");
-    match hv.create_network(&xml::network_name(&lab.name), &net_uuid, &net_xml) {
+    match hv.create_network(&xml::network_name(&lab.name), &net_xml) {
         Ok(()) => {
             state.network = Some(ObjRef {
                 name: xml::network_name(&lab.name),

@@ -77,6 +77,16 @@ fn msg(e: virt::error::Error) -> String {
     e.message().to_string()
 }
 
+/// Map a libvirt error on object `name` during `what`.
+fn object_error(what: &'static str, name: &str) -> impl Fn(virt::error::Error) -> HypervisorError {
+    let name = name.to_string();
+    move |e| HypervisorError::Object {
+        what,
+        name: name.clone(),
+        message: msg(e),
+    }
+}
+
 impl Hypervisor {
     /// Connect (libvirt's own error printing is switched off first).
     pub fn open(uri: &str) -> Result<Self, HypervisorError> {
@@ -101,32 +111,19 @@ impl Hypervisor {
         self.conn.free_memory().ok().map(|b| b / (1024 * 1024))
     }
 
-    /// Define and start the lab network; refuses a name taken by anything not recorded in `state`.
-    pub fn create_network(
-        &self,
-        name: &str,
-        uuid: &str,
-        xml_text: &str,
-    ) -> Result<(), HypervisorError> {
+    /// Define and start the lab network; refuses a name that is already taken.
+    pub fn create_network(&self, name: &str, xml_text: &str) -> Result<(), HypervisorError> {
         if self.conn.lookup_network_by_name(name).is_ok() {
             return Err(HypervisorError::NameTaken {
                 kind: "network",
                 name: name.to_string(),
             });
         }
-        let obj = |what| {
-            move |e| HypervisorError::Object {
-                what,
-                name: name.to_string(),
-                message: msg(e),
-            }
-        };
         let net = self
             .conn
             .define_network_xml(xml_text)
-            .map_err(obj("define network"))?;
-        debug_assert_eq!(net.uuid_string().ok().as_deref(), Some(uuid));
-        net.create().map_err(obj("start network"))?;
+            .map_err(object_error("define network", name))?;
+        net.create().map_err(object_error("start network", name))?;
         let _ = net.set_autostart(false);
         Ok(())
     }
@@ -144,19 +141,12 @@ impl Hypervisor {
                 name: name.to_string(),
             });
         }
-        let obj = |what| {
-            move |e| HypervisorError::Object {
-                what,
-                name: name.to_string(),
-                message: msg(e),
-            }
-        };
         let dom = self
             .conn
             .define_domain_xml(xml_text)
-            .map_err(obj("define domain"))?;
+            .map_err(object_error("define domain", name))?;
         if start {
-            dom.create().map_err(obj("start domain"))?;
+            dom.create().map_err(object_error("start domain", name))?;
         }
         Ok(())
     }

@@ -272,7 +272,7 @@ pub async fn up(
     let (hv, st, started) = tokio::task::spawn_blocking(move || {
         let mut st = st;
         let res = (|| -> Result<Vec<(String, Instant)>, LifecycleError> {
-            hv.create_network(&net_name, &net_uuid, &net_xml)?;
+            hv.create_network(&net_name, &net_xml)?;
             st.network = Some(ObjRef {
                 name: net_name.clone(),
                 uuid: net_uuid.clone(),
