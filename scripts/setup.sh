@@ -40,3 +40,9 @@ if [ "${rustc_minor:-0}" -lt 85 ]; then
   exit 1
 fi
 echo "setup: $(cargo --version)"
+
+# Real lab VMs (kubedrill lab up, the lab end-to-end test): QEMU, libvirt, dnsmasq, genisoimage.
+# KUBEDRILL_NO_LAB_HOST=1 skips them on machines that only build and unit-test.
+if [ "${KUBEDRILL_NO_LAB_HOST:-0}" != 1 ]; then
+  $SUDO "$(dirname "$0")/lab-host-setup.sh"
+fi

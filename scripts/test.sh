@@ -19,3 +19,12 @@ cargo test --locked
 
 echo "== benchmark builds (run it with: cargo bench --bench plan)"
 cargo bench --locked --bench plan --no-run
+
+# The slow real-system layer: the offline image build and the lab with real guests inside a network
+# namespace (needs root and the lab host packages from scripts/setup.sh). KUBEDRILL_SKIP_LAB=1 skips it.
+if [ "$(id -u)" -eq 0 ] && [ "${KUBEDRILL_SKIP_LAB:-0}" != 1 ]; then
+  echo "== real-system tests (scripts/lab-test.sh)"
+  ./scripts/lab-test.sh
+else
+  echo "== real-system tests skipped (not root, or KUBEDRILL_SKIP_LAB=1)"
+fi

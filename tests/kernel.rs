@@ -364,6 +364,43 @@ fn fixture_debian12_one_queue_virtio_on_6_1() {
     );
 }
 
+/// Real facts of the lab's own libvirt guests (captured by tests/lab_e2e.rs): cp1 has the NIC
+/// kubedrill defines (queues = 2 × vCPU, offloads off), w1 the libvirt default of one queue.
+#[test]
+fn fixture_real_lab_guests_queues_decide_native_xdp() {
+    let mut s = default_spec();
+    s.cilium_intent.acceleration = Acceleration::Native;
+    let cp1 = fixture("lab-guest-cp1.txt");
+    assert!(
+        cp1.kernel.release.starts_with("6.1."),
+        "{}",
+        cp1.kernel.release
+    );
+    let nic = cp1.nic("eth0").expect("eth0");
+    assert_eq!(nic.driver.as_deref(), Some("virtio_net"));
+    let r = evaluate(&s, "cp1", &cp1);
+    for f in [
+        Feature::BaselineKernel,
+        Feature::SocketLb,
+        Feature::BpfHostRouting,
+        Feature::XdpNative,
+    ] {
+        assert_ok(&r, f);
+    }
+    assert_eq!(r.xdp_devices[0].outcome, XdpOutcome::Native);
+
+    let w1 = fixture("lab-guest-w1.txt");
+    let r = evaluate(&s, "w1", &w1);
+    assert_ok(&r, Feature::SocketLb);
+    assert_degraded(
+        &r,
+        Feature::XdpNative,
+        "eth0 (virtio_net) has max 1 combined queue, needs 3",
+        "locked TX",
+    );
+    assert!(!any_requested_blocked(std::slice::from_ref(&r)));
+}
+
 #[test]
 fn fixture_ubuntu2404_fixed_guest_offloads_block_xdp() {
     let f = fixture("ubuntu2404-kvm-virtio-4q-fixed-guest-offloads.txt");

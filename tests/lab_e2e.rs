@@ -95,6 +95,33 @@ fn qemu_processes_of(lab: &str) -> Vec<String> {
     found
 }
 
+/// (QEMU command name with the domain, VmRSS in KiB) of every QEMU process of the lab.
+fn qemu_rss_kib(lab: &str) -> Vec<(String, u64)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let c = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let Some(guest) = c
+            .split_whitespace()
+            .find(|w| w.starts_with(&format!("guest=kd-{lab}-")))
+        else {
+            continue;
+        };
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        if let Some(kib) = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+        {
+            found.push((guest.split(',').next().unwrap_or(guest).to_string(), kib));
+        }
+    }
+    found
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "slow: real TCG guests; run by scripts/lab-test.sh"]
 async fn lab_up_check_snapshot_reset_down() {
@@ -127,6 +154,22 @@ async fn lab_up_check_snapshot_reset_down() {
     assert!(conn.lookup_domain_by_name("kd-labtest-cp1").is_err());
     drop(own);
 
+    // 1b. Not enough memory: refused before anything is created.
+    let big = std::fs::read_to_string(&lab_file)
+        .expect("lab file")
+        .replace("memory_mib: 1536", "memory_mib: 4000000");
+    let big_file = Path::new(&lab_file).with_file_name("labtest-huge.yaml");
+    std::fs::write(&big_file, big).expect("write huge lab");
+    let out = kd(&["lab", "up", big_file.to_str().expect("utf8"), "--isolated"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not enough memory") && err.contains("Nothing was created"),
+        "{err}"
+    );
+    assert!(!lab_dir().exists(), "no state recorded for a refused lab");
+    assert!(conn.lookup_network_by_name("kd-labtest").is_err());
+
     // 2. The real lab.
     let t = Instant::now();
     let out = kd(&["lab", "up", &lab_file, "--isolated", "--ssh-timeout", "900"]);
@@ -137,6 +180,9 @@ async fn lab_up_check_snapshot_reset_down() {
     );
     let inv = lab_dir().join("inventory/hosts.yaml");
     assert!(inv.exists());
+    for (cmd, rss_kib) in qemu_rss_kib("labtest") {
+        eprintln!("MEASURE host RSS of {cmd}: {} MiB", rss_kib / 1024);
+    }
 
     // 3. check on the generated inventory: real guest kernels and NICs.
     let facts_dir = lab_dir().join("facts");
@@ -180,10 +226,18 @@ async fn lab_up_check_snapshot_reset_down() {
         text.contains("queue"),
         "the verdict explains the queues: {text}"
     );
+    // Raw gather output of the real guests, kept as fixtures for tests/kernel.rs when asked.
     if let Ok(keep) = std::env::var("KUBEDRILL_KEEP_FACTS") {
-        let _ = std::fs::create_dir_all(&keep);
-        for f in ["cp1.json", "w1.json"] {
-            let _ = std::fs::copy(facts_dir.join(f), Path::new(&keep).join(f));
+        std::fs::create_dir_all(&keep).expect("fixture dir");
+        for (vm, addr) in [("cp1", "10.231.0.11"), ("w1", "10.231.0.12")] {
+            let s = session(vm, addr).await;
+            let o = s
+                .exec(&Remote::script_on_stdin(kubedrill::facts::GATHER_SCRIPT))
+                .await
+                .expect("gather");
+            let f = Path::new(&keep).join(format!("lab-guest-{vm}.txt"));
+            std::fs::write(&f, o.stdout_text()).expect("write fixture");
+            s.close().await;
         }
     }
 
@@ -203,10 +257,23 @@ async fn lab_up_check_snapshot_reset_down() {
     let out = kd(&["lab", "reset", "labtest", "clean"]);
     assert!(out.status.success());
     eprintln!(
-        "MEASURE lab reset (2 VMs): {:.1} s",
+        "MEASURE lab reset (2 VMs, SSH-ready, clocks set): {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("clocks set on cp1, w1"), "{said}");
     let s = session("cp1", "10.231.0.11").await;
+    // The revert restored the snapshot's clock; reset set it back to now.
+    let o = s.exec(&Remote::new("date +%s")).await.expect("guest clock");
+    let guest: i64 = o.stdout_text().trim().parse().expect("date +%s");
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(
+        (guest - host).abs() <= 5,
+        "guest clock {guest}, host {host}"
+    );
     let o = s
         .exec(&Remote::new(
             "test -e /root/drill-marker && echo present || echo gone",

@@ -22,8 +22,8 @@ pub enum LabCmd {
     Ls,
     /// Snapshot every VM of the lab (memory and disk).
     Snapshot(SnapArgs),
-    /// Return every VM to a snapshot.
-    Reset(SnapArgs),
+    /// Return every VM to a snapshot, wait for SSH, set the guests' clocks.
+    Reset(ResetArgs),
     /// Resolve a lab definition: VMs, sizes, addresses, queues, accelerator; `--xml` prints the
     /// libvirt XML that `lab up` would define.
     Show(ShowArgs),
@@ -70,6 +70,18 @@ pub struct SnapArgs {
     pub lab: String,
     /// Snapshot name.
     pub snapshot: String,
+}
+
+/// `lab reset` options.
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// Lab name, file, or name under labs/.
+    pub lab: String,
+    /// Snapshot name.
+    pub snapshot: String,
+    /// Seconds to wait for every VM to answer SSH after the revert.
+    #[arg(long, default_value_t = 300)]
+    pub ssh_timeout: u64,
 }
 
 /// The lab name from an argument that may be a file.
@@ -136,7 +148,7 @@ pub fn run(cmd: LabCmd, out: Output) -> anyhow::Result<ExitCode> {
             "snapshot",
             lifecycle::snapshot(&lab_name(&a.lab), &a.snapshot),
         ),
-        LabCmd::Reset(a) => timed("reset", lifecycle::reset(&lab_name(&a.lab), &a.snapshot)),
+        LabCmd::Reset(a) => reset(a, out),
     }
 }
 
@@ -209,6 +221,12 @@ fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
+                for b in &r.boot {
+                    println!(
+                        "  {}: boot to sshd {:.0} s, then first-boot setup (cloud-init) {:.0} s",
+                        b.vm, b.boot_secs, b.first_boot_secs
+                    );
+                }
                 println!("inventory: {}", r.inventory.display());
                 println!("next: kubedrill check -i {}", r.inventory.display());
             }
@@ -216,10 +234,49 @@ fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            eprintln!(
-                "(whatever was created is recorded: `kubedrill lab down {}` removes it)",
-                lab.name
-            );
+            if lifecycle::lab_dir(&lab.name).join("state.json").exists() {
+                eprintln!(
+                    "(whatever was created is recorded: `kubedrill lab down {}` removes it)",
+                    lab.name
+                );
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn reset(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let progress = if out == Output::Json {
+        Progress::quiet()
+    } else {
+        Progress::stderr()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let name = lab_name(&a.lab);
+    let timeout = std::time::Duration::from_secs(a.ssh_timeout);
+    match rt.block_on(lifecycle::reset(&name, &a.snapshot, timeout, &progress)) {
+        Ok(r) => {
+            if out == Output::Json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "reset done in {:.1} s: reverted in {:.1} s, SSH ready {:.1} s later; clocks set on {}",
+                    r.total_secs,
+                    r.revert_secs,
+                    r.ssh_secs,
+                    if r.clock_synced.is_empty() {
+                        "none".to_string()
+                    } else {
+                        r.clock_synced.join(", ")
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             Ok(ExitCode::from(1))
         }
     }

@@ -119,10 +119,23 @@ pub struct UpReport {
     pub known_hosts: PathBuf,
     /// Seconds to define everything (overlays, seeds, network, domains).
     pub define_secs: f64,
-    /// Per VM: seconds from start to SSH ready.
+    /// Per VM: seconds from start to SSH ready (first answer, then first-boot setup done).
     pub ssh_ready_secs: Vec<(String, f64)>,
+    /// Per VM: how the wait split up.
+    pub boot: Vec<BootTiming>,
     /// Total seconds.
     pub total_secs: f64,
+}
+
+/// Where one VM's time to SSH-ready went.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootTiming {
+    /// VM.
+    pub vm: String,
+    /// From domain start until sshd first accepted the lab key (kernel, systemd, sshd).
+    pub boot_secs: f64,
+    /// From then until cloud-init's last stage wrote the lab marker (first-boot setup).
+    pub first_boot_secs: f64,
 }
 
 /// State directory of a lab.
@@ -208,6 +221,14 @@ pub async fn up(
         network: None,
         domains: Vec::new(),
         dir: dir.clone(),
+        hosts: lab
+            .vms
+            .iter()
+            .map(|v| state::VmHost {
+                name: v.name.clone(),
+                address: v.address.to_string(),
+            })
+            .collect(),
     };
     st.save()
         .map_err(|e| local("recording the lab")(e.to_string()))?;
@@ -312,15 +333,32 @@ pub async fn up(
     step("all domains started; waiting for SSH");
 
     let inventory = write_inventory(lab, &dir, &key_path, &kh_path)?;
-    let ready = wait_for_ssh(lab, &key_path, &kh_path, opts.ssh_timeout, progress).await;
+    let hosts: Vec<state::VmHost> = lab
+        .vms
+        .iter()
+        .map(|v| state::VmHost {
+            name: v.name.clone(),
+            address: v.address.to_string(),
+        })
+        .collect();
+    let ready = wait_for_ssh(&hosts, &key_path, &kh_path, opts.ssh_timeout, progress).await;
     let mut ssh_ready_secs = Vec::new();
+    let mut boot = Vec::new();
     let mut failed = Vec::new();
     for (vm, (name, start)) in lab.vms.iter().zip(&started) {
         match ready.iter().find(|(h, _)| h == &vm.name) {
-            Some((_, Ok(at))) => ssh_ready_secs.push((
-                vm.name.clone(),
-                at.saturating_duration_since(*start).as_secs_f64(),
-            )),
+            Some((_, Ok(w))) => {
+                let secs = |t: Instant| t.saturating_duration_since(*start).as_secs_f64();
+                ssh_ready_secs.push((vm.name.clone(), secs(w.ready)));
+                boot.push(BootTiming {
+                    vm: vm.name.clone(),
+                    boot_secs: secs(w.first_answer),
+                    first_boot_secs: w
+                        .ready
+                        .saturating_duration_since(w.first_answer)
+                        .as_secs_f64(),
+                });
+            }
             Some((_, Err(e))) => failed.push(format!("{name}: {e}")),
             None => failed.push(format!("{name}: not checked")),
         }
@@ -336,6 +374,7 @@ pub async fn up(
         known_hosts: kh_path,
         define_secs,
         ssh_ready_secs,
+        boot,
         total_secs: t0.elapsed().as_secs_f64(),
     })
 }
@@ -456,20 +495,38 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Poll every VM until an authenticated SSH session with a verified host key works; returns
-/// when it did (or the last error).
+/// How kubedrill reaches a lab VM: root with the lab's own key.
+fn lab_destination(v: &state::VmHost, key: &Path) -> Destination {
+    Destination {
+        name: v.name.clone(),
+        address: v.address.clone(),
+        port: 22,
+        user: "root".into(),
+        key: Some(key.to_path_buf()),
+        become_user: None,
+    }
+}
+
+/// When a VM first answered SSH, and when its first-boot setup was done.
+#[derive(Debug, Clone, Copy)]
+struct SshWait {
+    first_answer: Instant,
+    ready: Instant,
+}
+
+/// Poll every VM until an authenticated SSH session with a verified host key works and the
+/// lab marker exists; returns when that happened (or the last error).
 async fn wait_for_ssh(
-    lab: &Lab,
+    hosts: &[state::VmHost],
     key: &Path,
     known_hosts: &Path,
     timeout: Duration,
     progress: &Progress,
-) -> Vec<(String, Result<Instant, String>)> {
+) -> Vec<(String, Result<SshWait, String>)> {
     let policy = match HostKeyPolicy::load(known_hosts, HostKeyMode::Strict) {
         Ok(p) => Arc::new(p),
         Err(e) => {
-            return lab
-                .vms
+            return hosts
                 .iter()
                 .map(|v| (v.name.clone(), Err(e.to_string())))
                 .collect();
@@ -480,37 +537,26 @@ async fn wait_for_ssh(
     o.agent = None;
     o.connect_timeout = Duration::from_secs(10);
     let connector = Connector::new(Arc::new(o), None);
-    let inputs: Vec<(String, Destination)> = lab
-        .vms
+    let inputs: Vec<(String, Destination)> = hosts
         .iter()
-        .map(|v| {
-            (
-                v.name.clone(),
-                Destination {
-                    name: v.name.clone(),
-                    address: v.address.to_string(),
-                    port: 22,
-                    user: "root".into(),
-                    key: Some(key.to_path_buf()),
-                    become_user: None,
-                },
-            )
-        })
+        .map(|v| (v.name.clone(), lab_destination(v, key)))
         .collect();
     let deadline = tokio::time::Instant::now() + timeout;
     let results = fleet::run(
         "booting, waiting for SSH",
         inputs,
-        lab.vms.len(),
+        hosts.len().max(1),
         progress,
-        |_: &Instant| "SSH ready".to_string(),
+        |_: &SshWait| "SSH ready".to_string(),
         |dest, _p| {
             let c = connector.clone();
             async move {
                 let mut last = String::from("no attempt");
+                let mut first_answer = None;
                 while tokio::time::Instant::now() < deadline {
                     match c.connect(dest.clone()).await {
                         Ok(s) => {
+                            let first = *first_answer.get_or_insert_with(Instant::now);
                             let ok = s
                                 .exec(&Command::new("test -f /etc/kubedrill-lab").idempotent())
                                 .await
@@ -518,7 +564,10 @@ async fn wait_for_ssh(
                                 .unwrap_or(false);
                             s.close().await;
                             if ok {
-                                return Ok(Instant::now());
+                                return Ok(SshWait {
+                                    first_answer: first,
+                                    ready: Instant::now(),
+                                });
                             }
                             last = "SSH up, cloud-init not finished".into();
                         }
@@ -615,14 +664,99 @@ pub fn snapshot(lab_name: &str, snap: &str) -> Result<Duration, LifecycleError> 
     Ok(t.elapsed())
 }
 
-/// Revert every VM of the lab to a snapshot.
-pub fn reset(lab_name: &str, snap: &str) -> Result<Duration, LifecycleError> {
-    let t = Instant::now();
-    let (hv, st) = open_state(lab_name)?;
-    for d in &st.domains {
-        hv.revert(&d.name, snap)?;
+/// What `lab reset` did, with timings.
+#[derive(Debug, Serialize)]
+pub struct ResetReport {
+    /// Seconds to revert every domain (in parallel).
+    pub revert_secs: f64,
+    /// Seconds from the reverts until every VM answered SSH again.
+    pub ssh_secs: f64,
+    /// Guests whose clock was set back to the host's time (a revert restores the snapshot's).
+    pub clock_synced: Vec<String>,
+    /// Total seconds.
+    pub total_secs: f64,
+}
+
+/// Revert every VM of the lab to a snapshot (all domains at once), wait until each answers SSH,
+/// and set each guest's clock to the host's (a revert restores the snapshot's time, which would
+/// break anything that checks certificates).
+pub async fn reset(
+    lab_name: &str,
+    snap: &str,
+    ssh_timeout: Duration,
+    progress: &Progress,
+) -> Result<ResetReport, LifecycleError> {
+    let t0 = Instant::now();
+    let dir = lab_dir(lab_name);
+    let st = LabState::load(&dir)
+        .map_err(|e| local("reading the lab state")(e.to_string()))?
+        .ok_or_else(|| LifecycleError::NotUp(lab_name.to_string(), dir.clone()))?;
+    // Each revert restarts a QEMU process (seconds); one connection per domain, all in parallel.
+    let mut jobs = Vec::new();
+    for d in st.domains.clone() {
+        let uri = st.uri.clone();
+        let snap = snap.to_string();
+        jobs.push(tokio::task::spawn_blocking(move || {
+            Hypervisor::open(&uri)?.revert(&d.name, &snap)
+        }));
     }
-    Ok(t.elapsed())
+    for j in jobs {
+        j.await.map_err(|e| local("libvirt")(e.to_string()))??;
+    }
+    let revert_secs = t0.elapsed().as_secs_f64();
+    progress.println(&format!(
+        "[{revert_secs:>6.1} s] {} domains reverted to {snap}; waiting for SSH",
+        st.domains.len()
+    ));
+    let key = dir.join("id_ed25519");
+    let kh = dir.join("known_hosts");
+    let ready = wait_for_ssh(&st.hosts, &key, &kh, ssh_timeout, progress).await;
+    let failed: Vec<String> = ready
+        .iter()
+        .filter_map(|(h, r)| r.as_ref().err().map(|e| format!("{h}: {e}")))
+        .collect();
+    if !failed.is_empty() {
+        return Err(LifecycleError::NotReady(failed));
+    }
+    let ssh_secs = t0.elapsed().as_secs_f64() - revert_secs;
+    let clock_synced = sync_clocks(&st.hosts, &key, &kh).await;
+    Ok(ResetReport {
+        revert_secs,
+        ssh_secs,
+        clock_synced,
+        total_secs: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Set every guest's clock to the host's time; returns the guests where that worked.
+async fn sync_clocks(hosts: &[state::VmHost], key: &Path, known_hosts: &Path) -> Vec<String> {
+    let Ok(policy) = HostKeyPolicy::load(known_hosts, HostKeyMode::Strict) else {
+        return Vec::new();
+    };
+    let mut o = Options::new(Arc::new(policy));
+    o.identities = Vec::new();
+    o.agent = None;
+    let connector = Connector::new(Arc::new(o), None);
+    let mut done = Vec::new();
+    for h in hosts {
+        let dest = lab_destination(h, key);
+        let Ok(s) = connector.connect(dest).await else {
+            continue;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let cmd = format!(
+            "date -u -s @{}.{:03} >/dev/null",
+            now.as_secs(),
+            now.subsec_millis()
+        );
+        if s.exec(&Command::new(cmd)).await.is_ok_and(|o| o.success()) {
+            done.push(h.name.clone());
+        }
+        s.close().await;
+    }
+    done
 }
 
 fn open_state(lab_name: &str) -> Result<(Hypervisor, LabState), LifecycleError> {

@@ -29,6 +29,18 @@ pub struct LabState {
     pub domains: Vec<ObjRef>,
     /// Directory of overlays, seeds and console logs (kubedrill's own).
     pub dir: PathBuf,
+    /// Every VM's name and address, for the SSH wait after a reset.
+    #[serde(default)]
+    pub hosts: Vec<VmHost>,
+}
+
+/// A lab VM as SSH reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmHost {
+    /// Host name (as in the lab's inventory).
+    pub name: String,
+    /// Address on the lab network.
+    pub address: String,
 }
 
 /// kubedrill's state directory: `$KUBEDRILL_STATE_DIR`, else `$XDG_STATE_HOME/kubedrill`, else
