@@ -3,7 +3,9 @@
 #   1. the offline Debian 12 image build (mmdebstrap from Debian's mirror; cached);
 #   2. the lab end to end with real TCG guests: a network namespace made here, libvirtd started
 #      inside it (so guest addresses exist only there), `lab up` of a 2-VM lab, `kubedrill check`
-#      on the generated inventory, snapshot, a change in a guest, reset, the change gone, `lab down`,
+#      on the generated inventory, snapshot, `kubedrill apply` of every node phase from an offline
+#      bundle built here (then unchanged on a re-run; kubeadm/init stops with "no package source";
+#      an apply killed mid-way resumes), a change in a guest, reset, the change gone, `lab down`,
 #      nothing of the lab left — and a pre-existing unmarked domain with a colliding name survives.
 # Needs root, scripts/setup.sh and scripts/lab-host-setup.sh. KUBEDRILL_CACHE_DIR (default
 # target/kubedrill-cache) keeps the image between runs. Everything started here is stopped by PID.
@@ -31,6 +33,11 @@ cleanup() {
 }
 trap cleanup EXIT
 lab_netns_start "$WORK"
+
+# The offline bundle apply installs from (Debian's containerd, runc, conntrack, socat, … with
+# every dependency), built here, outside the namespace, from this machine's apt sources.
+"$KD" bundle build -o "$WORK/bundle"
+export KUBEDRILL_BUNDLE="$WORK/bundle"
 
 sed -e "s|^hypervisor:.*|hypervisor: \"$URI\"|" tests/data/labs/labtest.yaml > "$WORK/labtest.yaml"
 export KUBEDRILL_LAB_FILE="$WORK/labtest.yaml" KUBEDRILL_LAB_URI="$URI" KUBEDRILL_LAB_NETNS="$NS"

@@ -97,7 +97,8 @@ impl HostProgress {
         }
     }
 
-    fn finish(&self, ok: bool, msg: &str) {
+    /// Mark the host done (a tick or a cross) with a final message.
+    pub fn finish(&self, ok: bool, msg: &str) {
         let secs = self.start.elapsed().as_secs_f64();
         let mark = if ok { "ok" } else { "FAILED" };
         match &self.bar {

@@ -6,6 +6,8 @@
 //! [`kernel`] say what each node can do, and [`check`] puts them together.
 //! [`images`] provides the OS images lab VMs boot from (pulled with checksums, or built offline).
 
+pub mod apply;
+pub mod bundle;
 pub mod check;
 pub mod diag;
 pub mod facts;

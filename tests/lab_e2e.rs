@@ -241,9 +241,181 @@ async fn lab_up_check_snapshot_reset_down() {
         }
     }
 
-    // 4. Snapshot, change a file, reset: the change is gone.
+    // 4. Snapshot the fresh lab.
     let out = kd(&["lab", "snapshot", "labtest", "clean"]);
     assert!(out.status.success());
+
+    // 5. apply: every node phase from the offline bundle, for real.
+    let bundle = env("KUBEDRILL_BUNDLE");
+    let inv_s = inv.to_str().expect("utf8");
+    let apply = |extra: &[&str]| -> (Output, serde_json::Value) {
+        let mut args = vec![
+            "apply", "-i", inv_s, "--bundle", &bundle, "--output", "json",
+        ];
+        args.extend_from_slice(extra);
+        let out = kd(&args);
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out, doc)
+    };
+    let outcomes = |doc: &serde_json::Value, phase: &str| -> Vec<String> {
+        doc["phases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["phase"] == phase)
+            .flat_map(|p| p["hosts"].as_array().cloned().unwrap_or_default())
+            .map(|h| {
+                format!(
+                    "{}:{}",
+                    h["host"].as_str().unwrap_or(""),
+                    h["outcome"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let node_phases = [
+        "node/packages",
+        "node/containerd",
+        "node/kernel-modules",
+        "node/sysctl",
+        "node/swap",
+    ];
+    let t = Instant::now();
+    let (out, doc) = apply(&["--only", "node"]);
+    assert!(out.status.success(), "apply --only node: {doc:#}");
+    eprintln!(
+        "MEASURE apply node phases (2 VMs, fresh): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    for p in [
+        "node/packages",
+        "node/containerd",
+        "node/kernel-modules",
+        "node/sysctl",
+    ] {
+        assert_eq!(
+            outcomes(&doc, p),
+            ["cp1:changed", "w1:changed"],
+            "{p}: {doc:#}"
+        );
+    }
+    // The guests really are prepared.
+    for (vm, addr) in [("cp1", "10.231.0.11"), ("w1", "10.231.0.12")] {
+        let s = session(vm, addr).await;
+        let o = s
+            .exec(&Remote::new(
+                "systemctl is-active containerd && ctr version >/dev/null && echo ctr-ok; \
+                 grep -c SystemdCgroup /etc/containerd/config.toml; \
+                 [ -d /sys/module/br_netfilter ] && echo brnf; sysctl -n net.ipv4.ip_forward; \
+                 swapon --show --noheadings | wc -l; dpkg-query -W -f='${Version}' runc",
+            ))
+            .await
+            .expect("inspect node");
+        let text = o.stdout_text();
+        assert!(
+            text.starts_with("active\nctr-ok\n1\nbrnf\n1\n0\n"),
+            "{vm}: {text}"
+        );
+        s.close().await;
+    }
+    // A re-run changes nothing.
+    let t = Instant::now();
+    let (out, doc) = apply(&["--only", "node"]);
+    assert!(out.status.success());
+    eprintln!(
+        "MEASURE apply node phases (2 VMs, re-run, unchanged): {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    for p in node_phases {
+        assert_eq!(
+            outcomes(&doc, p),
+            ["cp1:unchanged", "w1:unchanged"],
+            "{p}: {doc:#}"
+        );
+    }
+    // kubeadm/init without kubeadm anywhere: the clear "no package source" error, not a hang.
+    let t = Instant::now();
+    let (out, doc) = apply(&[]);
+    assert_eq!(out.status.code(), Some(2), "{doc:#}");
+    assert!(t.elapsed() < Duration::from_secs(120));
+    let f = &doc["failures"][0];
+    assert_eq!(f["phase"], "kubeadm/init", "{doc:#}");
+    assert_eq!(f["host"], "cp1");
+    assert!(
+        f["stderr"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no package source for kubeadm"),
+        "{f:#}"
+    );
+    for p in node_phases {
+        assert_eq!(outcomes(&doc, p), ["cp1:unchanged", "w1:unchanged"], "{p}");
+    }
+
+    // 6. An apply killed mid-way resumes: back to the clean snapshot, start, kill it once the
+    //    journal shows node/packages finished on a host, run again.
+    let out = kd(&["lab", "reset", "labtest", "clean"]);
+    assert!(out.status.success());
+    let journal = PathBuf::from(env("KUBEDRILL_STATE_DIR")).join("clusters");
+    let journal_text = || -> String {
+        std::fs::read_dir(&journal)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|d| std::fs::read_to_string(d.path().join("journal.jsonl")).unwrap_or_default())
+            .collect()
+    };
+    let before = journal_text().lines().count();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubedrill"))
+        .args(["apply", "-i", inv_s, "--bundle", &bundle, "--only", "node"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start apply");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let j = journal_text();
+        if j.lines()
+            .skip(before)
+            .any(|l| l.contains("\"node/packages\"") && l.contains("\"changed\""))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "apply never got through node/packages"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "apply ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().expect("kill apply");
+    let _ = child.wait();
+    let (out, doc) = apply(&["--only", "node"]);
+    assert!(out.status.success(), "resumed apply: {doc:#}");
+    assert!(doc["resumed_from"].is_u64(), "{doc:#}");
+    let all: Vec<String> = node_phases.iter().flat_map(|p| outcomes(&doc, p)).collect();
+    assert!(
+        all.iter().any(|o| o.ends_with(":unchanged")),
+        "something was already done: {all:?}"
+    );
+    assert!(
+        all.iter().any(|o| o.ends_with(":changed")),
+        "something was left to do: {all:?}"
+    );
+    let (out, doc) = apply(&["--only", "node"]);
+    assert!(out.status.success());
+    for p in node_phases {
+        assert_eq!(
+            outcomes(&doc, p),
+            ["cp1:unchanged", "w1:unchanged"],
+            "{p} after resume"
+        );
+    }
+
+    // 7. Change a file, reset: the change is gone (and so is everything apply did).
     let s = session("cp1", "10.231.0.11").await;
     let o = s
         .exec(&Remote::new(
@@ -276,14 +448,14 @@ async fn lab_up_check_snapshot_reset_down() {
     );
     let o = s
         .exec(&Remote::new(
-            "test -e /root/drill-marker && echo present || echo gone",
+            "test -e /root/drill-marker && echo present || echo gone; command -v containerd || echo no-containerd",
         ))
         .await
         .expect("check marker");
-    assert_eq!(o.stdout_text(), "gone\n");
+    assert_eq!(o.stdout_text(), "gone\nno-containerd\n");
     s.close().await;
 
-    // 5. Down: nothing of the lab remains.
+    // 8. Down: nothing of the lab remains.
     let out = kd(&["lab", "down", "labtest"]);
     assert!(out.status.success());
     let doms = conn.list_all_domains(0).expect("list");

@@ -1,6 +1,8 @@
 //! Command-line parsing and dispatch: one module per subcommand, each thin (parse, call the
 //! library, print).
 
+mod apply;
+mod bundle;
 mod check;
 mod image;
 mod inventory;
@@ -41,6 +43,12 @@ pub enum Command {
     Inventory(inventory::InventoryCmd),
     /// Connect to every node, gather facts, and judge what Cilium features each kernel and NIC allow.
     Check(check::CheckArgs),
+    /// Provision the cluster: node preparation, kubeadm init/join, Cilium (phases; idempotent,
+    /// resumable; `--dry-run` describes).
+    Apply(apply::ApplyArgs),
+    /// Offline bundles for `apply --bundle`.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCmd),
     /// Rehearsal labs on libvirt.
     #[command(subcommand)]
     Lab(lab::LabCmd),
@@ -57,6 +65,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inventory(cmd) => inventory::run(cmd, cli.output),
         Command::Plan(args) => plan::run(args, cli.output),
         Command::Check(args) => check::run(args, cli.output),
+        Command::Apply(args) => apply::run(args, cli.output),
+        Command::Bundle(cmd) => bundle::run(cmd, cli.output),
         Command::Lab(cmd) => lab::run(cmd, cli.output),
         Command::Image(cmd) => image::run(cmd, cli.output),
     }

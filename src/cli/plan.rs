@@ -62,7 +62,7 @@ fn target_text(t: &Target) -> String {
     }
 }
 
-fn step_line(s: &Step) -> String {
+pub(crate) fn step_line(s: &Step) -> String {
     match s {
         Step::Write { target, file } => format!(
             "write {} (mode {:04o}{}) on {}",

@@ -341,7 +341,12 @@ pub async fn up(
             address: v.address.to_string(),
         })
         .collect();
-    let ready = wait_for_ssh(&hosts, &key_path, &kh_path, opts.ssh_timeout, progress).await;
+    let wait = SshWaitOptions {
+        timeout: opts.ssh_timeout,
+        poll: Duration::from_secs(2),
+        set_clock: false,
+    };
+    let ready = wait_for_ssh(&hosts, &key_path, &kh_path, &wait, progress).await;
     let mut ssh_ready_secs = Vec::new();
     let mut boot = Vec::new();
     let mut failed = Vec::new();
@@ -507,6 +512,15 @@ fn lab_destination(v: &state::VmHost, key: &Path) -> Destination {
     }
 }
 
+/// How to wait for SSH.
+struct SshWaitOptions {
+    timeout: Duration,
+    /// Pause between attempts.
+    poll: Duration,
+    /// Once ready, set the guest's clock to the host's (after a snapshot revert).
+    set_clock: bool,
+}
+
 /// When a VM first answered SSH, and when its first-boot setup was done.
 #[derive(Debug, Clone, Copy)]
 struct SshWait {
@@ -520,9 +534,10 @@ async fn wait_for_ssh(
     hosts: &[state::VmHost],
     key: &Path,
     known_hosts: &Path,
-    timeout: Duration,
+    wait: &SshWaitOptions,
     progress: &Progress,
 ) -> Vec<(String, Result<SshWait, String>)> {
+    let (timeout, poll, set_clock) = (wait.timeout, wait.poll, wait.set_clock);
     let policy = match HostKeyPolicy::load(known_hosts, HostKeyMode::Strict) {
         Ok(p) => Arc::new(p),
         Err(e) => {
@@ -557,8 +572,19 @@ async fn wait_for_ssh(
                     match c.connect(dest.clone()).await {
                         Ok(s) => {
                             let first = *first_answer.get_or_insert_with(Instant::now);
+                            let mut probe = String::from("test -f /etc/kubedrill-lab");
+                            if set_clock {
+                                let now = std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .unwrap_or_default();
+                                probe.push_str(&format!(
+                                    " && date -u -s @{}.{:03} >/dev/null",
+                                    now.as_secs(),
+                                    now.subsec_millis()
+                                ));
+                            }
                             let ok = s
-                                .exec(&Command::new("test -f /etc/kubedrill-lab").idempotent())
+                                .exec(&Command::new(probe).idempotent())
                                 .await
                                 .map(|o| o.success())
                                 .unwrap_or(false);
@@ -575,7 +601,7 @@ async fn wait_for_ssh(
                         Err(e @ SshError::HostKeyChanged { .. }) => return Err(e.to_string()),
                         Err(e) => last = e.to_string(),
                     }
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    tokio::time::sleep(poll).await;
                 }
                 Err(format!("no SSH within {timeout:?}; last: {last}"))
             }
@@ -710,7 +736,13 @@ pub async fn reset(
     ));
     let key = dir.join("id_ed25519");
     let kh = dir.join("known_hosts");
-    let ready = wait_for_ssh(&st.hosts, &key, &kh, ssh_timeout, progress).await;
+    // A reverted guest is already running: poll fast, and set its clock in the same session.
+    let wait = SshWaitOptions {
+        timeout: ssh_timeout,
+        poll: Duration::from_millis(300),
+        set_clock: true,
+    };
+    let ready = wait_for_ssh(&st.hosts, &key, &kh, &wait, progress).await;
     let failed: Vec<String> = ready
         .iter()
         .filter_map(|(h, r)| r.as_ref().err().map(|e| format!("{h}: {e}")))
@@ -719,44 +751,13 @@ pub async fn reset(
         return Err(LifecycleError::NotReady(failed));
     }
     let ssh_secs = t0.elapsed().as_secs_f64() - revert_secs;
-    let clock_synced = sync_clocks(&st.hosts, &key, &kh).await;
+    let clock_synced = st.hosts.iter().map(|h| h.name.clone()).collect();
     Ok(ResetReport {
         revert_secs,
         ssh_secs,
         clock_synced,
         total_secs: t0.elapsed().as_secs_f64(),
     })
-}
-
-/// Set every guest's clock to the host's time; returns the guests where that worked.
-async fn sync_clocks(hosts: &[state::VmHost], key: &Path, known_hosts: &Path) -> Vec<String> {
-    let Ok(policy) = HostKeyPolicy::load(known_hosts, HostKeyMode::Strict) else {
-        return Vec::new();
-    };
-    let mut o = Options::new(Arc::new(policy));
-    o.identities = Vec::new();
-    o.agent = None;
-    let connector = Connector::new(Arc::new(o), None);
-    let mut done = Vec::new();
-    for h in hosts {
-        let dest = lab_destination(h, key);
-        let Ok(s) = connector.connect(dest).await else {
-            continue;
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let cmd = format!(
-            "date -u -s @{}.{:03} >/dev/null",
-            now.as_secs(),
-            now.subsec_millis()
-        );
-        if s.exec(&Command::new(cmd)).await.is_ok_and(|o| o.success()) {
-            done.push(h.name.clone());
-        }
-        s.close().await;
-    }
-    done
 }
 
 fn open_state(lab_name: &str) -> Result<(Hypervisor, LabState), LifecycleError> {

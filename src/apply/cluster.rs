@@ -1,0 +1,623 @@
+//! The cluster phases: `kubeadm/init`, the joins, `kubeconfig/fetch`, `cilium/install`,
+//! `cilium/wait` and `cluster/verify`.
+//!
+//! Secrets (the bootstrap token, the certificate key) exist only in memory here and in 0600
+//! files on the nodes that are removed right after use; every message passes the
+//! [`super::Redactor`] first.
+
+use super::{Failure, HostChange, Outcome, Run, node::PackageSource};
+use crate::render::{RenderedFile, Secrets, cilium, kubeadm};
+use crate::ssh::{Command, Session, shell::quote};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The admin kubeconfig on control planes.
+pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+/// Where the chart and helm go on the first control plane when they come from a bundle.
+pub const CHART_DIR: &str = "/var/cache/kubedrill/charts";
+
+/// The "kubeadm missing" precondition, with the fix that fits the package source.
+fn kubeadm_precondition(run: &Run<'_>) -> (String, String) {
+    let why = match &run.opts.source {
+        PackageSource::Bundle(b) if !b.has_kubernetes() => format!(
+            "no package source for kubeadm: it is not installed, and the bundle {} has no kubelet/kubeadm/kubectl (it was built without --kubernetes). Build a bundle with `kubedrill bundle build --kubernetes {}` on a connected machine",
+            b.dir.display(),
+            run.spec.kubernetes
+        ),
+        PackageSource::Bundle(_) => {
+            "kubeadm is not installed although the bundle has it: run node/packages (it may have been skipped)".into()
+        }
+        PackageSource::Online => {
+            "no package source for kubeadm: it is not installed (node/packages installs it from pkgs.k8s.io, or pass --bundle DIR)".into()
+        }
+    };
+    ("command -v kubeadm >/dev/null".into(), why)
+}
+
+fn random_token() -> String {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let pick = |n: usize| -> String {
+        (0..n)
+            .map(|_| A[rand::random_range(0..A.len())] as char)
+            .collect()
+    };
+    format!("{}.{}", pick(6), pick(16))
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+impl Run<'_> {
+    fn first_cp(&self) -> (String, Option<Arc<Session>>) {
+        let name = self.inv.first_control_plane().name.clone();
+        let s = self.sessions.get(&name).cloned();
+        (name, s)
+    }
+
+    fn record_one(&mut self, phase: &str, host: &str, r: Result<Outcome, Failure>, t: Instant) {
+        let secs = t.elapsed().as_secs_f64();
+        match r {
+            Ok(o) => {
+                let label = match &o {
+                    Outcome::Unchanged => "unchanged",
+                    Outcome::Changed => "changed",
+                    Outcome::Skipped(_) => "skipped",
+                };
+                self.journal.record(phase, host, label, secs, "");
+                self.push_host(
+                    phase,
+                    super::HostReport {
+                        host: host.into(),
+                        outcome: o,
+                        secs,
+                    },
+                );
+            }
+            Err(f) => {
+                let f = Failure {
+                    stderr: self.redactor.apply(&f.stderr),
+                    ..f
+                };
+                self.journal.record(
+                    phase,
+                    host,
+                    "failed",
+                    secs,
+                    &format!("{}: {}", f.command, f.stderr),
+                );
+                self.failures.push(f);
+            }
+        }
+    }
+
+    async fn one(&self, s: &Session, phase: &str, c: &HostChange) -> Result<Outcome, Failure> {
+        let p = self.progress.host(phase, &s.destination().name);
+        let r = super::run_change(s, phase, c, &self.redactor, &p).await;
+        match &r {
+            Ok(o) => p.finish(
+                true,
+                if *o == Outcome::Unchanged {
+                    "unchanged"
+                } else {
+                    "changed"
+                },
+            ),
+            Err(f) => p.finish(false, &f.command),
+        }
+        r
+    }
+
+    /// Run a read-only or secret-producing command; stdout is returned, never logged.
+    async fn capture(
+        &self,
+        s: &Session,
+        phase: &str,
+        label: &str,
+        script: &str,
+    ) -> Result<String, Failure> {
+        let host = s.destination().name.clone();
+        let o = s
+            .exec(&Command::new(script).privileged().label(label))
+            .await
+            .map_err(|e| super::exec_failure(&host, phase, label, &e, &self.redactor))?;
+        if !o.success() {
+            return Err(Failure {
+                host,
+                phase: phase.into(),
+                command: label.into(),
+                status: o.status,
+                stderr: self.redactor.apply(&o.stderr_tail(6)),
+                hint: None,
+            });
+        }
+        Ok(o.stdout_text())
+    }
+}
+
+/// `kubeadm/init` on the first control plane.
+pub async fn init(run: &mut Run<'_>) {
+    let phase = "kubeadm/init";
+    let t = Instant::now();
+    let (host, Some(s)) = run.first_cp() else {
+        return;
+    };
+    let secrets = Secrets {
+        bootstrap_token: random_token(),
+        certificate_key: random_hex(32),
+        ca_cert_hash: String::new(),
+    };
+    run.redactor.add(&secrets.bootstrap_token);
+    run.redactor.add(&secrets.certificate_key);
+    let file = match kubeadm::init(&run.templates, run.spec, run.inv, &secrets) {
+        Ok(f) => f,
+        Err(e) => {
+            run.fail_all(phase, "render kubeadm init config", &e.to_string());
+            return;
+        }
+    };
+    let upload = if run.inv.control_planes().count() > 1 {
+        " --upload-certs"
+    } else {
+        ""
+    };
+    let f = quote(&file.path);
+    let change = HostChange {
+        precondition: Some(kubeadm_precondition(run)),
+        check: format!(
+            "[ -f {ADMIN_CONF} ] || {{ echo 'no {ADMIN_CONF}'; exit 1; }}\n\
+             kubectl --kubeconfig {ADMIN_CONF} get --raw /readyz >/dev/null 2>&1 || {{ echo 'the API server does not answer'; exit 1; }}\n"
+        ),
+        files: vec![file],
+        uploads: Vec::new(),
+        // The config (with the token and certificate key) is removed whatever happens.
+        apply: format!("kubeadm init --config {f}{upload}; rc=$?; rm -f {f}; exit $rc\n"),
+        apply_label: format!(
+            "kubeadm init --config {}{upload}",
+            kubeadm::INIT_CONFIG_PATH
+        ),
+        timeout_secs: 900,
+    };
+    let mut r = run.one(&s, phase, &change).await;
+    if let Err(f) = &mut r
+        && f.command.starts_with("kubeadm init")
+    {
+        f.hint = Some(format!(
+            "a half-finished init leaves files behind: `kubedrill reset -i INVENTORY --only-host {host}` (kubeadm reset -f), then apply again"
+        ));
+    }
+    run.record_one(phase, &host, r, t);
+}
+
+/// `kubeadm/join-control-plane` (one at a time) or `kubeadm/join-worker` (in batches).
+pub async fn join(run: &mut Run<'_>, control_plane: bool) {
+    let phase = if control_plane {
+        "kubeadm/join-control-plane"
+    } else {
+        "kubeadm/join-worker"
+    };
+    let hosts: Vec<crate::inventory::Host> = if control_plane {
+        run.inv.control_planes().skip(1).cloned().collect()
+    } else {
+        run.inv.workers().cloned().collect()
+    };
+    if hosts.is_empty() {
+        run.skip_phase(phase, "no such nodes");
+        return;
+    }
+    // Which still need to join (one round trip each).
+    let mut pending = Vec::new();
+    for h in &hosts {
+        let Some(s) = run.sessions.get(&h.name).cloned() else {
+            continue;
+        };
+        let t = Instant::now();
+        match run
+            .capture(
+                &s,
+                phase,
+                "joined?",
+                "test -f /etc/kubernetes/kubelet.conf && echo yes || echo no",
+            )
+            .await
+        {
+            Ok(o) if o.trim() == "yes" => run.record_one(phase, &h.name, Ok(Outcome::Unchanged), t),
+            Ok(_) => pending.push((h.clone(), s)),
+            Err(f) => run.record_one(phase, &h.name, Err(f), t),
+        }
+    }
+    if pending.is_empty() || !run.failures.is_empty() {
+        return;
+    }
+    // Fresh secrets from the first control plane: a token (kubeadm prints it on stdout, which is
+    // captured, never shown), the CA hash, and for control planes the certificates re-uploaded
+    // under a new key passed in a 0600 file.
+    let (cp, Some(cps)) = run.first_cp() else {
+        return;
+    };
+    let t = Instant::now();
+    let token = match run
+        .capture(
+            &cps,
+            phase,
+            "kubeadm token create",
+            "kubeadm token create --ttl 30m --description 'kubedrill join'",
+        )
+        .await
+    {
+        Ok(tok) => tok.trim().to_string(),
+        Err(f) => return run.record_one(phase, &cp, Err(f), t),
+    };
+    run.redactor.add(&token);
+    let hash = match run
+        .capture(
+            &cps,
+            phase,
+            "CA public key hash",
+            "openssl x509 -pubkey -noout -in /etc/kubernetes/pki/ca.crt | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1",
+        )
+        .await
+    {
+        Ok(h) => format!("sha256:{}", h.trim()),
+        Err(f) => return run.record_one(phase, &cp, Err(f), t),
+    };
+    let mut secrets = Secrets {
+        bootstrap_token: token,
+        certificate_key: String::new(),
+        ca_cert_hash: hash,
+    };
+    if control_plane {
+        secrets.certificate_key = random_hex(32);
+        run.redactor.add(&secrets.certificate_key);
+        let init = match kubeadm::init(&run.templates, run.spec, run.inv, &secrets) {
+            Ok(f) => f,
+            Err(e) => return run.fail_all(phase, "render", &e.to_string()),
+        };
+        let f = quote(&init.path);
+        let put = cps
+            .upload(init.content.as_bytes(), &init.path, 0o600, true)
+            .await
+            .map_err(|e| {
+                super::exec_failure(&cp, phase, "write kubeadm config", &e, &run.redactor)
+            });
+        if let Err(f) = put {
+            return run.record_one(phase, &cp, Err(f), t);
+        }
+        if let Err(f) = run
+            .capture(
+                &cps,
+                phase,
+                "kubeadm init phase upload-certs --upload-certs",
+                &format!("kubeadm init phase upload-certs --upload-certs --config {f} >/dev/null; rc=$?; rm -f {f}; exit $rc"),
+            )
+            .await
+        {
+            return run.record_one(phase, &cp, Err(f), t);
+        }
+    }
+    // Control planes one at a time (etcd membership changes serially); workers in batches of
+    // --concurrency.
+    let concurrency = if control_plane {
+        1
+    } else {
+        run.opts.concurrency.max(1)
+    };
+    let mut items = Vec::new();
+    for (h, _) in &pending {
+        let file = match kubeadm::join(&run.templates, run.spec, run.inv, h, &secrets) {
+            Ok(f) => f,
+            Err(e) => return run.fail_all(phase, "render kubeadm join config", &e.to_string()),
+        };
+        let f = quote(&file.path);
+        items.push((
+            h.name.clone(),
+            Arc::new(HostChange {
+                precondition: Some(kubeadm_precondition(run)),
+                check: "[ -f /etc/kubernetes/kubelet.conf ] || { echo 'not joined'; exit 1; }\n"
+                    .into(),
+                files: vec![file],
+                uploads: Vec::new(),
+                apply: format!("kubeadm join --config {f}; rc=$?; rm -f {f}; exit $rc\n"),
+                apply_label: format!("kubeadm join --config {}", kubeadm::JOIN_CONFIG_PATH),
+                timeout_secs: 900,
+            }),
+        ));
+    }
+    run.on_hosts(phase, items, concurrency).await;
+}
+
+/// `kubeconfig/fetch`: admin.conf to `<state>/clusters/<cluster>/admin.conf`, mode 0600.
+pub async fn fetch_kubeconfig(run: &mut Run<'_>) {
+    let phase = "kubeconfig/fetch";
+    let t = Instant::now();
+    let (host, Some(s)) = run.first_cp() else {
+        return;
+    };
+    let text = match run
+        .capture(&s, phase, "read admin.conf", &format!("cat {ADMIN_CONF}"))
+        .await
+    {
+        Ok(t) => t,
+        Err(mut f) => {
+            f.hint = Some("kubeadm/init has not run on the first control plane".into());
+            return run.record_one(phase, &host, Err(f), t);
+        }
+    };
+    let path = run.opts.state_dir.join("admin.conf");
+    let same = std::fs::read_to_string(&path).is_ok_and(|old| old == text);
+    let r = if same {
+        Ok(Outcome::Unchanged)
+    } else {
+        write_private(&path, &text)
+            .map(|()| Outcome::Changed)
+            .map_err(|e| Failure {
+                host: "(local)".into(),
+                phase: phase.into(),
+                command: format!("write {}", path.display()),
+                status: None,
+                stderr: e.to_string(),
+                hint: None,
+            })
+    };
+    run.kubeconfig = Some(path);
+    run.record_one(phase, &host, r, t);
+}
+
+/// Write a file with mode 0600 from the start (never briefly readable by others).
+pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+/// The values to install: the rendered ones with the effective settings of the kernel verdicts
+/// applied (a feature no node can run is turned down, as `check` printed).
+pub fn effective_values(run: &Run<'_>) -> Value {
+    let mut v = cilium::values(run.spec, run.inv.hosts.len());
+    if run.reports.is_empty() {
+        return v;
+    }
+    let eff = crate::kernel::effective(run.spec, &run.reports);
+    for e in eff.changed() {
+        let val = match e.effective.as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            s if !s.contains(' ') => Value::String(s.to_string()),
+            _ => continue, // "cannot be enabled": preflight/kernel stopped or the user allowed it
+        };
+        set_path(&mut v, &e.key, val);
+    }
+    v
+}
+
+fn set_path(v: &mut Value, key: &str, val: Value) {
+    let mut cur = v;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, p) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = Value::Object(Default::default());
+        }
+        let Some(m) = cur.as_object_mut() else {
+            return;
+        };
+        if i + 1 == parts.len() {
+            m.insert((*p).to_string(), val);
+            return;
+        }
+        cur = m
+            .entry((*p).to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+}
+
+/// `cilium/install`: helm (from the bundle when the node has none), the chart (bundle or
+/// repository), the values file, `helm upgrade --install`.
+pub async fn cilium_install(run: &mut Run<'_>) {
+    let phase = "cilium/install";
+    let t = Instant::now();
+    let (host, Some(s)) = run.first_cp() else {
+        return;
+    };
+    let values = effective_values(run);
+    let content = match serde_json::to_string_pretty(&values) {
+        Ok(c) => format!(
+            "# Cilium {} values rendered by kubedrill (JSON is YAML)\n{c}\n",
+            run.spec.cilium
+        ),
+        Err(e) => return run.fail_all(phase, "values", &e.to_string()),
+    };
+    let version = run.spec.cilium.to_string();
+    let mut uploads = Vec::new();
+    let mut prepare = String::new();
+    let chart = match &run.opts.source {
+        PackageSource::Bundle(b) => {
+            if let Some(h) = b.binary("helm") {
+                uploads.push(super::Upload {
+                    local: b.dir.join(&h.file),
+                    remote: "/usr/local/lib/kubedrill/helm".into(),
+                    sha256: h.sha256.clone(),
+                });
+                prepare.push_str("command -v helm >/dev/null || install -m 0755 /usr/local/lib/kubedrill/helm /usr/local/bin/helm\n");
+            }
+            match b.chart(&version) {
+                Some(c) => {
+                    let remote = format!("{CHART_DIR}/cilium-{version}.tgz");
+                    uploads.push(super::Upload {
+                        local: b.dir.join(&c.file),
+                        remote: remote.clone(),
+                        sha256: c.sha256.clone(),
+                    });
+                    remote
+                }
+                None => {
+                    prepare.push_str("helm repo add cilium https://helm.cilium.io >/dev/null 2>&1 || true\nhelm repo update cilium >/dev/null\n");
+                    "cilium/cilium".into()
+                }
+            }
+        }
+        PackageSource::Online => {
+            prepare.push_str("helm repo add cilium https://helm.cilium.io >/dev/null 2>&1 || true\nhelm repo update cilium >/dev/null\n");
+            "cilium/cilium".into()
+        }
+    };
+    let values_file = RenderedFile {
+        path: cilium::VALUES_PATH.into(),
+        mode: 0o644,
+        content,
+        sensitive: false,
+    };
+    let kc = format!("--kubeconfig {ADMIN_CONF}");
+    let change = HostChange {
+        precondition: uploads
+            .iter()
+            .all(|u| !u.remote.ends_with("/helm"))
+            .then(|| {
+                (
+                    "command -v helm >/dev/null".to_string(),
+                    "no helm on the first control plane and none in the bundle: add it with `kubedrill bundle build --helm VERSION`, or install helm there".to_string(),
+                )
+            }),
+        check: format!(
+            "st=$(helm status cilium -n kube-system {kc} -o json 2>/dev/null) || {{ echo 'release cilium is not installed'; exit 1; }}\n\
+             echo \"$st\" | grep -q '\"status\":\"deployed\"' || {{ echo 'release cilium is not deployed'; exit 1; }}\n\
+             helm list -n kube-system {kc} -o json 2>/dev/null | grep -q '\"chart\":\"cilium-{version}\"' || {{ echo 'release cilium runs another chart version'; exit 1; }}\n"
+        ),
+        files: vec![values_file],
+        uploads,
+        apply: format!(
+            "set -e\n{prepare}helm upgrade --install cilium {} --version {version} --namespace kube-system --values {} {kc}\n",
+            quote(&chart),
+            cilium::VALUES_PATH
+        ),
+        apply_label: format!("helm upgrade --install cilium {chart} --version {version}"),
+        timeout_secs: 600,
+    };
+    let r = run.one(&s, phase, &change).await;
+    run.record_one(phase, &host, r, t);
+}
+
+/// `cilium/wait`: nodes Ready, the agent DaemonSet and operator rolled out, no kube-proxy.
+pub async fn cilium_wait(run: &mut Run<'_>) {
+    let phase = "cilium/wait";
+    let t = Instant::now();
+    let (host, Some(s)) = run.first_cp() else {
+        return;
+    };
+    let n = run.inv.hosts.len();
+    let kc = format!("--kubeconfig {ADMIN_CONF}");
+    let script = format!(
+        "set -e\n\
+         kubectl {kc} -n kube-system rollout status ds/cilium --timeout=600s >/dev/null\n\
+         kubectl {kc} -n kube-system rollout status deploy/cilium-operator --timeout=300s >/dev/null\n\
+         kubectl {kc} wait --for=condition=Ready nodes --all --timeout=600s >/dev/null\n\
+         [ \"$(kubectl {kc} get nodes --no-headers | wc -l)\" -ge {n} ] || {{ echo 'fewer than {n} nodes registered' >&2; exit 1; }}\n\
+         if kubectl {kc} -n kube-system get ds/kube-proxy >/dev/null 2>&1 || kubectl {kc} -n kube-system get cm/kube-proxy >/dev/null 2>&1; then\n\
+           if [ {del} = 1 ]; then kubectl {kc} -n kube-system delete ds/kube-proxy cm/kube-proxy --ignore-not-found >/dev/null; iptables-save | grep -v KUBE | iptables-restore;\n\
+           else echo 'kube-proxy is present (DaemonSet or ConfigMap); pass --delete-kube-proxy to remove it' >&2; exit 1; fi\n\
+         fi\n",
+        del = u8::from(run.opts.delete_kube_proxy)
+    );
+    let r = run
+        .capture(
+            &s,
+            phase,
+            "wait for nodes Ready and Cilium rolled out",
+            &script,
+        )
+        .await
+        .map(|_| Outcome::Unchanged);
+    run.record_one(phase, &host, r, t);
+}
+
+/// `cluster/verify`: every agent's `cilium-dbg status --verbose` shows what was asked for.
+pub async fn verify(run: &mut Run<'_>) {
+    let phase = "cluster/verify";
+    let t = Instant::now();
+    let (host, Some(s)) = run.first_cp() else {
+        return;
+    };
+    let kc = format!("--kubeconfig {ADMIN_CONF}");
+    let script = format!(
+        "for p in $(kubectl {kc} -n kube-system get pods -l k8s-app=cilium -o name); do\n\
+           echo \"== $p\"; kubectl {kc} -n kube-system exec \"$p\" -c cilium-agent -- sh -c 'cilium-dbg status --verbose 2>/dev/null || cilium status --verbose' ;\n\
+         done\n"
+    );
+    let r = match run
+        .capture(
+            &s,
+            phase,
+            "cilium-dbg status --verbose (every agent)",
+            &script,
+        )
+        .await
+    {
+        Ok(out) => {
+            let missing: Vec<&str> = ["KubeProxyReplacement:"]
+                .into_iter()
+                .filter(|k| !out.contains(k))
+                .collect();
+            if missing.is_empty() && out.contains("== ") {
+                Ok(Outcome::Unchanged)
+            } else {
+                Err(Failure {
+                    host: host.clone(),
+                    phase: phase.into(),
+                    command: "cilium-dbg status --verbose".into(),
+                    status: None,
+                    stderr: "no agent status read".into(),
+                    hint: None,
+                })
+            }
+        }
+        Err(f) => Err(f),
+    };
+    run.record_one(phase, &host, r, t);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_and_key_shapes() {
+        let t = random_token();
+        let (a, b) = t.split_once('.').expect("dot");
+        assert_eq!((a.len(), b.len()), (6, 16));
+        assert!(
+            t.chars()
+                .all(|c| c == '.' || c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+        assert_eq!(random_hex(32).len(), 64);
+        assert_ne!(random_token(), random_token());
+    }
+
+    #[test]
+    fn set_path_creates_nested_keys() {
+        let mut v = serde_json::json!({"loadBalancer": {"mode": "dsr"}});
+        set_path(
+            &mut v,
+            "loadBalancer.acceleration",
+            Value::String("best-effort".into()),
+        );
+        set_path(&mut v, "bpf.masquerade", Value::Bool(false));
+        assert_eq!(v["loadBalancer"]["acceleration"], "best-effort");
+        assert_eq!(v["loadBalancer"]["mode"], "dsr");
+        assert_eq!(v["bpf"]["masquerade"], false);
+    }
+}

@@ -1,0 +1,277 @@
+//! The node phases: packages, containerd, kernel modules, sysctls, swap. Each is a
+//! [`HostChange`]: a precondition, a check that says "already done", files, and a script.
+
+use super::HostChange;
+use crate::bundle::{Bundle, KUBERNETES_PACKAGES};
+use crate::render::{RenderError, RenderedFile, Templates, containerd};
+use crate::spec::ClusterSpec;
+use crate::ssh::shell::quote;
+
+/// Where a bundle's packages go on a node (a local apt repository).
+pub const BUNDLE_DEBS: &str = "/var/cache/kubedrill/bundle/debs";
+/// The apt source that points at it.
+pub const BUNDLE_LIST: &str = "/etc/apt/sources.list.d/kubedrill-bundle.list";
+/// Kernel modules loaded at boot.
+pub const MODULES_FILE: &str = "/etc/modules-load.d/kubedrill.conf";
+/// Sysctls.
+pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-kubedrill.conf";
+
+/// The packages a node gets and where they come from.
+#[derive(Debug, Clone)]
+pub enum PackageSource {
+    /// An offline bundle, uploaded to each node.
+    Bundle(Bundle),
+    /// The distribution's repositories and `pkgs.k8s.io` (the node needs the internet).
+    Online,
+}
+
+/// `node/packages`.
+pub fn packages(spec: &ClusterSpec, source: &PackageSource) -> HostChange {
+    match source {
+        PackageSource::Bundle(b) => bundle_packages(b),
+        PackageSource::Online => online_packages(spec),
+    }
+}
+
+fn bundle_packages(b: &Bundle) -> HostChange {
+    let wanted: Vec<String> = b
+        .requested()
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.version))
+        .collect();
+    let names: Vec<&str> = b.requested().iter().map(|p| p.name.as_str()).collect();
+    let holds: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| KUBERNETES_PACKAGES.contains(n))
+        .collect();
+    let mut uploads: Vec<super::Upload> = b
+        .manifest
+        .packages
+        .iter()
+        .map(|p| super::Upload {
+            local: b.dir.join(&p.artifact.file),
+            remote: format!("{BUNDLE_DEBS}/{}", file_name(&p.artifact.file)),
+            sha256: p.artifact.sha256.clone(),
+        })
+        .collect();
+    if let Ok((_, sha)) = crate::bundle::hash_file(&b.dir.join("debs/Packages")) {
+        uploads.push(super::Upload {
+            local: b.dir.join("debs/Packages"),
+            remote: format!("{BUNDLE_DEBS}/Packages"),
+            sha256: sha,
+        });
+    }
+    let apt_only = format!(
+        "-o Dir::Etc::SourceList={BUNDLE_LIST} -o Dir::Etc::SourceParts=- -o APT::Get::List-Cleanup=0"
+    );
+    let mut apply = format!(
+        "set -e\nexport DEBIAN_FRONTEND=noninteractive\n\
+         echo 'deb [trusted=yes] file:{BUNDLE_DEBS} ./' > {BUNDLE_LIST}\n\
+         apt-get {apt_only} -qq update\n\
+         apt-get {apt_only} install -y -q --no-install-recommends --allow-downgrades --allow-change-held-packages {}\n",
+        wanted.join(" ")
+    );
+    if !holds.is_empty() {
+        apply.push_str(&format!("apt-mark hold {} >/dev/null\n", holds.join(" ")));
+    }
+    if names.contains(&"kubelet") {
+        apply.push_str("systemctl enable kubelet >/dev/null 2>&1 || true\n");
+    }
+    HostChange {
+        precondition: Some((
+            "command -v apt-get >/dev/null".into(),
+            "this bundle holds .deb packages, and the node has no apt-get (an rpm-family node needs an rpm bundle)".into(),
+        )),
+        check: installed_check(&b.requested().iter().map(|p| (p.name.clone(), p.version.clone())).collect::<Vec<_>>()),
+        files: Vec::new(),
+        uploads,
+        apply,
+        apply_label: format!("apt-get install {} (from the bundle)", names.join(" ")),
+        timeout_secs: 900,
+    }
+}
+
+/// A check that every `(package, version)` is installed at exactly that version.
+fn installed_check(pkgs: &[(String, String)]) -> String {
+    let mut s = String::from("ok=0\n");
+    for (n, v) in pkgs {
+        s.push_str(&format!(
+            "got=$(dpkg-query -W -f='${{Version}} ${{db:Status-Abbrev}}' {n} 2>/dev/null || true)\n\
+             case \"$got\" in {v}\\ ii*) ;; *) echo \"{n}: want {v}, have ${{got:-nothing}}\"; ok=1;; esac\n",
+            n = quote(n),
+            v = glob_quote(v),
+        ));
+    }
+    s.push_str("exit $ok\n");
+    s
+}
+
+/// A `case` pattern matching the literal string.
+fn glob_quote(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '+' || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+fn online_packages(spec: &ClusterSpec) -> HostChange {
+    let k = spec.kubernetes;
+    let minor = format!("v{}.{}", k.major, k.minor);
+    let apply = format!(
+        "set -e\n\
+         if command -v apt-get >/dev/null; then\n\
+         export DEBIAN_FRONTEND=noninteractive\n\
+         apt-get -qq update && apt-get install -y -q curl gpg ca-certificates >/dev/null\n\
+         mkdir -p /etc/apt/keyrings\n\
+         curl -fsSL --max-time 30 https://pkgs.k8s.io/core:/stable:/{minor}/deb/Release.key | gpg --batch --yes --dearmor -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg\n\
+         echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/{minor}/deb/ /' > /etc/apt/sources.list.d/kubernetes.list\n\
+         apt-get -qq update\n\
+         apt-get install -y -q --allow-downgrades --allow-change-held-packages containerd conntrack socat ethtool kubelet={k}-1.1 kubeadm={k}-1.1 kubectl={k}-1.1\n\
+         apt-mark hold kubelet kubeadm kubectl >/dev/null\n\
+         else\n\
+         printf '[kubernetes]\\nname=Kubernetes\\nbaseurl=https://pkgs.k8s.io/core:/stable:/{minor}/rpm/\\nenabled=1\\ngpgcheck=1\\ngpgkey=https://pkgs.k8s.io/core:/stable:/{minor}/rpm/repodata/repomd.xml.key\\nexclude=kubelet kubeadm kubectl\\n' > /etc/yum.repos.d/kubernetes.repo\n\
+         dnf install -y containerd conntrack-tools socat ethtool kubelet-{k} kubeadm-{k} kubectl-{k} --disableexcludes=kubernetes\n\
+         fi\n\
+         systemctl enable kubelet >/dev/null 2>&1 || true\n"
+    );
+    let check = format!(
+        "v=$(kubeadm version -o short 2>/dev/null || true)\n\
+         [ \"$v\" = v{k} ] || {{ echo \"kubeadm: want v{k}, have ${{v:-nothing}}\"; exit 1; }}\n\
+         v=$(kubelet --version 2>/dev/null | awk '{{print $2}}')\n\
+         [ \"$v\" = v{k} ] || {{ echo \"kubelet: want v{k}, have ${{v:-nothing}}\"; exit 1; }}\n\
+         command -v containerd >/dev/null || {{ echo 'containerd: not installed'; exit 1; }}\n"
+    );
+    HostChange {
+        precondition: Some((
+            "curl -fsS --max-time 10 -o /dev/null https://pkgs.k8s.io/ 2>&1 || wget -q -T 10 -O /dev/null https://pkgs.k8s.io/ 2>&1".into(),
+            "no package source: the node cannot reach pkgs.k8s.io and no --bundle was given. Build a bundle on a connected machine (`kubedrill bundle build --kubernetes VERSION ...`) and pass `--bundle DIR`".into(),
+        )),
+        check,
+        files: Vec::new(),
+        uploads: Vec::new(),
+        apply,
+        apply_label: format!("install kubelet/kubeadm/kubectl {k} from pkgs.k8s.io and containerd"),
+        timeout_secs: 900,
+    }
+}
+
+fn file_name(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// `node/containerd`: the rendered config and registry mirrors, containerd restarted and
+/// answering.
+pub fn containerd(t: &Templates, spec: &ClusterSpec) -> Result<HostChange, RenderError> {
+    let files = containerd::files(t, spec)?;
+    Ok(HostChange {
+        precondition: Some((
+            "command -v containerd >/dev/null".into(),
+            "containerd is not installed (node/packages installs it; run without --skip-phases node/packages, or install it)".into(),
+        )),
+        check: "systemctl is-active --quiet containerd || { echo 'containerd is not running'; exit 1; }\n".into(),
+        files,
+        uploads: Vec::new(),
+        apply: "set -e\nsystemctl enable containerd >/dev/null 2>&1 || true\nsystemctl restart containerd\n\
+                i=0; until ctr version >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || { echo 'containerd did not answer within 60 s' >&2; journalctl -u containerd -n 20 --no-pager >&2 || true; exit 1; }; sleep 1; done\n".into(),
+        apply_label: "systemctl restart containerd".into(),
+        timeout_secs: 120,
+    })
+}
+
+/// `node/kernel-modules`: overlay and br_netfilter, now and at boot.
+pub fn kernel_modules() -> HostChange {
+    HostChange {
+        precondition: None,
+        check: "for m in overlay br_netfilter; do [ -d /sys/module/$m ] || { echo \"$m is not loaded\"; exit 1; }; done\n".into(),
+        files: vec![RenderedFile {
+            path: MODULES_FILE.into(),
+            mode: 0o644,
+            content: "overlay\nbr_netfilter\n".into(),
+            sensitive: false,
+        }],
+        uploads: Vec::new(),
+        apply: "set -e\nmodprobe overlay\nmodprobe br_netfilter\n".into(),
+        apply_label: "modprobe overlay br_netfilter".into(),
+        timeout_secs: 60,
+    }
+}
+
+const SYSCTLS: &[(&str, &str)] = &[
+    ("net.ipv4.ip_forward", "1"),
+    ("net.bridge.bridge-nf-call-iptables", "1"),
+    ("net.bridge.bridge-nf-call-ip6tables", "1"),
+];
+
+/// `node/sysctl`: forwarding and bridge netfilter, live and persistent.
+pub fn sysctl() -> HostChange {
+    let content: String = SYSCTLS
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
+    let check: String = SYSCTLS
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "[ \"$(sysctl -n {k} 2>/dev/null)\" = {v} ] || {{ echo \"{k} is $(sysctl -n {k} 2>/dev/null || echo unset), want {v}\"; exit 1; }}\n"
+            )
+        })
+        .collect();
+    HostChange {
+        precondition: Some((
+            "[ -d /sys/module/br_netfilter ]".into(),
+            "br_netfilter is not loaded, so the bridge sysctls do not exist (node/kernel-modules loads it)".into(),
+        )),
+        check,
+        files: vec![RenderedFile {
+            path: SYSCTL_FILE.into(),
+            mode: 0o644,
+            content,
+            sensitive: false,
+        }],
+        uploads: Vec::new(),
+        apply: format!("sysctl -q -p {SYSCTL_FILE}\n"),
+        apply_label: format!("sysctl -p {SYSCTL_FILE}"),
+        timeout_secs: 60,
+    }
+}
+
+/// `node/swap`: swap off now, and no swap line active in /etc/fstab.
+pub fn swap() -> HostChange {
+    HostChange {
+        precondition: None,
+        check: "[ -z \"$(swapon --noheadings --show 2>/dev/null)\" ] || { echo 'swap is on'; exit 1; }\n\
+                ! grep -Eq '^[^#]\\S*\\s+\\S+\\s+swap\\s' /etc/fstab || { echo '/etc/fstab has a swap line'; exit 1; }\n".into(),
+        files: Vec::new(),
+        uploads: Vec::new(),
+        apply: "set -e\nswapoff -a\nsed -ri 's/^([^#]\\S*\\s+\\S+\\s+swap\\s)/# kubedrill: \\1/' /etc/fstab\n".into(),
+        apply_label: "swapoff -a; comment out swap in /etc/fstab".into(),
+        timeout_secs: 120,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_patterns_are_literal() {
+        assert_eq!(glob_quote("1.6.20~ds1-1+deb12u3"), "1.6.20\\~ds1-1+deb12u3");
+        let c = installed_check(&[("containerd".into(), "1.6.20~ds1-1".into())]);
+        assert!(c.contains("case \"$got\" in 1.6.20\\~ds1-1\\ ii*)"), "{c}");
+    }
+
+    #[test]
+    fn sysctl_check_names_every_key() {
+        let h = sysctl();
+        for (k, _) in SYSCTLS {
+            assert!(h.check.contains(k));
+            assert!(h.files[0].content.contains(k));
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! `kubedrill bundle build`: collect packages (with every dependency, resolved by apt for this
+//! machine's release), helm, the Cilium chart and image tarballs into a bundle directory.
+//!
+//! Packages come from this machine's apt sources; `--kubernetes` adds the per-minor
+//! `pkgs.k8s.io` repository in a private apt configuration (the machine's own is not touched).
+//! helm and the chart are downloaded and verified against their published checksums.
+
+use super::{Artifact, BundleError, Family, MANIFEST, Manifest, Package, SCHEMA, hash_file};
+use crate::spec::version::Version;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What to put into a bundle.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Output directory (created; must be empty or absent).
+    pub out: PathBuf,
+    /// Packages to install on every node (their dependencies are added).
+    pub packages: Vec<String>,
+    /// Add kubelet/kubeadm/kubectl of this version from pkgs.k8s.io.
+    pub kubernetes: Option<Version>,
+    /// Add helm of this version (`3.19.0`) from get.helm.sh.
+    pub helm: Option<String>,
+    /// Add the Cilium chart of this version from helm.cilium.io.
+    pub cilium_chart: Option<Version>,
+    /// Image tarballs to copy in.
+    pub images: Vec<PathBuf>,
+}
+
+fn fail(step: &str) -> impl Fn(String) -> BundleError + '_ {
+    move |message| BundleError::Build {
+        step: step.to_string(),
+        message,
+    }
+}
+
+fn run(step: &str, cmd: &mut Command) -> Result<String, BundleError> {
+    let out = cmd
+        .output()
+        .map_err(|e| fail(step)(format!("{cmd:?}: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.trim_end().lines().rev().take(6).collect();
+        return Err(fail(step)(format!(
+            "{:?} exited with {}:\n{}",
+            cmd.get_program(),
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// apt with an optional private configuration (sources and lists of its own).
+struct Apt {
+    opts: Vec<String>,
+}
+
+impl Apt {
+    fn cmd(&self, tool: &str) -> Command {
+        let mut c = Command::new(tool);
+        for o in &self.opts {
+            c.arg("-o").arg(o);
+        }
+        c
+    }
+}
+
+/// The distribution release of this machine (`VERSION_CODENAME`).
+fn release() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("VERSION_CODENAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Build a bundle. Returns its manifest (also written to `out/bundle.json`).
+pub fn build(o: &BuildOptions, say: &dyn Fn(&str)) -> Result<Manifest, BundleError> {
+    if o.out.join(MANIFEST).exists() {
+        return Err(fail("output")(format!(
+            "{} already holds a bundle; choose another directory or remove it",
+            o.out.display()
+        )));
+    }
+    let debs = o.out.join("debs");
+    std::fs::create_dir_all(&debs).map_err(|e| fail("output")(e.to_string()))?;
+    let mut requested = o.packages.clone();
+    let private = tempfile::tempdir().map_err(|e| fail("apt")(e.to_string()))?;
+    let apt = match o.kubernetes {
+        None => Apt { opts: Vec::new() },
+        Some(k) => {
+            requested.extend(super::KUBERNETES_PACKAGES.iter().map(|s| s.to_string()));
+            kubernetes_apt(private.path(), k, say)?
+        }
+    };
+    requested.sort();
+    requested.dedup();
+    if requested.is_empty() {
+        return Err(fail("packages")("no packages asked for".into()));
+    }
+
+    say(&format!(
+        "resolving dependencies of {}",
+        requested.join(" ")
+    ));
+    let pinned: Vec<String> = requested
+        .iter()
+        .map(|p| {
+            match (
+                o.kubernetes,
+                super::KUBERNETES_PACKAGES.contains(&p.as_str()),
+            ) {
+                (Some(k), true) => format!("{p}={k}-*"),
+                _ => p.clone(),
+            }
+        })
+        .collect();
+    let tree = run(
+        "resolving dependencies",
+        apt.cmd("apt-cache")
+            .args([
+                "depends",
+                "--recurse",
+                "--no-recommends",
+                "--no-suggests",
+                "--no-conflicts",
+                "--no-breaks",
+                "--no-replaces",
+                "--no-enhances",
+            ])
+            .args(&requested),
+    )?;
+    let mut names: Vec<String> = tree
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('<') && !l.is_empty())
+        .map(|l| l.trim().to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    // The requested ones with their pins replace the plain names.
+    names.retain(|n| !requested.contains(n));
+    names.extend(pinned);
+    say(&format!("downloading {} packages", names.len()));
+    run(
+        "downloading packages",
+        apt.cmd("apt-get")
+            .arg("download")
+            .args(&names)
+            .current_dir(&debs),
+    )?;
+    run(
+        "indexing packages",
+        Command::new("sh")
+            .arg("-c")
+            .arg("dpkg-scanpackages --multiversion . > Packages")
+            .current_dir(&debs),
+    )?;
+
+    let mut packages = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&debs)
+        .map_err(|e| fail("indexing packages")(e.to_string()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    files.sort();
+    for f in files {
+        let fields = run(
+            "reading packages",
+            Command::new("dpkg-deb")
+                .arg("-f")
+                .arg(&f)
+                .args(["Package", "Version", "Architecture"]),
+        )?;
+        let get = |k: &str| {
+            fields
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}: ")).map(str::to_string))
+                .unwrap_or_default()
+        };
+        packages.push(Package {
+            name: get("Package"),
+            version: get("Version"),
+            arch: get("Architecture"),
+            artifact: artifact(&o.out, &f, "apt-get download")?,
+        });
+    }
+    for r in &requested {
+        if !packages.iter().any(|p| &p.name == r) {
+            return Err(fail("packages")(format!("`{r}` was not downloaded")));
+        }
+    }
+
+    let mut binaries = Vec::new();
+    if let Some(v) = &o.helm {
+        binaries.push(fetch_helm(&o.out, v, say)?);
+    }
+    let mut charts = Vec::new();
+    if let Some(v) = o.cilium_chart {
+        charts.push(fetch_chart(&o.out, v, say)?);
+    }
+    let mut images = Vec::new();
+    if !o.images.is_empty() {
+        let dir = o.out.join("images");
+        std::fs::create_dir_all(&dir).map_err(|e| fail("images")(e.to_string()))?;
+        for i in &o.images {
+            let name = i
+                .file_name()
+                .ok_or_else(|| fail("images")(format!("{}: not a file", i.display())))?;
+            let to = dir.join(name);
+            std::fs::copy(i, &to).map_err(|e| fail("images")(format!("{}: {e}", i.display())))?;
+            images.push(artifact(&o.out, &to, &i.display().to_string())?);
+        }
+    }
+
+    let manifest = Manifest {
+        schema: SCHEMA,
+        created: crate::lab::xml::now_rfc3339(),
+        family: Family::Deb,
+        release: release(),
+        requested,
+        packages,
+        binaries,
+        charts,
+        images,
+    };
+    let text =
+        serde_json::to_string_pretty(&manifest).map_err(|e| fail("manifest")(e.to_string()))?;
+    std::fs::write(o.out.join(MANIFEST), text).map_err(|e| fail("manifest")(e.to_string()))?;
+    Ok(manifest)
+}
+
+fn artifact(root: &Path, file: &Path, source: &str) -> Result<Artifact, BundleError> {
+    let (size, sha256) =
+        hash_file(file).map_err(|e| fail("hashing")(format!("{}: {e}", file.display())))?;
+    let rel = file
+        .strip_prefix(root)
+        .map_err(|e| fail("hashing")(e.to_string()))?
+        .to_string_lossy()
+        .into_owned();
+    Ok(Artifact {
+        file: rel,
+        sha256,
+        size,
+        source: source.to_string(),
+    })
+}
+
+/// A private apt configuration: this machine's sources plus `pkgs.k8s.io` for one minor, with
+/// their own lists, updated.
+fn kubernetes_apt(dir: &Path, k: Version, say: &dyn Fn(&str)) -> Result<Apt, BundleError> {
+    let minor = format!("v{}.{}", k.major, k.minor);
+    let base = format!("https://pkgs.k8s.io/core:/stable:/{minor}/deb/");
+    say(&format!("adding {base} (private apt configuration)"));
+    let key = fetch(&format!("{base}Release.key"))?;
+    let armored = dir.join("kubernetes.asc");
+    std::fs::write(&armored, key).map_err(|e| fail("apt")(e.to_string()))?;
+    let keyring = dir.join("kubernetes.gpg");
+    run(
+        "kubernetes key",
+        Command::new("gpg")
+            .args(["--batch", "--yes", "--dearmor", "-o"])
+            .arg(&keyring)
+            .arg(&armored),
+    )?;
+    let parts = dir.join("sources.list.d");
+    let lists = dir.join("lists");
+    std::fs::create_dir_all(lists.join("partial")).map_err(|e| fail("apt")(e.to_string()))?;
+    std::fs::create_dir_all(&parts).map_err(|e| fail("apt")(e.to_string()))?;
+    for f in std::fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::copy(f.path(), parts.join(f.file_name()));
+    }
+    std::fs::write(
+        parts.join("kubernetes.list"),
+        format!("deb [signed-by={}] {base} /\n", keyring.display()),
+    )
+    .map_err(|e| fail("apt")(e.to_string()))?;
+    let apt = Apt {
+        opts: vec![
+            format!("Dir::Etc::SourceParts={}", parts.display()),
+            format!("Dir::State::Lists={}", lists.display()),
+            format!("Dir::Cache={}", dir.join("cache").display()),
+        ],
+    };
+    std::fs::create_dir_all(dir.join("cache/archives/partial"))
+        .map_err(|e| fail("apt")(e.to_string()))?;
+    run("apt-get update", apt.cmd("apt-get").arg("update"))?;
+    Ok(apt)
+}
+
+/// Download with rustls; the body in memory (helm and the chart are a few MB).
+fn fetch(url: &str) -> Result<Vec<u8>, BundleError> {
+    let mut resp = ureq::get(url)
+        .call()
+        .map_err(|e| fail("download")(format!("{url}: {e}")))?;
+    resp.body_mut()
+        .with_config()
+        .limit(512 << 20)
+        .read_to_vec()
+        .map_err(|e| fail("download")(format!("{url}: {e}")))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Base URL of helm releases (`KUBEDRILL_HELM_URL` overrides, for mirrors).
+fn helm_base() -> String {
+    std::env::var("KUBEDRILL_HELM_URL").unwrap_or_else(|_| "https://get.helm.sh".into())
+}
+
+/// Base URL of the Cilium chart repository (`KUBEDRILL_CHART_URL` overrides, for mirrors).
+fn chart_base() -> String {
+    std::env::var("KUBEDRILL_CHART_URL").unwrap_or_else(|_| "https://helm.cilium.io".into())
+}
+
+/// helm's release tarball, verified against its `.sha256sum`, unpacked to `bin/helm`.
+fn fetch_helm(root: &Path, version: &str, say: &dyn Fn(&str)) -> Result<Artifact, BundleError> {
+    let v = version.trim_start_matches('v');
+    let name = format!("helm-v{v}-linux-amd64.tar.gz");
+    let url = format!("{}/{name}", helm_base());
+    say(&format!("downloading {url}"));
+    let tgz = fetch(&url)?;
+    let sums = String::from_utf8_lossy(&fetch(&format!("{url}.sha256sum"))?).into_owned();
+    let want = sums
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    let got = sha256_hex(&tgz);
+    if want != got {
+        return Err(fail("helm")(format!(
+            "{name}: SHA-256 {got}, the published checksum is `{want}`"
+        )));
+    }
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| fail("helm")(e.to_string()))?;
+    let tmp = tempfile::tempdir().map_err(|e| fail("helm")(e.to_string()))?;
+    let archive = tmp.path().join(&name);
+    std::fs::write(&archive, &tgz).map_err(|e| fail("helm")(e.to_string()))?;
+    run(
+        "helm",
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(tmp.path())
+            .arg("linux-amd64/helm"),
+    )?;
+    let to = bin.join("helm");
+    std::fs::copy(tmp.path().join("linux-amd64/helm"), &to)
+        .map_err(|e| fail("helm")(e.to_string()))?;
+    artifact(root, &to, &format!("{url} (sha256 {want})"))
+}
+
+/// The Cilium chart, verified against the digest in the repository's `index.yaml`.
+fn fetch_chart(root: &Path, v: Version, say: &dyn Fn(&str)) -> Result<Artifact, BundleError> {
+    let name = format!("cilium-{v}.tgz");
+    let base = chart_base();
+    let url = format!("{base}/{name}");
+    say(&format!("downloading {url}"));
+    let tgz = fetch(&url)?;
+    let index = String::from_utf8_lossy(&fetch(&format!("{base}/index.yaml"))?).into_owned();
+    let want = chart_digest(&index, &v.to_string()).ok_or_else(|| {
+        fail("chart")(format!("{base}/index.yaml lists no digest for cilium {v}"))
+    })?;
+    let got = sha256_hex(&tgz);
+    if want != got {
+        return Err(fail("chart")(format!(
+            "{name}: SHA-256 {got}, index.yaml says {want}"
+        )));
+    }
+    let dir = root.join("charts");
+    std::fs::create_dir_all(&dir).map_err(|e| fail("chart")(e.to_string()))?;
+    let to = dir.join(&name);
+    std::fs::write(&to, &tgz).map_err(|e| fail("chart")(e.to_string()))?;
+    artifact(root, &to, &format!("{url} (digest from index.yaml)"))
+}
+
+/// The `digest:` of `version` in a Helm repository index (entries are lists of maps with
+/// `version:` and `digest:` keys; read line by line to avoid parsing a 10 MB YAML).
+pub fn chart_digest(index: &str, version: &str) -> Option<String> {
+    let mut digest: Option<String> = None;
+    let mut ver: Option<String> = None;
+    for line in index.lines() {
+        let t = line.trim_start();
+        let entry_start = t.starts_with("- ");
+        let t = t.trim_start_matches("- ");
+        if entry_start {
+            if ver.as_deref() == Some(version) && digest.is_some() {
+                return digest;
+            }
+            digest = None;
+            ver = None;
+        }
+        if let Some(d) = t.strip_prefix("digest:") {
+            digest = Some(d.trim().trim_matches('"').to_string());
+        } else if let Some(v) = t.strip_prefix("version:") {
+            ver = Some(v.trim().trim_matches('"').to_string());
+        }
+    }
+    (ver.as_deref() == Some(version))
+        .then_some(digest)
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chart_digest_from_index() {
+        let idx = "apiVersion: v1\nentries:\n  cilium:\n  - apiVersion: v2\n    appVersion: 1.19.6\n    digest: aaa\n    name: cilium\n    version: 1.19.6\n  - apiVersion: v2\n    digest: \"bbb\"\n    name: cilium\n    version: 1.18.12\n";
+        assert_eq!(chart_digest(idx, "1.19.6").as_deref(), Some("aaa"));
+        assert_eq!(chart_digest(idx, "1.18.12").as_deref(), Some("bbb"));
+        assert_eq!(chart_digest(idx, "1.17.0"), None);
+    }
+}

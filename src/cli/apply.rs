@@ -1,0 +1,225 @@
+//! `kubedrill apply`: run the phase tree on the inventory's nodes (or describe it with
+//! `--dry-run`).
+
+use super::{Output, print_diagnostics, print_json};
+use anyhow::Context;
+use clap::Args;
+use kubedrill::apply::{self, ApplyOptions, Outcome, Selection, node::PackageSource};
+use kubedrill::bundle::Bundle;
+use kubedrill::check;
+use kubedrill::fleet::{DEFAULT_CONCURRENCY, Progress};
+use kubedrill::ssh::HostKeyMode;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `apply` options.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Kubespray inventory file (YAML or INI) or the directory holding it.
+    #[arg(short = 'i', long = "inventory")]
+    pub inventory: PathBuf,
+    /// Offline bundle directory (`kubedrill bundle build`): packages, helm, chart, images.
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// Describe what would run, phase by phase, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Phases (or groups: node, kubeadm, cilium, …) to leave out, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "PHASES")]
+    pub skip_phases: Vec<String>,
+    /// Run only these phases (or groups), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "PHASES")]
+    pub only: Vec<String>,
+    /// Hosts worked on at once; workers join in batches of this size.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Go on when a requested Cilium feature is blocked on some node (it is turned down).
+    #[arg(long)]
+    pub allow_degraded: bool,
+    /// Delete a kube-proxy DaemonSet/ConfigMap found in the cluster (converting a cluster).
+    #[arg(long)]
+    pub delete_kube_proxy: bool,
+    /// Do not ask before deleting kube-proxy.
+    #[arg(long)]
+    pub yes: bool,
+    /// known_hosts file (default: inventory variable `kubedrill_known_hosts`, else ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Host-key checking: strict (default), accept-new, off (dangerous).
+    #[arg(long, value_name = "MODE", value_parser = |s: &str| s.parse::<HostKeyMode>())]
+    pub host_key_checking: Option<HostKeyMode>,
+    /// Seconds allowed for connect, handshake and authentication per host.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+}
+
+/// Exit code when a phase failed on some host.
+pub const EXIT_FAILED: u8 = 2;
+
+/// Run `apply`.
+pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let Some((inv, spec, diags)) = super::inventory::load_for(&a.inventory, out, "apply")? else {
+        return Ok(ExitCode::from(1));
+    };
+    if out == Output::Text {
+        print_diagnostics(&diags);
+    }
+    let selection = match Selection::new(&a.skip_phases, &a.only) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let source = match &a.bundle {
+        Some(dir) => match Bundle::open(dir) {
+            Ok(b) => PackageSource::Bundle(b),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => PackageSource::Online,
+    };
+    if a.dry_run {
+        return dry_run(&inv, &spec, &selection, &source, out);
+    }
+    if a.delete_kube_proxy
+        && !a.yes
+        && !confirm(
+            "delete the kube-proxy DaemonSet and ConfigMap if found (service traffic stops until Cilium replaces it)?",
+        )?
+    {
+        eprintln!("not confirmed; nothing done");
+        return Ok(ExitCode::from(1));
+    }
+    let host_keys =
+        match check::host_key_settings(&inv, a.known_hosts.as_deref(), a.host_key_checking) {
+            Ok(s) => s,
+            Err(d) => {
+                eprintln!("{d}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+    let opts = ApplyOptions {
+        selection,
+        concurrency: usize::from(a.concurrency),
+        source,
+        allow_degraded: a.allow_degraded,
+        host_keys,
+        connect_timeout: Duration::from_secs(a.connect_timeout),
+        state_dir: apply::cluster_dir(&spec),
+        delete_kube_proxy: a.delete_kube_proxy,
+    };
+    let progress = if out == Output::Json {
+        Progress::quiet()
+    } else {
+        Progress::stderr()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt
+        .block_on(apply::apply(&inv, &spec, &opts, &progress))
+        .context("apply")?;
+    if out == Output::Json {
+        print_json(&report)?;
+    } else {
+        for p in &report.phases {
+            let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+            for h in &p.hosts {
+                let k = match &h.outcome {
+                    Outcome::Unchanged => "unchanged",
+                    Outcome::Changed => "changed",
+                    Outcome::Skipped(_) => "skipped",
+                };
+                *counts.entry(k).or_default() += 1;
+            }
+            let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            println!("{:<28} {}", p.phase, summary.join(", "));
+        }
+        for f in &report.failures {
+            eprintln!("\nerror: {f}");
+        }
+        if let Some(k) = &report.kubeconfig {
+            println!("kubeconfig: {} (mode 0600)", k.display());
+        }
+        println!(
+            "{} in {:.1} s; journal {}",
+            if !report.ok() {
+                "stopped"
+            } else if report.unchanged() {
+                "unchanged"
+            } else {
+                "applied"
+            },
+            report.secs,
+            report.journal.display()
+        );
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
+fn confirm(q: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        eprintln!("{q} — not a terminal: pass --yes to confirm");
+        return Ok(false);
+    }
+    eprint!("{q} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+fn dry_run(
+    inv: &kubedrill::inventory::Inventory,
+    spec: &kubedrill::spec::ClusterSpec,
+    selection: &Selection,
+    source: &PackageSource,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    let plan = kubedrill::plan::build(spec, inv).context("rendering the plan")?;
+    let phases: Vec<_> = plan
+        .phases
+        .iter()
+        .filter(|p| selection.runs(p.def.name))
+        .collect();
+    if out == Output::Json {
+        print_json(&phases)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "dry run: {} nodes · Kubernetes {} · Cilium {} · packages from {}",
+        plan.nodes,
+        plan.kubernetes,
+        plan.cilium,
+        match source {
+            PackageSource::Bundle(b) => format!(
+                "the bundle {} ({} packages{})",
+                b.dir.display(),
+                b.manifest.packages.len(),
+                if b.has_kubernetes() {
+                    ""
+                } else {
+                    "; no kubelet/kubeadm/kubectl"
+                }
+            ),
+            PackageSource::Online => "the distribution and pkgs.k8s.io".into(),
+        }
+    );
+    for (i, p) in phases.iter().enumerate() {
+        println!("\n[{:>2}] {:<28} {}", i + 1, p.def.name, p.def.title);
+        println!("     skipped (unchanged) when: {}", p.def.unchanged_when);
+        for s in &p.steps {
+            println!("     {}", super::plan::step_line(s));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

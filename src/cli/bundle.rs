@@ -1,0 +1,138 @@
+//! `kubedrill bundle build|show`: offline bundles for `apply --bundle`.
+
+use super::{Output, print_json};
+use clap::{Args, Subcommand};
+use kubedrill::bundle::{self, Bundle, build::BuildOptions};
+use kubedrill::spec::version::Version;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `bundle` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BundleCmd {
+    /// Build a bundle on a connected machine of the nodes' distribution release.
+    Build(BuildArgs),
+    /// Verify a bundle (every file against its manifest) and list it.
+    Show(ShowArgs),
+}
+
+/// `bundle build` options.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Output directory.
+    #[arg(short = 'o', long)]
+    pub out: PathBuf,
+    /// Node packages (default: containerd runc conntrack socat ethtool iptables), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub packages: Vec<String>,
+    /// Add kubelet, kubeadm and kubectl of this version from pkgs.k8s.io.
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes: Option<Version>,
+    /// Add helm of this version from get.helm.sh (checksum-verified).
+    #[arg(long, value_name = "VERSION")]
+    pub helm: Option<String>,
+    /// Add the Cilium chart of this version from helm.cilium.io (digest-verified).
+    #[arg(long, value_name = "VERSION")]
+    pub cilium: Option<Version>,
+    /// Image tarballs to include (imported with `ctr -n k8s.io images import`).
+    #[arg(long = "image", value_name = "FILE")]
+    pub images: Vec<PathBuf>,
+}
+
+/// `bundle show` options.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Bundle directory.
+    pub dir: PathBuf,
+}
+
+/// Run a `bundle` subcommand.
+pub fn run(cmd: BundleCmd, out: Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BundleCmd::Build(a) => {
+            let packages = if a.packages.is_empty() {
+                bundle::NODE_PACKAGES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                a.packages
+            };
+            let o = BuildOptions {
+                out: a.out,
+                packages,
+                kubernetes: a.kubernetes,
+                helm: a.helm,
+                cilium_chart: a.cilium,
+                images: a.images,
+            };
+            let t = std::time::Instant::now();
+            match bundle::build::build(&o, &|s| eprintln!("bundle: {s}")) {
+                Ok(m) => {
+                    if out == Output::Json {
+                        print_json(&m)?;
+                    } else {
+                        let bytes: u64 = m.packages.iter().map(|p| p.artifact.size).sum();
+                        println!(
+                            "bundle {}: {} packages ({} asked for, {:.1} MiB), {} binaries, {} charts, {} images in {:.1} s",
+                            o.out.display(),
+                            m.packages.len(),
+                            m.requested.len(),
+                            bytes as f64 / 1048576.0,
+                            m.binaries.len(),
+                            m.charts.len(),
+                            m.images.len(),
+                            t.elapsed().as_secs_f64()
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        BundleCmd::Show(a) => match Bundle::open(&a.dir) {
+            Ok(b) => {
+                if out == Output::Json {
+                    print_json(&b.manifest)?;
+                } else {
+                    println!(
+                        "bundle {} (built {}, {} {}): every file matches its SHA-256",
+                        b.dir.display(),
+                        b.manifest.created,
+                        b.manifest.release,
+                        if b.manifest.family == bundle::Family::Deb {
+                            "deb"
+                        } else {
+                            "rpm"
+                        }
+                    );
+                    for p in b.requested() {
+                        println!("  {:<12} {}", p.name, p.version);
+                    }
+                    println!(
+                        "  (+{} dependencies); kubelet/kubeadm/kubectl: {}",
+                        b.manifest.packages.len() - b.requested().len(),
+                        if b.has_kubernetes() { "yes" } else { "no" }
+                    );
+                    for a in b
+                        .manifest
+                        .binaries
+                        .iter()
+                        .chain(&b.manifest.charts)
+                        .chain(&b.manifest.images)
+                    {
+                        println!("  {} ({})", a.file, a.source);
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
+}
