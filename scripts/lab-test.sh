@@ -19,10 +19,14 @@ cargo test --locked --test images -- --ignored --nocapture build_debian_12_image
 
 echo "== lab end to end (real guests under ${KUBEDRILL_ACCEL:-auto} acceleration)"
 cargo build --locked
-KD="$PWD/${CARGO_TARGET_DIR:-target}/debug/kubedrill"
+cargo test --locked --test lab_e2e --no-run
 WORK=$(mktemp -d /tmp/kubedrill-labtest-XXXXXX)
 # QEMU runs as libvirt-qemu: it needs search permission on the way to the lab's overlays.
 chmod 0711 "$WORK"
+# A private copy of the binary: a build running meanwhile cannot swap it under the test.
+cp "${CARGO_TARGET_DIR:-target}/debug/kubedrill" "$WORK/kubedrill"
+KD="$WORK/kubedrill"
+export KUBEDRILL_BIN="$KD"
 export KUBEDRILL_STATE_DIR="$WORK/state"
 . scripts/lib/lab-netns.sh
 cleanup() {

@@ -517,12 +517,24 @@ fn build_debian_12_image() {
         "/usr/bin/cloud-init",
         "/usr/sbin/ethtool",
         "/usr/sbin/qemu-ga",
-        "/usr/bin/containerd",
         "/usr/sbin/bpftool",
         "/usr/bin/ip",
     ] {
         let s = debugfs(&raw, &format!("stat {f}"));
         assert!(s.contains("Type: regular"), "{f}: {s}");
+    }
+    // What `apply` installs from a bundle is deliberately not in the image.
+    for f in [
+        "/usr/bin/containerd",
+        "/usr/sbin/runc",
+        "/usr/sbin/conntrack",
+        "/usr/bin/socat",
+    ] {
+        let s = debugfs(&raw, &format!("stat {f}"));
+        assert!(
+            !s.contains("Type: regular"),
+            "{f} should not be in the image: {s}"
+        );
     }
     assert!(debugfs(&raw, "cat /etc/initramfs-tools/modules").contains("virtio_blk"));
     assert!(

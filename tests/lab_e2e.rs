@@ -13,9 +13,15 @@ fn env(k: &str) -> String {
     std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run scripts/lab-test.sh"))
 }
 
+/// The kubedrill binary: a private copy made by scripts/lab-test.sh (so a concurrent build cannot
+/// swap it mid-run), else the one cargo built for this test.
+fn kd_bin() -> String {
+    std::env::var("KUBEDRILL_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kubedrill").to_string())
+}
+
 fn kd(args: &[&str]) -> Output {
     let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_kubedrill"))
+    let out = Command::new(kd_bin())
         .args(args)
         .output()
         .expect("run kubedrill");
@@ -352,6 +358,34 @@ async fn lab_up_check_snapshot_reset_down() {
         assert_eq!(outcomes(&doc, p), ["cp1:unchanged", "w1:unchanged"], "{p}");
     }
 
+    // 5b. reset removes Cilium/CNI leftovers (planted here: a cilium_ link, a CNI config, a
+    //     CILIUM_ iptables chain) and leaves the prepared node otherwise alone.
+    let s = session("cp1", "10.231.0.11").await;
+    let o = s
+        .exec(&Remote::new(
+            "set -e; ip link add cilium_test type dummy; mkdir -p /etc/cni/net.d; \
+             echo '{}' > /etc/cni/net.d/05-cilium.conflist; iptables -N CILIUM_TEST",
+        ))
+        .await
+        .expect("plant leftovers");
+    assert!(o.success(), "{}", o.stderr_text());
+    let out = kd(&["reset", "-i", inv_s, "--yes"]);
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("cp1: removed") && said.contains("link cilium_test"),
+        "{said}"
+    );
+    let o = s
+        .exec(&Remote::new(
+            "ip link show cilium_test 2>/dev/null | wc -l; ls /etc/cni/net.d | wc -l; \
+             iptables-save | grep -c CILIUM_TEST; systemctl is-active containerd",
+        ))
+        .await
+        .expect("after reset");
+    assert_eq!(o.stdout_text(), "0\n0\n0\nactive\n");
+    s.close().await;
+
     // 6. An apply killed mid-way resumes: back to the clean snapshot, start, kill it once the
     //    journal shows node/packages finished on a host, run again.
     let out = kd(&["lab", "reset", "labtest", "clean"]);
@@ -366,7 +400,7 @@ async fn lab_up_check_snapshot_reset_down() {
             .collect()
     };
     let before = journal_text().lines().count();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubedrill"))
+    let mut child = Command::new(kd_bin())
         .args(["apply", "-i", inv_s, "--bundle", &bundle, "--only", "node"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -130,8 +130,10 @@ impl Journal {
             use std::os::unix::fs::OpenOptionsExt;
             o.mode(0o600);
         }
+        // After a crash mid-write the file may end in a torn line: start on a fresh one.
+        let torn = std::fs::read(&self.path).is_ok_and(|b| b.last().is_some_and(|c| *c != b'\n'));
         if let Ok(mut f) = o.open(&self.path) {
-            let _ = writeln!(f, "{line}");
+            let _ = writeln!(f, "{}{line}", if torn { "\n" } else { "" });
         }
     }
 }
@@ -164,6 +166,12 @@ mod tests {
             .open(l.path())
             .and_then(|mut f| f.write_all(b"{\"run\":3,\"at"))
             .expect("append");
-        assert_eq!(l.entries().len(), 5);
+        assert_eq!(l.entries().len(), 4);
+        l.record("node/swap", "cp1", "changed", 0.1, "");
+        assert_eq!(
+            l.entries().len(),
+            5,
+            "a record after a torn line is readable"
+        );
     }
 }

@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod journal;
 pub mod node;
+pub mod reset;
 
 use crate::check::{self, HostKeySettings};
 use crate::fleet::{self, Connector, Progress};

@@ -165,7 +165,8 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn confirm(q: &str) -> anyhow::Result<bool> {
+/// Ask a yes/no question on the terminal (no terminal: no).
+pub(crate) fn confirm(q: &str) -> anyhow::Result<bool> {
     use std::io::{BufRead, IsTerminal, Write};
     if !std::io::stdin().is_terminal() {
         eprintln!("{q} — not a terminal: pass --yes to confirm");

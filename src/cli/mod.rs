@@ -8,6 +8,7 @@ mod image;
 mod inventory;
 mod lab;
 mod plan;
+mod reset;
 pub mod state;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -46,6 +47,8 @@ pub enum Command {
     /// Provision the cluster: node preparation, kubeadm init/join, Cilium (phases; idempotent,
     /// resumable; `--dry-run` describes).
     Apply(apply::ApplyArgs),
+    /// Undo a cluster on its nodes: kubeadm reset, Cilium and CNI leftovers.
+    Reset(reset::ResetArgs),
     /// Offline bundles for `apply --bundle`.
     #[command(subcommand)]
     Bundle(bundle::BundleCmd),
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => plan::run(args, cli.output),
         Command::Check(args) => check::run(args, cli.output),
         Command::Apply(args) => apply::run(args, cli.output),
+        Command::Reset(args) => reset::run(args, cli.output),
         Command::Bundle(cmd) => bundle::run(cmd, cli.output),
         Command::Lab(cmd) => lab::run(cmd, cli.output),
         Command::Image(cmd) => image::run(cmd, cli.output),

@@ -52,6 +52,11 @@ pub enum LifecycleError {
         /// Available.
         free: u64,
     },
+    /// A hypervisor on another machine.
+    #[error(
+        "{0} is a remote hypervisor: kubedrill keeps the base image, overlays and seeds as local files, which a remote QEMU cannot open (libvirt storage-pool upload is not built yet). Run kubedrill on the hypervisor host (qemu:///system there), e.g. over SSH. Nothing was created"
+    )]
+    Remote(String),
     /// Already up.
     #[error(
         "lab `{lab}` is already up (instance {id}, created {created}); `kubedrill lab down {lab}` first"
@@ -138,6 +143,21 @@ pub struct BootTiming {
     pub first_boot_secs: f64,
 }
 
+/// True for a libvirt URI that names another machine (`qemu+ssh://host/system`,
+/// `qemu+tcp://…`, `qemu://host/system`).
+pub fn is_remote(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let transport = scheme.split_once('+').map(|(_, t)| t);
+    !host.is_empty()
+        || matches!(
+            transport,
+            Some("ssh" | "tcp" | "tls" | "libssh" | "libssh2")
+        )
+}
+
 /// State directory of a lab.
 pub fn lab_dir(lab: &str) -> PathBuf {
     state::lab_dir(&state::state_root(), lab)
@@ -158,6 +178,9 @@ pub async fn up(
             id: s.instance.id,
             created: s.instance.created,
         });
+    }
+    if is_remote(&lab.uri) {
+        return Err(LifecycleError::Remote(lab.uri.clone()));
     }
     let choice = accel::choose(
         opts.accel.unwrap_or(lab.accel),
@@ -400,8 +423,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), LifecycleError> {
 
 /// Memory the hypervisor can give: `MemAvailable` for a local URI, libvirt's free memory else.
 fn available_memory_mib(hv: &Hypervisor, uri: &str) -> Option<u64> {
-    let local = !uri.contains("+ssh") && !uri.contains("+tcp") && !uri.contains("+tls");
-    if local
+    if !is_remote(uri)
         && let Ok(m) = std::fs::read_to_string("/proc/meminfo")
         && let Some(kib) = m
             .lines()
@@ -766,4 +788,29 @@ fn open_state(lab_name: &str) -> Result<(Hypervisor, LabState), LifecycleError> 
         .map_err(|e| local("reading the lab state")(e.to_string()))?
         .ok_or_else(|| LifecycleError::NotUp(lab_name.to_string(), dir.clone()))?;
     Ok((Hypervisor::open(&st.uri)?, st))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_remote;
+
+    #[test]
+    fn remote_uris() {
+        for u in [
+            "qemu+ssh://root@hv1/system",
+            "qemu+tcp://hv1/system",
+            "qemu://hv1.example/system",
+            "qemu+libssh2://u@h/system?known_hosts=/x",
+        ] {
+            assert!(is_remote(u), "{u}");
+        }
+        for u in [
+            "qemu:///system",
+            "qemu:///session",
+            "test:///default",
+            "qemu+unix:///system?socket=/run/x/libvirt-sock",
+        ] {
+            assert!(!is_remote(u), "{u}");
+        }
+    }
 }
