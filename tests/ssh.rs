@@ -579,3 +579,54 @@ async fn ssh_agent_keys_are_used() {
         e => panic!("expected auth error, got {e}"),
     }
 }
+
+/// `ssh -L` without ssh: a local port carried over the session to a TCP service as seen from the
+/// host (here an echo server on loopback that only the test started).
+#[tokio::test(flavor = "multi_thread")]
+async fn local_forward_reaches_a_service_behind_the_host() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !sshd::skip_unless_available("forward") {
+        return;
+    }
+    let lab = SshLab::start(1);
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("echo listener");
+    let echo_port = echo.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = c.read(&mut buf).await {
+                    if n == 0 || c.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let opts = options(lab.known_hosts_path(), HostKeyMode::Strict);
+    let s = Session::connect(dest(&lab, 0, "root"), None, opts)
+        .await
+        .expect("connect");
+    let fwd = kubedrill::ssh::forward::forward_local(s.clone(), "127.0.0.1".into(), echo_port)
+        .await
+        .expect("forward");
+    for round in 0..3 {
+        let mut c = tokio::net::TcpStream::connect(fwd.local)
+            .await
+            .expect("connect to the forward");
+        let msg = format!("hello {round} through the tunnel");
+        c.write_all(msg.as_bytes()).await.expect("write");
+        let mut got = vec![0u8; msg.len()];
+        c.read_exact(&mut got).await.expect("echo");
+        assert_eq!(got, msg.as_bytes());
+    }
+    let local = fwd.local;
+    drop(fwd);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        tokio::net::TcpStream::connect(local).await.is_err(),
+        "the forward stops when dropped"
+    );
+}

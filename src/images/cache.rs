@@ -172,6 +172,11 @@ impl ImageCache {
         if let Some(p) = var(CACHE_ENV) {
             return Ok(Self::at(p));
         }
+        // As root, a system path: QEMU (running as libvirt-qemu) cannot enter a 0700 /root.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            return Ok(Self::at(PathBuf::from("/var/cache/kubedrill")));
+        }
         if let Some(p) = var("XDG_CACHE_HOME") {
             return Ok(Self::at(p.join("kubedrill")));
         }

@@ -11,6 +11,7 @@
 //! - A dropped connection is re-established once before the host is given up.
 
 mod auth;
+pub mod forward;
 pub mod known_hosts;
 pub mod shell;
 
