@@ -10,6 +10,8 @@ pub mod apply;
 pub mod bundle;
 pub mod check;
 pub mod diag;
+/// Upgrade drills: upgrade paths between Cilium versions and Helm values migration.
+pub mod drill;
 pub mod facts;
 pub mod fleet;
 pub mod images;

@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use kubedrill::drill::chart::{self, TEMPLATE_ONLY_KEYS};
 use kubedrill::inventory::Inventory;
 use kubedrill::plan::{self, Step};
 use kubedrill::render::{self, RenderedFile, Secrets, Templates};
@@ -141,57 +142,6 @@ fn render_all(spec: &ClusterSpec, inv: &Inventory) -> Vec<(String, RenderedFile)
     out
 }
 
-/// Compare with a golden file, or write it when `UPDATE_GOLDEN=1`. Returns a message on mismatch.
-fn check_golden(rel: &str, actual: &str) -> Option<String> {
-    let path = repo().join("tests/golden").join(rel);
-    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return None;
-    }
-    let expected = match std::fs::read_to_string(&path) {
-        Ok(s) => s,
-        Err(e) => {
-            return Some(format!(
-                "{}: cannot read golden file ({e}); run `UPDATE_GOLDEN=1 cargo test --test render` and review it",
-                path.display()
-            ));
-        }
-    };
-    (expected != actual).then(|| {
-        format!(
-            "{}: rendered output differs from the golden file\n{}",
-            path.display(),
-            line_diff(&expected, actual)
-        )
-    })
-}
-
-/// A compact diff: the common prefix and suffix are skipped, the middle is shown as -/+ lines.
-fn line_diff(expected: &str, actual: &str) -> String {
-    let e: Vec<&str> = expected.lines().collect();
-    let a: Vec<&str> = actual.lines().collect();
-    let prefix = e.iter().zip(&a).take_while(|(x, y)| x == y).count();
-    let suffix = e[prefix..]
-        .iter()
-        .rev()
-        .zip(a[prefix..].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    let mut out = format!("@@ line {} (- golden, + rendered) @@\n", prefix + 1);
-    for l in &e[prefix..e.len() - suffix] {
-        out.push_str(&format!("-{l}\n"));
-    }
-    for l in &a[prefix..a.len() - suffix] {
-        out.push_str(&format!("+{l}\n"));
-    }
-    if expected.ends_with('\n') != actual.ends_with('\n') {
-        out.push_str("(trailing newline differs)\n");
-    }
-    out.push_str("If the change is intended, run `UPDATE_GOLDEN=1 cargo test --test render` and commit the new goldens.\n");
-    out
-}
-
 /// Parse every YAML document in a file.
 fn yaml_docs(what: &str, text: &str) -> Vec<Value> {
     serde_saphyr::from_multiple::<Value>(text)
@@ -286,6 +236,8 @@ fn golden_dir_matches_matrix() {
             )
         })
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        // Other suites keep their goldens in their own directory (drill_migrate: `migrate/`).
+        .filter(|name| name != "migrate")
         .collect();
     let expected: BTreeSet<String> = KUBERNETES
         .iter()
@@ -663,136 +615,10 @@ fn chart_versions() -> Vec<(Version, PathBuf)> {
     out
 }
 
-/// A key at the start of `body` (`key:` followed by a space or the end); returns the key and
-/// the rest of the line after the colon.
-fn key_of(body: &str) -> Option<(&str, &str)> {
-    let end = body
-        .find(|c: char| !(c.is_ascii_alphanumeric() || "_-./".contains(c)))
-        .unwrap_or(body.len());
-    if end == 0 {
-        return None;
-    }
-    let rest = body[end..].trim_start_matches(' ');
-    let rest = rest.strip_prefix(':')?;
-    (rest.is_empty() || rest.starts_with(' ')).then(|| (&body[..end], rest.trim()))
-}
-
-/// Every key path declared in a chart's values.yaml, found by indentation, counting commented-out
-/// keys (`# key:` / `#key:`) as declared, as the data README asks. Not a YAML parser: block
-/// scalars are skipped, list items are ignored.
-///
-/// One layout needs care: from chart 1.16 the commented children of an empty map are written at
-/// the map's own indentation (`maglev: {}` then `# tableSize:` at column 0), while the same
-/// layout also puts unrelated commented top-level keys after an empty map (`tmpVolume: {}`,
-/// `# emptyDir:` ... then `# devices:`). So a commented run after `key: {}` that starts no deeper
-/// than the map is read both ways: as the map's children (shifted in) and as written.
+/// The chart key scanner lives in the library (the drill's values migration prunes with it).
 fn chart_keys(text: &str) -> HashSet<String> {
-    struct Entry {
-        indent: usize,
-        key: String,
-        comment: bool,
-    }
-    /// The parent chain: walking down the stack, each ancestor is less indented than the last.
-    fn path_at(stack: &[Entry], indent: usize, key: &str) -> String {
-        let mut limit = indent;
-        let mut path: Vec<&str> = Vec::new();
-        for e in stack.iter().rev() {
-            if e.indent < limit {
-                path.push(&e.key);
-                limit = e.indent;
-            }
-        }
-        path.reverse();
-        path.push(key);
-        path.join(".")
-    }
-    let mut stack: Vec<Entry> = Vec::new();
-    let mut out = HashSet::new();
-    let mut block_scalar: Option<usize> = None;
-    // After a real `key: {}` line: its stack index, and once the first commented key is seen, how
-    // far the commented run is shifted in to become its children.
-    let mut empty_map: Option<(usize, Option<usize>)> = None;
-    for raw in text.lines() {
-        let trimmed = raw.trim_start();
-        if trimmed.is_empty() {
-            continue;
-        }
-        let col = raw.len() - trimmed.len();
-        if let Some(ind) = block_scalar {
-            if col > ind {
-                continue;
-            }
-            block_scalar = None;
-        }
-        let (raw_indent, body, comment) = match trimmed.strip_prefix('#') {
-            Some(rest) => {
-                let after = rest.trim_start_matches(' ');
-                let spaces = rest.len() - after.len();
-                (col + spaces.saturating_sub(1), after, true)
-            }
-            None => (col, trimmed, false),
-        };
-        if !comment {
-            empty_map = None;
-        }
-        let Some((key, rest)) = key_of(body) else {
-            continue;
-        };
-        let mut indent = raw_indent;
-        if comment {
-            if let Some((i, shift)) = &mut empty_map {
-                let map_indent = stack[*i].indent;
-                let delta = *shift.get_or_insert(if raw_indent <= map_indent {
-                    map_indent + 2 - raw_indent
-                } else {
-                    0
-                });
-                if delta > 0 {
-                    out.insert(path_at(&stack, raw_indent, key));
-                    indent = raw_indent + delta;
-                }
-            }
-            // A commented key replaces earlier commented siblings; it never closes real keys
-            // (a comment at column 0 inside a nested block is common).
-            while stack
-                .last()
-                .is_some_and(|e| e.comment && e.indent >= indent)
-            {
-                stack.pop();
-            }
-        } else {
-            // Real content ends every commented block: a real key is never a commented key's child.
-            stack.retain(|e| !e.comment);
-            while stack.last().is_some_and(|e| e.indent >= indent) {
-                stack.pop();
-            }
-        }
-        out.insert(path_at(&stack, indent, key));
-        stack.push(Entry {
-            indent,
-            key: key.to_owned(),
-            comment,
-        });
-        if !comment {
-            let rest = rest.split(" #").next().unwrap_or("").trim();
-            if rest == "{}" {
-                empty_map = Some((stack.len() - 1, None));
-            }
-            if rest.starts_with('|') || rest.starts_with('>') {
-                block_scalar = Some(col);
-            }
-        }
-    }
-    out
+    chart::declared_keys(text)
 }
-
-/// Keys the chart's templates read that its values.yaml never declares, not even commented out.
-/// `nodePort.directRoutingDevice`: no values.yaml from 1.11 to 1.20 mentions it, but the chart's
-/// `templates/cilium-configmap.yaml` reads it (`{{- if hasKey .Values.nodePort
-/// "directRoutingDevice" }} direct-routing-device: ...`, checked in cilium/cilium's main branch;
-/// the templates of each release are not in tests/data), and the 1.16+ JSON schemas allow
-/// unlisted keys under `nodePort`. Anything else rendered must be declared.
-const TEMPLATE_ONLY_KEYS: &[&str] = &["nodePort.directRoutingDevice"];
 
 #[test]
 fn chart_key_scanner_self_test() {

@@ -13,6 +13,7 @@ pub mod version;
 use crate::diag::{Diagnostic, Diagnostics, Origin};
 use crate::inventory::{Host, Inventory, Var, Vars};
 use cilium::*;
+pub use extra::take_path;
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

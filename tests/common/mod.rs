@@ -163,3 +163,54 @@ all:
         kube_node:
 ";
 pub mod sshd;
+
+/// Compare with a golden file under `tests/golden/`, or write it when `UPDATE_GOLDEN=1`. Returns a message on mismatch.
+pub fn check_golden(rel: &str, actual: &str) -> Option<String> {
+    let path = repo().join("tests/golden").join(rel);
+    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return None;
+    }
+    let expected = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            return Some(format!(
+                "{}: cannot read golden file ({e}); run the test with UPDATE_GOLDEN=1 and review it",
+                path.display()
+            ));
+        }
+    };
+    (expected != actual).then(|| {
+        format!(
+            "{}: output differs from the golden file\n{}",
+            path.display(),
+            line_diff(&expected, actual)
+        )
+    })
+}
+
+/// A compact diff: the common prefix and suffix are skipped, the middle is shown as -/+ lines.
+pub fn line_diff(expected: &str, actual: &str) -> String {
+    let e: Vec<&str> = expected.lines().collect();
+    let a: Vec<&str> = actual.lines().collect();
+    let prefix = e.iter().zip(&a).take_while(|(x, y)| x == y).count();
+    let suffix = e[prefix..]
+        .iter()
+        .rev()
+        .zip(a[prefix..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let mut out = format!("@@ line {} (- golden, + actual) @@\n", prefix + 1);
+    for l in &e[prefix..e.len() - suffix] {
+        out.push_str(&format!("-{l}\n"));
+    }
+    for l in &a[prefix..a.len() - suffix] {
+        out.push_str(&format!("+{l}\n"));
+    }
+    if expected.ends_with('\n') != actual.ends_with('\n') {
+        out.push_str("(trailing newline differs)\n");
+    }
+    out.push_str("If the change is intended, run the test with UPDATE_GOLDEN=1 and commit the new goldens.\n");
+    out
+}
