@@ -2,6 +2,7 @@
 //! library, print).
 
 mod check;
+mod drill;
 mod image;
 mod inventory;
 mod lab;
@@ -49,6 +50,9 @@ pub enum Command {
     /// List, download (with checksum) or build offline the OS images lab VMs boot from.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Upgrade drills: render a run's report, compare runs.
+    #[command(subcommand)]
+    Drill(drill::DrillCmd),
 }
 
 /// Run the parsed command; the exit code says whether the input was valid.
@@ -59,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(args, cli.output),
         Command::Lab(cmd) => lab::run(cmd, cli.output),
         Command::Image(cmd) => image::run(cmd, cli.output),
+        Command::Drill(cmd) => drill::run(cmd, cli.output),
     }
 }
 

@@ -162,4 +162,5 @@ all:
         kube_control_plane:
         kube_node:
 ";
+pub mod chromium;
 pub mod sshd;
