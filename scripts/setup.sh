@@ -13,8 +13,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Images (`kubedrill image build`, its test): mmdebstrap, e2fsprogs (mkfs.ext4 -d, debugfs) and
 # qemu-utils (qemu-img). A qemu-utils already installed from backports counts as present, so
 # bookworm's older one is never pulled in over it.
+# Drill reports: chromium, which the report test runs headless to screenshot a rendered report.
 PACKAGES=(build-essential pkg-config ca-certificates git openssh-server openssh-client sudo time
-  libvirt-dev mmdebstrap e2fsprogs qemu-utils)
+  libvirt-dev mmdebstrap e2fsprogs qemu-utils chromium)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -13,8 +13,11 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 # Proptest cases for the parser no-panic tests: more in CI than in a developer's quick run.
 export KUBEDRILL_FUZZ_CASES="${KUBEDRILL_FUZZ_CASES:-512}"
-# As root (CI), the real-sshd tests must run rather than skip.
-if [ "$(id -u)" -eq 0 ]; then export KUBEDRILL_REQUIRE_SSHD="${KUBEDRILL_REQUIRE_SSHD:-1}"; fi
+# As root (CI), the real-sshd tests and the headless-Chromium report test must run rather than skip.
+if [ "$(id -u)" -eq 0 ]; then
+  export KUBEDRILL_REQUIRE_SSHD="${KUBEDRILL_REQUIRE_SSHD:-1}"
+  export KUBEDRILL_REQUIRE_CHROMIUM="${KUBEDRILL_REQUIRE_CHROMIUM:-1}"
+fi
 cargo test --locked
 
 echo "== benchmark builds (run it with: cargo bench --bench plan)"

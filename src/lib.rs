@@ -5,6 +5,7 @@
 //! apply, with every file and command). [`ssh`] and [`fleet`] reach the nodes; [`facts`] and
 //! [`kernel`] say what each node can do, and [`check`] puts them together.
 //! [`images`] provides the OS images lab VMs boot from (pulled with checksums, or built offline).
+//! [`report`] turns a drill's run record into an HTML report, a Markdown summary and comparisons.
 
 pub mod apply;
 pub mod bundle;
@@ -20,5 +21,7 @@ pub mod kernel;
 pub mod lab;
 pub mod plan;
 pub mod render;
+/// Drill run records and their reports: HTML with an SVG timeline, Markdown, run comparison.
+pub mod report;
 pub mod spec;
 pub mod ssh;

@@ -4,6 +4,7 @@
 mod apply;
 mod bundle;
 mod check;
+mod drill;
 mod image;
 mod inventory;
 mod lab;
@@ -60,6 +61,9 @@ pub enum Command {
     /// List, download (with checksum) or build offline the OS images lab VMs boot from.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Upgrade drills: render a run's report, compare runs.
+    #[command(subcommand)]
+    Drill(drill::DrillCmd),
 }
 
 /// Run the parsed command; the exit code says whether the input was valid.
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bundle(cmd) => bundle::run(cmd, cli.output),
         Command::Lab(cmd) => lab::run(cmd, cli.output),
         Command::Image(cmd) => image::run(cmd, cli.output),
+        Command::Drill(cmd) => drill::run(cmd, cli.output),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Rendering: kubeadm and containerd files from tera templates in `templates/` (embedded in the
-//! binary), and the Cilium Helm values for the chart version in use.
+//! binary), and the Cilium Helm values for the chart version in use. The drill reports' HTML
+//! templates (`templates/report/`) are loaded here too, with HTML autoescape.
 //!
 //! Every string from the inventory goes through `json_encode` (a JSON string is a valid YAML and
 //! TOML string), so an inventory value cannot inject keys into a rendered file.
@@ -122,14 +123,23 @@ const TEMPLATES: &[(&str, &str)] = &[
         "libvirt/network.xml",
         include_str!("../../templates/libvirt/network.xml.tera"),
     ),
+    (
+        "report/report.html",
+        include_str!("../../templates/report/report.html.tera"),
+    ),
+    (
+        "report/index.html",
+        include_str!("../../templates/report/index.html.tera"),
+    ),
 ];
 
 impl Templates {
-    /// Load the embedded templates. Autoescape is off: YAML and TOML go through `json_encode`,
-    /// libvirt XML through `escape_xml`, each value deliberately.
+    /// Load the embedded templates. Autoescape is on only for `.html` templates (the drill
+    /// reports, where every value is text to escape). It is off for everything else: YAML and
+    /// TOML go through `json_encode`, libvirt XML through `escape_xml`, each value deliberately.
     pub fn load() -> Result<Self, RenderError> {
         let mut tera = tera::Tera::default();
-        tera.autoescape_on(vec![]);
+        tera.autoescape_on(vec![".html"]);
         // Replaces tera's own: also escapes the characters YAML 1.1 readers treat as line breaks.
         tera.register_filter("json_encode", json_encode);
         tera.add_raw_templates(TEMPLATES.iter().copied())

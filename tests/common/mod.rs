@@ -162,6 +162,7 @@ all:
         kube_control_plane:
         kube_node:
 ";
+pub mod chromium;
 pub mod sshd;
 
 /// Compare with a golden file under `tests/golden/`, or write it when `UPDATE_GOLDEN=1`. Returns a message on mismatch.
