@@ -13,8 +13,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Images (`kubedrill image build`, its test): mmdebstrap, e2fsprogs (mkfs.ext4 -d, debugfs) and
 # qemu-utils (qemu-img). A qemu-utils already installed from backports counts as present, so
 # bookworm's older one is never pulled in over it.
+# Probe agent (probe/): iproute2 (ip netns/link/route) and procps (sysctl) for its namespace
+# tests, file for scripts/build-probe.sh's static-binary check.
 PACKAGES=(build-essential pkg-config ca-certificates git openssh-server openssh-client sudo time
-  libvirt-dev mmdebstrap e2fsprogs qemu-utils)
+  libvirt-dev mmdebstrap e2fsprogs qemu-utils iproute2 procps file)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -16,6 +16,9 @@ use crate::window::{Accountant, Outcome, Window};
 /// Longest a loop iteration sleeps, so a stop request is seen promptly (the stop time is when it was seen).
 const MAX_WAIT: Duration = Duration::from_millis(20);
 
+/// How far behind schedule the sender may fall and still send every slot (in a quick burst).
+const MAX_CATCH_UP: Duration = Duration::from_millis(100);
+
 /// The kind-specific half of a probe.
 pub trait Driver {
     /// Starts probe `seq` with `payload`. `Err(reason)`: it failed at once (no route, refused…).
@@ -114,11 +117,12 @@ pub fn run(
             stop_at = Some(now);
         }
 
-        // Send what is due. More than one interval late (a stall): skip the missed slots
-        // rather than burst, and count them.
+        // Send what is due. A little late (scheduling jitter): catch up, one probe per loop
+        // iteration. Far behind (a stall of more than MAX_CATCH_UP and one interval): skip the
+        // missed slots rather than burst, and count them.
         if stop_at.is_none() && now >= next_send {
             let behind = now - next_send;
-            if behind >= interval {
+            if behind > MAX_CATCH_UP.max(interval) {
                 let missed = (behind.as_nanos() / interval.as_nanos()) as u32;
                 skipped += u64::from(missed);
                 next_send += interval * missed;

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! kubedrill's probe agent: a small static binary that kubedrill copies to nodes and runs in
 //! pods' network namespaces (pods with only the `pause` image) and in the host namespace, to
 //! measure every loss window of pod-to-pod and service traffic during an upgrade.

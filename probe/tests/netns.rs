@@ -21,6 +21,7 @@
 //! link-up — a real effect the prober does report, but not what this test times.
 //!
 //! Not root: the tests print a loud SKIP and pass, unless `KUBEDRILL_REQUIRE_NETNS=1`.
+//! `KUBEDRILL_PROBE_BIN=path` runs them against another build (e.g. the static one).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -30,7 +31,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kubedrill-probe");
+/// The binary under test: this build's, or `KUBEDRILL_PROBE_BIN` (e.g. the static release
+/// binary from scripts/build-probe.sh, to check the artifact that is shipped).
+fn bin() -> String {
+    std::env::var("KUBEDRILL_PROBE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kubedrill-probe").to_string())
+}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -301,10 +307,10 @@ struct Prober {
 
 fn command(prefix: &[&str], sub: &str, args: &[&str]) -> Command {
     let mut cmd = if prefix.is_empty() {
-        Command::new(BIN)
+        Command::new(bin())
     } else {
         let mut c = Command::new(prefix[0]);
-        c.args(&prefix[1..]).arg(BIN);
+        c.args(&prefix[1..]).arg(bin());
         c
     };
     cmd.arg(sub).args(args).stderr(Stdio::inherit());
