@@ -109,10 +109,15 @@ fn ensure_fd_limit(need: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits until a stop is requested, or `duration` elapses (then requests one).
-fn wait_for_stop(duration: Option<Duration>) {
+/// Waits until a stop is requested, or `duration` elapses, or stdout is gone (then requests
+/// one).
+fn wait_for_stop(duration: Option<Duration>, emitter: &Emitter) {
     let t0 = Instant::now();
     while !stop::requested() {
+        if emitter.is_broken() {
+            stop::request(Reason::StdoutClosed);
+            break;
+        }
         if let Some(d) = duration
             && t0.elapsed() >= d
         {
@@ -131,7 +136,7 @@ fn setup_probe(index: usize, probe: &Probe, token: u64) -> Setup {
     }
     match probe.kind {
         Kind::Icmp => {
-            let d = Icmp::open(probe, token, icmp::ident_for(index, token))?;
+            let d = Icmp::open(probe, token, icmp::ident_for(index))?;
             let k = d.socket_kind();
             Ok((Box::new(d), k))
         }
@@ -268,7 +273,7 @@ pub fn run(args: RunArgs) -> i32 {
     for g in &go {
         let _ = g.send(true);
     }
-    wait_for_stop(args.duration);
+    wait_for_stop(args.duration, &emitter);
     let mut code = 0;
     for h in handles {
         if h.join().is_err() {
@@ -353,7 +358,7 @@ pub fn serve(args: ServeArgs) -> i32 {
     if args.duration.is_none() && !args.ignore_stdin {
         stop::stop_on_eof(std::io::stdin());
     }
-    wait_for_stop(args.duration);
+    wait_for_stop(args.duration, &emitter);
     use std::sync::atomic::Ordering::Relaxed;
     emitter.emit(&Event::Stopped {
         ts_ms: clock::now_ms(),

@@ -25,6 +25,8 @@ const ICMP6_FILTER: libc::c_int = 1;
 /// The ICMP driver of one probe.
 pub struct Icmp {
     sock: Socket,
+    target: SockAddr,
+    connected: bool,
     v6: bool,
     raw: bool,
     ident: u16,
@@ -38,7 +40,8 @@ pub struct Icmp {
 impl Icmp {
     /// Opens the socket for `probe` (in the calling thread's network namespace) and connects it
     /// to the target, so only the target's replies arrive. `ident` is used on raw sockets; ping
-    /// sockets get theirs from the kernel.
+    /// sockets get theirs from the kernel. If the target is unreachable right now (no route),
+    /// connecting is retried at every send, and those probes are lost with the reason.
     pub fn open(probe: &Probe, token: u64, ident: u16) -> Result<Icmp, String> {
         let ip = probe.target.ip();
         let v6 = ip.is_ipv6();
@@ -57,11 +60,13 @@ impl Icmp {
             },
         };
         let (sock, raw) = sock;
-        sock.connect(&SockAddr::from(SocketAddr::new(ip, 0)))
-            .map_err(|e| format!("connect ICMP socket to {ip}: {e}"))?;
+        let target = SockAddr::from(SocketAddr::new(ip, 0));
+        let connected = sock.connect(&target).is_ok();
         let len = usize::from(probe.payload_bytes);
         Ok(Icmp {
             sock,
+            target,
+            connected,
             v6,
             raw,
             ident,
@@ -215,6 +220,12 @@ pub fn parse_reply(
 
 impl Driver for Icmp {
     fn send(&mut self, seq: u64, payload: &[u8]) -> Result<(), String> {
+        if !self.connected {
+            self.sock
+                .connect(&self.target)
+                .map_err(|e| format!("connect: {e}"))?;
+            self.connected = true;
+        }
         build_request(&mut self.pkt, self.v6, self.ident, seq, payload);
         match self.sock.send(&self.pkt) {
             Ok(n) if n == self.pkt.len() => Ok(()),
@@ -283,10 +294,12 @@ pub(crate) fn recv(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// A raw-socket identifier for probe number `index` of this process, distinct per probe.
-pub fn ident_for(index: usize, token: u64) -> u16 {
+/// A raw-socket identifier for probe number `index` of this process: distinct for every probe
+/// of the process (an odd multiplier is a bijection modulo 2^16). Other processes' probes may
+/// share it; their payload tokens differ, so their replies never count.
+pub fn ident_for(index: usize) -> u16 {
     let pid = std::process::id() as u16;
-    pid.wrapping_add((index as u16).wrapping_mul(0x9e37)) ^ ((token >> 48) as u16 & 0xff00)
+    pid.wrapping_add((index as u16).wrapping_mul(0x9e37))
 }
 
 #[cfg(test)]
@@ -358,8 +371,7 @@ mod tests {
 
     #[test]
     fn idents_differ_per_probe() {
-        let t = 0x1234_5678_9abc_def0;
-        assert_ne!(ident_for(0, t), ident_for(1, t));
-        assert_ne!(ident_for(1, t), ident_for(2, t));
+        let all: std::collections::HashSet<u16> = (0..256).map(ident_for).collect();
+        assert_eq!(all.len(), 256);
     }
 }

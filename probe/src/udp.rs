@@ -17,6 +17,8 @@ use crate::spec::{Probe, Target};
 /// The UDP driver of one probe.
 pub struct Udp {
     sock: Socket,
+    target: SockAddr,
+    connected: bool,
     token: u64,
     len: usize,
     buf: Vec<u8>,
@@ -24,7 +26,9 @@ pub struct Udp {
 }
 
 impl Udp {
-    /// Opens and connects the probe's socket (in the calling thread's network namespace).
+    /// Opens and connects the probe's socket (in the calling thread's network namespace). If the
+    /// target is unreachable right now (no route), connecting is retried at every send, and
+    /// those probes are lost with the reason.
     pub fn open(probe: &Probe, token: u64) -> Result<Udp, String> {
         let Target::Sock(sa) = probe.target else {
             return Err("udp probe without a port".to_string());
@@ -35,10 +39,12 @@ impl Udp {
             Some(Protocol::UDP),
         )
         .map_err(|e| format!("UDP socket: {e}"))?;
-        sock.connect(&SockAddr::from(sa))
-            .map_err(|e| format!("connect UDP socket to {sa}: {e}"))?;
+        let target = SockAddr::from(sa);
+        let connected = sock.connect(&target).is_ok();
         Ok(Udp {
             sock,
+            target,
+            connected,
             token,
             len: usize::from(probe.payload_bytes),
             buf: vec![0; 65536],
@@ -49,6 +55,12 @@ impl Udp {
 
 impl Driver for Udp {
     fn send(&mut self, _seq: u64, payload: &[u8]) -> Result<(), String> {
+        if !self.connected {
+            self.sock
+                .connect(&self.target)
+                .map_err(|e| format!("connect: {e}"))?;
+            self.connected = true;
+        }
         match self.sock.send(payload) {
             Ok(n) if n == payload.len() => Ok(()),
             Ok(n) => Err(format!("send: short write ({n} of {})", payload.len())),

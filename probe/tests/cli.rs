@@ -306,7 +306,10 @@ fn stdin_eof_stops_run_and_serve() {
 #[test]
 fn ipv6_loopback_all_kinds() {
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("\n*** SKIP ipv6_loopback_all_kinds: no ::1 on this host ***\n");
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIP ipv6_loopback_all_kinds: no ::1 on this host ***\n"
+        );
         return;
     }
     let mut c = Command::new(BIN)

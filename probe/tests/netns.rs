@@ -65,7 +65,11 @@ fn can_run(test: &str) -> bool {
     if std::env::var("KUBEDRILL_REQUIRE_NETNS").as_deref() == Ok("1") {
         panic!("{test}: {why}, and KUBEDRILL_REQUIRE_NETNS=1 requires the netns tests to run");
     }
-    eprintln!("\n*** SKIP {test}: {why}: network-namespace probe tests did NOT run ***\n");
+    // Straight to stderr, past the test harness's output capture: a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIP {test}: {why}: network-namespace probe tests did NOT run ***\n"
+    );
     false
 }
 
@@ -536,4 +540,62 @@ fn route_removed_via_setns() {
         .find(|e| e["event"] == "loss" && e["probe"] == "icmp")
         .unwrap();
     assert!(w["reason"].as_str().unwrap().contains("unreachable"), "{w}");
+}
+
+#[test]
+fn starts_while_unreachable_then_recovers() {
+    if !can_run("starts_while_unreachable_then_recovers") {
+        return;
+    }
+    let mut lab = Lab::new(3, "late");
+    let (a, b, b_ip, b_lo) = (lab.a.clone(), lab.b.clone(), lab.b_ip(), lab.b_lo());
+    lab.serve(
+        &["ip", "netns", "exec", &b],
+        &[
+            "--tcp",
+            &format!("{b_lo}:7001"),
+            "--udp",
+            &format!("{b_lo}:7002"),
+        ],
+    );
+    // No route to the target when the prober starts: it must start anyway and report the
+    // loss from its first probe (connected sockets connect later), not fail.
+    let route = format!("{b_lo}/32");
+    ip(&["-n", &a, "route", "del", &route]);
+    let s = spec(&[
+        ("icmp", "icmp", &b_lo),
+        ("udp", "udp", &format!("{b_lo}:7002")),
+        ("tcp", "tcp", &format!("{b_lo}:7001")),
+    ]);
+    let mut p = lab.prober(&["ip", "netns", "exec", &a], &[], &s);
+    std::thread::sleep(Duration::from_millis(800));
+    let up_started = now_ms();
+    ip(&["-n", &a, "route", "add", &route, "via", &b_ip]);
+    let up_done = now_ms();
+    std::thread::sleep(Duration::from_millis(2500));
+    let events = lab.stop(&mut p);
+    let starts: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "start")
+        .map(|e| e["ts_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(starts.len(), 3, "{events:#?}");
+    let outage = Outage {
+        down_started: *starts.iter().min().unwrap(),
+        down_done: *starts.iter().max().unwrap(),
+        up_started,
+        up_done,
+    };
+    for line in check_windows(&events, &["icmp", "udp", "tcp"], outage) {
+        eprintln!("unreachable at start: {line}");
+    }
+    for e in events.iter().filter(|e| e["event"] == "loss") {
+        assert!(
+            e["reason"]
+                .as_str()
+                .unwrap()
+                .contains("Network is unreachable"),
+            "{e}"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 //! The release build takes a while on a cold cache (about 25 s on 2 cores here); set
 //! `KUBEDRILL_SKIP_STATIC_BUILD=1` to skip it in a quick local run.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -75,7 +76,10 @@ fn elf_check_tells_dynamic_from_static() {
 #[test]
 fn static_build_has_no_interpreter_and_no_needed_libraries() {
     if std::env::var("KUBEDRILL_SKIP_STATIC_BUILD").as_deref() == Ok("1") {
-        eprintln!("\n*** SKIP static build check (KUBEDRILL_SKIP_STATIC_BUILD=1) ***\n");
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIP static build check (KUBEDRILL_SKIP_STATIC_BUILD=1) ***\n"
+        );
         return;
     }
     let root = repo_root();
