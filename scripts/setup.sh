@@ -14,8 +14,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # qemu-utils (qemu-img). A qemu-utils already installed from backports counts as present, so
 # bookworm's older one is never pulled in over it.
 # Drill reports: chromium, which the report test runs headless to screenshot a rendered report.
+# Probe agent (probe/): iproute2 (ip netns/link/route) and procps (sysctl) for its namespace
+# tests, file for scripts/build-probe.sh's static-binary check.
 PACKAGES=(build-essential pkg-config ca-certificates git openssh-server openssh-client sudo time
-  libvirt-dev mmdebstrap e2fsprogs qemu-utils chromium)
+  libvirt-dev mmdebstrap e2fsprogs qemu-utils chromium iproute2 procps file)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
