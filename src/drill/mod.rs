@@ -5,5 +5,6 @@
 pub mod chart;
 pub mod migrate;
 pub mod path;
+pub mod probes;
 
 pub use path::Minor;
