@@ -42,6 +42,9 @@ lab_netns_start "$WORK"
 # every dependency), built here, outside the namespace, from this machine's apt sources.
 "$KD" bundle build -o "$WORK/bundle"
 export KUBEDRILL_BUNDLE="$WORK/bundle"
+# The static probe agent the drill uploads to nodes (glibc +crt-static).
+./scripts/build-probe.sh
+export KUBEDRILL_PROBE_BIN="$PWD/${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/kubedrill-probe"
 
 sed -e "s|^hypervisor:.*|hypervisor: \"$URI\"|" tests/data/labs/labtest.yaml > "$WORK/labtest.yaml"
 export KUBEDRILL_LAB_FILE="$WORK/labtest.yaml" KUBEDRILL_LAB_URI="$URI" KUBEDRILL_LAB_NETNS="$NS"

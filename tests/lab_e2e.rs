@@ -449,6 +449,12 @@ async fn lab_up_check_snapshot_reset_down() {
         );
     }
 
+    // 6b. The probe agent between pod-like network namespaces on the two VMs: a "pod" netns on
+    //     each (veth to the host, pinned neighbours), routes between the VMs (apply turned on
+    //     forwarding), echo server in w1's pod, probers in cp1's pod. Injected on w1: the pod's
+    //     link down for a measured time, then (second run) cp1's route removed for a measured time.
+    probe_between_pods().await;
+
     // 7. Change a file, reset: the change is gone (and so is everything apply did).
     let s = session("cp1", "10.231.0.11").await;
     let o = s
@@ -501,4 +507,142 @@ async fn lab_up_check_snapshot_reset_down() {
     assert!(conn.lookup_network_by_name("kd-labtest").is_err());
     assert!(!lab_dir().exists(), "overlays, seeds and state removed");
     assert!(qemu_processes_of("labtest").is_empty());
+}
+
+/// Pod-like network namespaces on both VMs and the probe agent across them; the measured loss
+/// windows must match the injected outages.
+async fn probe_between_pods() {
+    use kubedrill::drill::probes::{self, ProbeSpec};
+    let agent = std::fs::read(env("KUBEDRILL_PROBE_BIN")).expect("static probe agent");
+    let cp1 = session("cp1", "10.231.0.11").await;
+    let w1 = session("w1", "10.231.0.12").await;
+    let pod = |s: Arc<Session>,
+               pod_net: &'static str,
+               me: &'static str,
+               peer_vm: &'static str,
+               peer_net: &'static str| async move {
+        let script = format!(
+            "set -e; ip netns add pod; ip link add vpod type veth peer name eth0 netns pod; \
+             ip addr add {pod_net}.1/24 dev vpod; ip link set vpod up; \
+             ip -n pod addr add {me}/24 dev eth0; ip -n pod link set eth0 up; ip -n pod link set lo up; \
+             ip -n pod route add default via {pod_net}.1; \
+             ip neigh replace {me} lladdr $(ip -n pod -br link show eth0 | awk '{{print $3}}') dev vpod nud permanent; \
+             ip -n pod neigh replace {pod_net}.1 lladdr $(ip -br link show vpod | awk '{{print $3}}') dev eth0 nud permanent; \
+             ip route add {peer_net}.0/24 via {peer_vm}; sysctl -qw net.ipv4.conf.all.rp_filter=0"
+        );
+        let o = s.exec(&Remote::new(script)).await.expect("pod netns");
+        assert!(o.success(), "{}", o.stderr_text());
+    };
+    pod(
+        cp1.clone(),
+        "10.244.1",
+        "10.244.1.2",
+        "10.231.0.12",
+        "10.244.2",
+    )
+    .await;
+    pod(
+        w1.clone(),
+        "10.244.2",
+        "10.244.2.2",
+        "10.231.0.11",
+        "10.244.1",
+    )
+    .await;
+    for s in [&cp1, &w1] {
+        probes::install(s, &agent).await.expect("install agent");
+    }
+    let spec = |rate: u32| -> Vec<ProbeSpec> {
+        [
+            ("icmp", "10.244.2.2"),
+            ("tcp", "10.244.2.2:7001"),
+            ("udp", "10.244.2.2:7002"),
+        ]
+        .into_iter()
+        .map(|(k, t)| ProbeSpec {
+            id: format!("pod-{k}"),
+            kind: k.into(),
+            target: t.into(),
+            rate_per_s: rate,
+            timeout_ms: None,
+            netns: Some("/run/netns/pod".into()),
+        })
+        .collect()
+    };
+    // (where the outage is made, the command that makes it, the one that ends it)
+    let cases: [(&Arc<Session>, &str, &str, &str); 2] = [
+        (
+            &w1,
+            "link down",
+            "ip link set vpod down",
+            "ip link set vpod up",
+        ),
+        (
+            &cp1,
+            "route removed",
+            "ip route del 10.244.2.0/24",
+            "ip route add 10.244.2.0/24 via 10.231.0.12",
+        ),
+    ];
+    let rate = 50;
+    let interval_ms = 1000 / rate as i64;
+    for (at, what, down, up) in cases {
+        let server = {
+            let w1 = w1.clone();
+            tokio::spawn(async move {
+                probes::serve(
+                    &w1,
+                    Some("/run/netns/pod"),
+                    "10.244.2.2:7001",
+                    "10.244.2.2:7002",
+                    Duration::from_secs(16),
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let prober = {
+            let cp1 = cp1.clone();
+            let specs = spec(rate);
+            tokio::spawn(async move { probes::run(&cp1, &specs, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        // The outage, timed on the node that makes it: 1500 ms between the two commands.
+        let o = at
+            .exec(&Remote::new(format!(
+                "a=$(date +%s%3N); {down}; sleep 1.5; b=$(date +%s%3N); {up}; echo $((b - a))"
+            )))
+            .await
+            .expect("inject");
+        assert!(o.success(), "{}", o.stderr_text());
+        let injected: i64 = o.stdout_text().trim().parse().expect("ms");
+        let run = prober.await.expect("join").expect("probe run");
+        server.await.expect("join").expect("serve");
+        eprintln!(
+            "MEASURE probe {what}: injected {injected} ms, windows {:?}",
+            run.losses
+                .iter()
+                .map(|l| (l.kind.clone(), l.duration_ms))
+                .collect::<Vec<_>>()
+        );
+        for kind in ["icmp", "tcp", "udp"] {
+            let w: Vec<_> = run.losses.iter().filter(|l| l.kind == kind).collect();
+            assert_eq!(w.len(), 1, "{what}: one {kind} window: {:?}", run.losses);
+            let d = w[0].duration_ms as i64;
+            // A window runs from the first lost probe's send to the first answered one's: within
+            // one probe interval of the outage, plus slack for the commands' own run time and
+            // TCG scheduling (documented in the README).
+            assert!(
+                (d - injected).abs() <= interval_ms + 60,
+                "{what}: {kind} window {d} ms vs injected {injected} ms"
+            );
+        }
+        assert!(
+            run.summaries.iter().all(|s| s.sent > 400),
+            "{:?}",
+            run.summaries
+        );
+    }
+    cp1.close().await;
+    w1.close().await;
 }
