@@ -5,13 +5,17 @@
 //! apply, with every file and command). [`ssh`] and [`fleet`] reach the nodes; [`facts`] and
 //! [`kernel`] say what each node can do, and [`check`] puts them together.
 //! [`images`] provides the OS images lab VMs boot from (pulled with checksums, or built offline).
+//! [`k8s`] talks to the cluster's API (waits, kube-proxy removal, the agents' own status) and
+//! [`cilium`] builds the Helm command lines and judges the upgrade pre-flight.
 
 pub mod check;
+pub mod cilium;
 pub mod diag;
 pub mod facts;
 pub mod fleet;
 pub mod images;
 pub mod inventory;
+pub mod k8s;
 pub mod kernel;
 pub mod lab;
 pub mod plan;
