@@ -707,5 +707,18 @@ mod tests {
         let r = NodesReport::new(3, vec![node_state(&n), node_state(&bare)]);
         assert!(!r.is_done());
         assert_eq!(r.ready_count(), 0);
+        // Enough Ready nodes is not enough while a registered node is not Ready.
+        let ready = |name: &str| NodeState {
+            name: name.to_owned(),
+            ready: true,
+            status: None,
+            reason: None,
+            message: None,
+            unschedulable: false,
+        };
+        let r = NodesReport::new(2, vec![ready("cp1"), ready("w2"), node_state(&n)]);
+        assert!(!r.is_done());
+        assert_eq!(r.nodes[1].name, "w1", "sorted by name");
+        assert!(NodesReport::new(2, vec![ready("cp1"), ready("w2")]).is_done());
     }
 }
