@@ -2,8 +2,9 @@
 //! Ready, how often they restarted, and what `cilium-dbg status --verbose` says inside them
 //! (through the API server's exec, kube's `ws` feature).
 //!
-//! Cilium 1.15 renamed the in-container CLI from `cilium` to `cilium-dbg` (cilium/cilium#28085,
-//! so that it is not confused with cilium-cli). [`status_cli`] picks the name from the agent
+//! Cilium 1.15 renamed the per-node CLI in the agent image from `cilium` to `cilium-dbg`
+//! (cilium/cilium#28085, "cilium: Rename local CLI to cilium-dbg"; the v1.15 release per
+//! cilium/cilium#38276), so that it is not confused with the out-of-cluster cilium-cli. [`status_cli`] picks the name from the agent
 //! image's tag; with no usable tag, kubedrill tries `cilium-dbg` and falls back to `cilium`
 //! when the container runtime says the executable does not exist.
 

@@ -1,5 +1,5 @@
 //! Waits built on kube-runtime watchers: every node Ready, a DaemonSet or a Deployment rolled
-//! out. Each wait lists then watches (kube-runtime's [`watcher`]), reports every change it sees
+//! out. Each wait lists then watches (kube-runtime's [`watcher()`]), reports every change it sees
 //! to a progress callback, retries transient API errors with kube-runtime's default backoff, and
 //! on timeout returns a [`WaitError::Timeout`] naming the object and its last seen status.
 //!
