@@ -6,10 +6,13 @@
 //! [`kernel`] say what each node can do, and [`check`] puts them together.
 //! [`images`] provides the OS images lab VMs boot from (pulled with checksums, or built offline).
 //! [`report`] turns a drill's run record into an HTML report, a Markdown summary and comparisons.
+//! [`k8s`] talks to the cluster's API (waits, kube-proxy removal, the agents' own status) and
+//! [`cilium`] builds the Helm command lines and judges the upgrade pre-flight.
 
 pub mod apply;
 pub mod bundle;
 pub mod check;
+pub mod cilium;
 pub mod diag;
 /// Upgrade drills: upgrade paths between Cilium versions and Helm values migration.
 pub mod drill;
@@ -17,6 +20,7 @@ pub mod facts;
 pub mod fleet;
 pub mod images;
 pub mod inventory;
+pub mod k8s;
 pub mod kernel;
 pub mod lab;
 pub mod plan;
