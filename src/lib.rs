@@ -29,3 +29,4 @@ pub mod render;
 pub mod report;
 pub mod spec;
 pub mod ssh;
+pub mod status;

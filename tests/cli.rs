@@ -201,3 +201,111 @@ fn plan_refuses_an_invalid_spec() {
     assert!(err.contains("partial"), "{err}");
     assert!(err.contains(&format!("{}:4", inv.display())), "{err}");
 }
+
+fn kubedrill_env(args: &[&str], state: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kubedrill"))
+        .args(args)
+        .env("KUBEDRILL_STATE_DIR", state)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run kubedrill")
+}
+
+#[test]
+fn apply_dry_run_lists_selected_phases_and_touches_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let o = kubedrill_env(
+        &[
+            "apply",
+            "-i",
+            "inventories/lab-3node",
+            "--dry-run",
+            "--only",
+            "node,kubeadm/init",
+        ],
+        state.path(),
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert!(
+        out.contains("node/packages") && out.contains("node/swap") && out.contains("kubeadm/init"),
+        "{out}"
+    );
+    assert!(!out.contains("cilium/install"), "{out}");
+    assert!(out.contains("pkgs.k8s.io"), "{out}");
+    assert_eq!(
+        std::fs::read_dir(state.path()).unwrap().count(),
+        0,
+        "a dry run writes no state"
+    );
+    // A phase name that does not exist is an error naming the real ones.
+    let o = kubedrill_env(
+        &[
+            "apply",
+            "-i",
+            "inventories/lab-3node",
+            "--dry-run",
+            "--skip-phases",
+            "node/swp",
+        ],
+        state.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("unknown phase `node/swp`") && err.contains("node/swap"),
+        "{err}"
+    );
+}
+
+#[test]
+fn damaged_bundle_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("debs")).unwrap();
+    std::fs::write(dir.path().join("debs/a_1_amd64.deb"), b"tampered").unwrap();
+    let manifest = r#"{"schema":1,"created":"2026-11-22T00:00:00Z","family":"deb","release":"bookworm",
+      "requested":["a"],"packages":[{"name":"a","version":"1","arch":"amd64","file":"debs/a_1_amd64.deb",
+      "sha256":"0000000000000000000000000000000000000000000000000000000000000000","size":8,"source":"test"}]}"#;
+    std::fs::write(dir.path().join("bundle.json"), manifest).unwrap();
+    let o = kubedrill(&["bundle", "show", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("debs/a_1_amd64.deb") && err.contains("damaged"),
+        "{err}"
+    );
+    // apply refuses it before connecting anywhere.
+    let o = kubedrill(&[
+        "apply",
+        "-i",
+        "inventories/lab-3node",
+        "--bundle",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("damaged"));
+    // Broken JSON: file, line and column.
+    std::fs::write(
+        dir.path().join("bundle.json"),
+        "{\n \"schema\": 1,\n oops\n}",
+    )
+    .unwrap();
+    let o = kubedrill(&["bundle", "show", dir.path().to_str().unwrap()]);
+    assert!(
+        text(&o.stderr).contains("bundle.json: line 3"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn status_before_apply_says_what_to_do() {
+    let state = tempfile::tempdir().unwrap();
+    let o = kubedrill_env(&["status", "-i", "inventories/lab-3node"], state.path());
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("admin.conf does not exist") && err.contains("kubedrill apply"),
+        "{err}"
+    );
+}

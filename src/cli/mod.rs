@@ -11,6 +11,7 @@ mod lab;
 mod plan;
 mod reset;
 pub mod state;
+mod status;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kubedrill::diag::Diagnostics;
@@ -48,6 +49,8 @@ pub enum Command {
     /// Provision the cluster: node preparation, kubeadm init/join, Cilium (phases; idempotent,
     /// resumable; `--dry-run` describes).
     Apply(apply::ApplyArgs),
+    /// Nodes, versions, Cilium agents and their datapath beside what the inventory asks for.
+    Status(status::StatusArgs),
     /// Undo a cluster on its nodes: kubeadm reset, Cilium and CNI leftovers.
     Reset(reset::ResetArgs),
     /// Offline bundles for `apply --bundle`.
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(args, cli.output),
         Command::Apply(args) => apply::run(args, cli.output),
         Command::Reset(args) => reset::run(args, cli.output),
+        Command::Status(args) => status::run(args, cli.output),
         Command::Bundle(cmd) => bundle::run(cmd, cli.output),
         Command::Lab(cmd) => lab::run(cmd, cli.output),
         Command::Image(cmd) => image::run(cmd, cli.output),

@@ -1,0 +1,132 @@
+//! `kubedrill status`: nodes, versions, Cilium agents and their datapath beside what the
+//! inventory asked for.
+
+use super::{Output, print_diagnostics, print_json};
+use clap::Args;
+use kubedrill::check;
+use kubedrill::ssh::HostKeyMode;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `status` options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Kubespray inventory file (YAML or INI) or the directory holding it.
+    #[arg(short = 'i', long = "inventory")]
+    pub inventory: PathBuf,
+    /// known_hosts file (default: inventory variable `kubedrill_known_hosts`, else ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Host-key checking: strict (default), accept-new, off (dangerous).
+    #[arg(long, value_name = "MODE", value_parser = |s: &str| s.parse::<HostKeyMode>())]
+    pub host_key_checking: Option<HostKeyMode>,
+}
+
+/// Run `status`: exit 0 when every node is Ready with an agent that runs what was asked for,
+/// 3 when something differs, 1 when the status cannot be read.
+pub fn run(a: StatusArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let Some((inv, spec, diags)) = super::inventory::load_for(&a.inventory, out, "status")? else {
+        return Ok(ExitCode::from(1));
+    };
+    if out == Output::Text {
+        print_diagnostics(&diags);
+    }
+    let host_keys =
+        match check::host_key_settings(&inv, a.known_hosts.as_deref(), a.host_key_checking) {
+            Ok(s) => s,
+            Err(d) => {
+                eprintln!("{d}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let st = match rt.block_on(kubedrill::status::read(&inv, &spec, &host_keys)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let healthy = st
+        .nodes
+        .iter()
+        .all(|n| n.ready && n.mismatches.is_empty() && n.agent.as_ref().is_some_and(|a| a.ready));
+    if out == Output::Json {
+        print_json(&st)?;
+    } else {
+        println!(
+            "cluster {} · asked for: KPR {:?}, LB {:?}, {:?}, XDP {:?}, routing {:?}",
+            st.cluster,
+            st.expected.kube_proxy_replacement,
+            st.expected.lb_mode,
+            st.expected.algorithm,
+            st.expected.acceleration,
+            st.expected.routing
+        );
+        println!(
+            "{:<14} {:<6} {:<10} {:<9} {:<26} {:<14} {:<10} {:<12}",
+            "NODE", "READY", "KUBELET", "CILIUM", "AGENT", "KPR", "LB", "XDP"
+        );
+        for n in &st.nodes {
+            let (agent, version, kpr, lb, xdp) = match &n.agent {
+                None => (
+                    "none".to_string(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ),
+                Some(a) => {
+                    let d = a.datapath.as_ref();
+                    (
+                        format!(
+                            "{} ({} restarts)",
+                            if a.ready { "ready" } else { "NOT READY" },
+                            a.restarts
+                        ),
+                        a.version.clone().unwrap_or_else(|| "?".into()),
+                        d.and_then(|d| d.kube_proxy_replacement.as_ref())
+                            .map(|k| format!("{k:?}"))
+                            .unwrap_or_else(|| "?".into()),
+                        d.and_then(|d| d.lb_mode.as_ref())
+                            .map(|k| format!("{k:?}"))
+                            .unwrap_or_else(|| "?".into()),
+                        d.and_then(|d| d.xdp_acceleration.as_ref())
+                            .map(|k| format!("{k:?}"))
+                            .unwrap_or_else(|| "?".into()),
+                    )
+                }
+            };
+            println!(
+                "{:<14} {:<6} {:<10} {:<9} {:<26} {:<14} {:<10} {:<12}",
+                n.node,
+                if !n.registered {
+                    "absent"
+                } else if n.ready {
+                    "yes"
+                } else {
+                    "NO"
+                },
+                n.kubelet.as_deref().unwrap_or("-"),
+                version,
+                agent,
+                kpr,
+                lb,
+                xdp
+            );
+            for m in &n.mismatches {
+                println!("    {m}");
+            }
+            if let Some(e) = n.agent.as_ref().and_then(|a| a.error.as_ref()) {
+                println!("    agent status: {e}");
+            }
+        }
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
