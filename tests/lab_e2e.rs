@@ -505,7 +505,14 @@ async fn lab_up_check_snapshot_reset_down() {
         "{names:?}"
     );
     assert!(conn.lookup_network_by_name("kd-labtest").is_err());
-    assert!(!lab_dir().exists(), "overlays, seeds and state removed");
+    assert!(conn.lookup_storage_pool_by_name("kd-labtest").is_err());
+    assert!(
+        !Path::new(kubedrill::lab::storage::POOL_ROOT)
+            .join("labtest")
+            .exists(),
+        "the pool's directory (overlays, seeds, base) removed"
+    );
+    assert!(!lab_dir().exists(), "state removed");
     assert!(qemu_processes_of("labtest").is_empty());
 }
 

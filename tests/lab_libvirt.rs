@@ -39,6 +39,7 @@ fn create(hv: &Hypervisor, lab: &kubedrill::lab::Lab, dir: &Path) -> Created {
         uri: TEST_URI.into(),
         definition: lab.path.clone(),
         network: None,
+        pool: None,
         domains: Vec::new(),
         dir: dir.to_path_buf(),
         hosts: Vec::new(),
@@ -303,4 +304,35 @@ fn lab_show_cli() {
         err.contains("bad.yaml:5") && err.contains("queues"),
         "{err}"
     );
+}
+
+/// The lab's storage pool: created under its recorded UUID, overlays on a backing volume,
+/// removed only with that UUID (a pool with the same name but another UUID is refused).
+#[test]
+fn storage_pool_is_owned_by_uuid() {
+    use kubedrill::lab::storage;
+    let hv = Hypervisor::open(TEST_URI).expect("test driver");
+    let name = "kd-pooltest";
+    let uuid = kubedrill::lab::xml::random_uuid();
+    hv.create_pool(name, &uuid, &format!("{}/pooltest", storage::POOL_ROOT))
+        .expect("create pool");
+    // A second lab cannot take the name.
+    let again = hv.create_pool(name, &kubedrill::lab::xml::random_uuid(), "/tmp/x");
+    assert!(
+        matches!(again, Err(HypervisorError::NameTaken { .. })),
+        "{again:?}"
+    );
+    let base = hv
+        .create_overlay(name, "base.qcow2", "/var/lib/libvirt/images/none.qcow2", 1)
+        .expect("a volume");
+    let overlay = hv
+        .create_overlay(name, "cp1.qcow2", &base, 8)
+        .expect("overlay");
+    assert!(overlay.ends_with("/cp1.qcow2"), "{overlay}");
+    // Not our UUID: refused, nothing removed.
+    let other = kubedrill::lab::xml::random_uuid();
+    assert!(hv.remove_pool(name, &other).is_err());
+    let removed = hv.remove_pool(name, &uuid).expect("removed");
+    assert!(removed.is_some_and(|r| r.contains("kd-pooltest")));
+    assert_eq!(hv.remove_pool(name, &uuid).expect("gone"), None);
 }

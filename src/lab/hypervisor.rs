@@ -106,6 +106,22 @@ impl Hypervisor {
         &self.uri
     }
 
+    /// The connection (for the storage module).
+    pub(super) fn conn(&self) -> &Connect {
+        &self.conn
+    }
+
+    /// What the hypervisor host offers for acceleration, from libvirt's capabilities: the CPU's
+    /// `vmx`/`svm` feature, and a `kvm` guest domain type (libvirt lists it only when it can
+    /// open `/dev/kvm`). Used for remote hypervisors, whose CPU kubedrill cannot read itself.
+    pub fn host_virt(&self) -> super::accel::HostVirt {
+        let caps = self.conn.capabilities().unwrap_or_default();
+        super::accel::HostVirt {
+            cpu_flags: caps.contains("name='vmx'") || caps.contains("name='svm'"),
+            dev_kvm: caps.contains("<domain type='kvm'"),
+        }
+    }
+
     /// Free memory on the hypervisor, MiB.
     pub fn free_memory_mib(&self) -> Option<u64> {
         self.conn.free_memory().ok().map(|b| b / (1024 * 1024))
@@ -224,6 +240,14 @@ impl Hypervisor {
                     format!("domain {name}"),
                     "not created by kubedrill (no kubedrill metadata)".into(),
                 )),
+            }
+        }
+        // Volumes after their domains (a running domain holds them open).
+        if let Some(ObjRef { name, uuid }) = &state.pool {
+            match self.remove_pool(name, uuid) {
+                Ok(Some(what)) => t.removed.push(what),
+                Ok(None) => {}
+                Err(why) => t.refused.push((format!("storage pool {name}"), why)),
             }
         }
         if let Some(ObjRef { name, uuid }) = &state.network

@@ -8,6 +8,7 @@ use super::definition::{Lab, VmRole};
 use super::hypervisor::{Hypervisor, HypervisorError, Teardown};
 use super::seed;
 use super::state::{self, LabState, ObjRef};
+use super::storage;
 use super::xml::{self, Boot, Instance, VmFiles};
 use crate::fleet::{self, Connector, Progress};
 use crate::images::{ImageCache, Source};
@@ -52,11 +53,6 @@ pub enum LifecycleError {
         /// Available.
         free: u64,
     },
-    /// A hypervisor on another machine.
-    #[error(
-        "{0} is a remote hypervisor: kubedrill keeps the base image, overlays and seeds as local files, which a remote QEMU cannot open (libvirt storage-pool upload is not built yet). Run kubedrill on the hypervisor host (qemu:///system there), e.g. over SSH. Nothing was created"
-    )]
-    Remote(String),
     /// Already up.
     #[error(
         "lab `{lab}` is already up (instance {id}, created {created}); `kubedrill lab down {lab}` first"
@@ -179,15 +175,17 @@ pub async fn up(
             created: s.instance.created,
         });
     }
-    if is_remote(&lab.uri) {
-        return Err(LifecycleError::Remote(lab.uri.clone()));
-    }
-    let choice = accel::choose(
-        opts.accel.unwrap_or(lab.accel),
-        HostVirt::probe(),
-        lab.vms.len(),
-    )
-    .map_err(LifecycleError::Accel)?;
+    // A remote hypervisor's CPU and /dev/kvm are judged from its libvirt capabilities.
+    let host = if is_remote(&lab.uri) {
+        let uri = lab.uri.clone();
+        tokio::task::spawn_blocking(move || Hypervisor::open(&uri).map(|h| h.host_virt()))
+            .await
+            .map_err(|e| local("libvirt")(e.to_string()))??
+    } else {
+        HostVirt::probe()
+    };
+    let choice = accel::choose(opts.accel.unwrap_or(lab.accel), host, lab.vms.len())
+        .map_err(LifecycleError::Accel)?;
     if let Some(w) = &choice.warning {
         progress.println(&format!("warning: {w}"));
     }
@@ -200,18 +198,6 @@ pub async fn up(
         .ok_or_else(|| LifecycleError::NoImage(lab.image.clone()))?;
     let (image_dir, manifest) = image;
     let base_disk = image_dir.join(&manifest.disk);
-    let boot = match &manifest.boot {
-        crate::images::cache::Boot::Disk => Boot::Disk,
-        crate::images::cache::Boot::Direct {
-            kernel,
-            initrd,
-            cmdline,
-        } => Boot::Direct {
-            kernel: image_dir.join(kernel).display().to_string(),
-            initrd: image_dir.join(initrd).display().to_string(),
-            cmdline: cmdline.clone(),
-        },
-    };
 
     let step =
         |what: &str| progress.println(&format!("[{:>6.1} s] {what}", t0.elapsed().as_secs_f64()));
@@ -242,6 +228,7 @@ pub async fn up(
         uri: lab.uri.clone(),
         definition: lab.path.clone(),
         network: None,
+        pool: None,
         domains: Vec::new(),
         dir: dir.clone(),
         hosts: lab
@@ -264,41 +251,84 @@ pub async fn up(
         .map_err(|e| local("key")(e.to_string()))?;
     let t = Templates::load()?;
     let mut known_hosts = String::new();
+    let mut seeds = Vec::new();
     for vm in &lab.vms {
         let hk = seed::ed25519(&vm.name).map_err(local("host key"))?;
         known_hosts.push_str(&format!("{} {}\n", vm.address, hk.public));
-        let files = VmFiles::under(&dir, &vm.name);
-        // Overlay on the shared base image.
-        let out = std::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-            .arg(&base_disk)
-            .arg(&files.disk)
-            .arg(format!("{}G", vm.size.disk_gib))
-            .output()
-            .map_err(|e| {
-                local("qemu-img")(format!("cannot run qemu-img (package qemu-utils): {e}"))
-            })?;
-        if !out.status.success() {
-            return Err(local("overlay")(format!(
-                "qemu-img create {}: {}",
-                files.disk,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
         let s = seed::render(&t, lab, vm, &instance, &client.public, &hk)?;
-        seed::write_iso(&s, Path::new(&files.seed)).map_err(local("seed"))?;
+        let iso = dir.join(format!("{}-seed.iso", vm.name));
+        seed::write_iso(&s, &iso).map_err(local("seed"))?;
+        seeds.push(iso);
     }
-    step("overlays and NoCloud seeds written");
+    step("NoCloud seeds written");
     let kh_path = dir.join("known_hosts");
     std::fs::write(&kh_path, &known_hosts).map_err(|e| local("known_hosts")(e.to_string()))?;
+
+    // Storage on the hypervisor: the lab's pool (recorded before it is defined), the base image,
+    // kernel and initrd uploaded into it, one overlay and one seed volume per VM. Nothing in a
+    // domain then refers to a file on this side, so a remote hypervisor works the same way.
+    let pool = storage::pool_name(&lab.name);
+    let pool_uuid = xml::random_uuid();
+    let mut st = st;
+    st.pool = Some(ObjRef {
+        name: pool.clone(),
+        uuid: pool_uuid.clone(),
+    });
+    st.save()
+        .map_err(|e| local("recording the lab")(e.to_string()))?;
+    let vm_list: Vec<(String, u64)> = lab
+        .vms
+        .iter()
+        .map(|v| (v.name.clone(), v.size.disk_gib))
+        .collect();
+    let pool_path = storage::pool_path(&lab.name);
+    let boot_src = manifest.boot.clone();
+    let (hv, st, placed) = tokio::task::spawn_blocking(move || {
+        let res = (|| -> Result<(Boot, Vec<VmFiles>), LifecycleError> {
+            hv.create_pool(&pool, &pool_uuid, &pool_path)?;
+            let base = hv.upload_volume(&pool, "base.qcow2", &base_disk, "qcow2")?;
+            let boot = match boot_src {
+                crate::images::cache::Boot::Disk => Boot::Disk,
+                crate::images::cache::Boot::Direct {
+                    kernel,
+                    initrd,
+                    cmdline,
+                } => Boot::Direct {
+                    kernel: hv.upload_volume(&pool, "vmlinuz", &image_dir.join(kernel), "raw")?,
+                    initrd: hv.upload_volume(
+                        &pool,
+                        "initrd.img",
+                        &image_dir.join(initrd),
+                        "raw",
+                    )?,
+                    cmdline,
+                },
+            };
+            let mut files = Vec::new();
+            for ((vm, disk_gib), iso) in vm_list.iter().zip(&seeds) {
+                let disk = hv.create_overlay(&pool, &format!("{vm}.qcow2"), &base, *disk_gib)?;
+                let seed = hv.upload_volume(&pool, &format!("{vm}-seed.iso"), iso, "raw")?;
+                files.push(VmFiles {
+                    disk,
+                    seed,
+                    console_log: format!("{pool_path}/{vm}-console.log"),
+                });
+            }
+            Ok((boot, files))
+        })();
+        (hv, st, res)
+    })
+    .await
+    .map_err(|e| local("libvirt")(e.to_string()))?;
+    let (boot, placed) = placed?;
+    step("storage pool with base image, overlays and seeds ready");
 
     // libvirt objects, recorded one by one.
     let net_uuid = xml::random_uuid();
     let net_xml = xml::network(&t, lab, &net_uuid, opts.nat)?;
     let mut domains = Vec::new();
-    for vm in &lab.vms {
+    for (vm, files) in lab.vms.iter().zip(&placed) {
         let uuid = xml::random_uuid();
-        let files = VmFiles::under(&dir, &vm.name);
         let x = xml::domain(
             &t,
             lab,
@@ -306,7 +336,7 @@ pub async fn up(
             &instance,
             choice.domain_type,
             &boot,
-            &files,
+            files,
             &uuid,
         )?;
         domains.push((xml::domain_name(&lab.name, &vm.name), uuid, x));

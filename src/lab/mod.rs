@@ -8,6 +8,7 @@ pub mod hypervisor;
 pub mod lifecycle;
 pub mod seed;
 pub mod state;
+pub mod storage;
 pub mod xml;
 
 pub use definition::{Lab, LabError, VmSpec};

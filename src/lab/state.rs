@@ -25,6 +25,9 @@ pub struct LabState {
     pub definition: PathBuf,
     /// The lab network, once defined.
     pub network: Option<ObjRef>,
+    /// The lab's storage pool (base image, overlays, seeds), once defined.
+    #[serde(default)]
+    pub pool: Option<ObjRef>,
     /// Domains, as they are defined.
     pub domains: Vec<ObjRef>,
     /// Directory of overlays, seeds and console logs (kubedrill's own).
