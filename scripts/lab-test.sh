@@ -32,6 +32,9 @@ export KUBEDRILL_STATE_DIR="$WORK/state"
 cleanup() {
   set +e
   ip netns exec "$NS" "$KD" lab down labtest >/dev/null 2>&1
+  [ -n "${HOMEDIR:-}" ] && HOME="$HOMEDIR" ip netns exec "$NS" "$KD" lab down labremote >/dev/null 2>&1
+  [ -s "${SSHD:-/nonexistent}/sshd.pid" ] && kill "$(cat "$SSHD/sshd.pid")" 2>/dev/null
+  [ "${created_run_libvirt:-0}" = 1 ] && rmdir /run/libvirt 2>/dev/null
   lab_netns_stop
   rm -rf "$WORK"
 }
@@ -45,6 +48,44 @@ export KUBEDRILL_BUNDLE="$WORK/bundle"
 # The static probe agent the drill uploads to nodes (glibc +crt-static).
 ./scripts/build-probe.sh
 export KUBEDRILL_PROBE_BIN="$PWD/${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/kubedrill-probe"
+
+# A "remote" hypervisor: an sshd inside the namespace on 127.0.0.1:2222 whose sessions see this
+# run's libvirtd socket at /run/libvirt (their own mount namespace), so that
+# qemu+ssh://root@127.0.0.1:2222/system reaches it the way it would reach another machine
+# (libvirt runs `ssh … virt-ssh-helper`). The ssh client's config, key and known_hosts (strict
+# host-key checking) live in a HOME of this run's own.
+SSHD="$WORK/sshd"; HOMEDIR="$WORK/home"; mkdir -p "$SSHD" "$HOMEDIR/.ssh"
+ssh-keygen -q -t ed25519 -N '' -f "$SSHD/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$HOMEDIR/.ssh/id_ed25519"
+cp "$HOMEDIR/.ssh/id_ed25519.pub" "$SSHD/authorized_keys"
+cat > "$SSHD/sshd_config" <<CONF
+Port 2222
+ListenAddress 127.0.0.1
+HostKey $SSHD/host_key
+AuthorizedKeysFile $SSHD/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile $SSHD/sshd.pid
+CONF
+echo "[127.0.0.1]:2222 $(cat "$SSHD/host_key.pub")" > "$HOMEDIR/.ssh/known_hosts"
+cat > "$HOMEDIR/.ssh/config" <<CONF
+Host 127.0.0.1
+  IdentityFile $HOMEDIR/.ssh/id_ed25519
+  UserKnownHostsFile $HOMEDIR/.ssh/known_hosts
+  StrictHostKeyChecking yes
+  IdentitiesOnly yes
+CONF
+created_run_libvirt=0
+[ -d /run/libvirt ] || { mkdir -p /run/libvirt; created_run_libvirt=1; }
+mkdir -p /run/sshd
+ip netns exec "$NS" unshare -m sh -c "mount --bind '$RUN/run' /run/libvirt && exec /usr/sbin/sshd -f '$SSHD/sshd_config'"
+for _ in $(seq 50); do [ -s "$SSHD/sshd.pid" ] && break; sleep 0.1; done
+export KUBEDRILL_REMOTE_URI="qemu+ssh://root@127.0.0.1:2222/system" KUBEDRILL_REMOTE_HOME="$HOMEDIR"
+sed -e "s|^hypervisor:.*|hypervisor: \"$KUBEDRILL_REMOTE_URI\"|" tests/data/labs/labremote.yaml > "$WORK/labremote.yaml"
+export KUBEDRILL_REMOTE_LAB_FILE="$WORK/labremote.yaml"
 
 sed -e "s|^hypervisor:.*|hypervisor: \"$URI\"|" tests/data/labs/labtest.yaml > "$WORK/labtest.yaml"
 export KUBEDRILL_LAB_FILE="$WORK/labtest.yaml" KUBEDRILL_LAB_URI="$URI" KUBEDRILL_LAB_NETNS="$NS"

@@ -513,6 +513,13 @@ async fn lab_up_check_snapshot_reset_down() {
         "the pool's directory (overlays, seeds, base) removed"
     );
     assert!(!lab_dir().exists(), "state removed");
+
+    // 9. A remote hypervisor: the same daemon reached as qemu+ssh://root@127.0.0.1:2222/system
+    //    (an sshd in the namespace; libvirt's own ssh transport). Base image, kernel, seeds and
+    //    overlay go up through libvirt's storage API; the VM boots and answers SSH; down removes
+    //    everything.
+    remote_hypervisor(&conn).await;
+
     assert!(qemu_processes_of("labtest").is_empty());
 }
 
@@ -665,4 +672,71 @@ async fn probe_between_pods() {
     }
     cp1.close().await;
     w1.close().await;
+}
+
+async fn remote_hypervisor(conn: &virt::connect::Connect) {
+    let remote_home = env("KUBEDRILL_REMOTE_HOME");
+    let lab_file = env("KUBEDRILL_REMOTE_LAB_FILE");
+    let run = |args: &[&str]| -> Output {
+        let t = Instant::now();
+        let out = Command::new(kd_bin())
+            .args(args)
+            .env("HOME", &remote_home)
+            .output()
+            .expect("run kubedrill");
+        eprintln!(
+            "$ kubedrill {} ({:.1} s, exit {:?})\n{}{}",
+            args.join(" "),
+            t.elapsed().as_secs_f64(),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let t = Instant::now();
+    let out = run(&["lab", "up", &lab_file, "--isolated", "--ssh-timeout", "600"]);
+    assert!(out.status.success(), "remote lab up");
+    eprintln!(
+        "MEASURE lab up over qemu+ssh (1 VM, SSH-ready): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let pool = conn
+        .lookup_storage_pool_by_name("kd-labremote")
+        .expect("the lab's pool exists on the hypervisor");
+    let vols = pool.list_volumes().expect("volumes");
+    for v in [
+        "base.qcow2",
+        "vmlinuz",
+        "initrd.img",
+        "r1.qcow2",
+        "r1-seed.iso",
+    ] {
+        assert!(vols.iter().any(|x| x == v), "{v} in {vols:?}");
+    }
+    drop(pool);
+    let dir = PathBuf::from(env("KUBEDRILL_STATE_DIR")).join("labs/labremote");
+    let policy = HostKeyPolicy::load(&dir.join("known_hosts"), HostKeyMode::Strict).expect("kh");
+    let mut o = Options::new(Arc::new(policy));
+    o.identities = Vec::new();
+    o.agent = None;
+    let d = Destination {
+        name: "r1".into(),
+        address: "10.232.0.11".into(),
+        port: 22,
+        user: "root".into(),
+        key: Some(dir.join("id_ed25519")),
+        become_user: None,
+    };
+    let s = Session::connect(d, None, Arc::new(o))
+        .await
+        .expect("ssh r1");
+    let o = s.exec(&Remote::new("hostname")).await.expect("hostname");
+    assert_eq!(o.stdout_text(), "r1\n");
+    s.close().await;
+    let out = run(&["lab", "down", "labremote"]);
+    assert!(out.status.success());
+    assert!(conn.lookup_storage_pool_by_name("kd-labremote").is_err());
+    assert!(conn.lookup_domain_by_name("kd-labremote-r1").is_err());
+    assert!(qemu_processes_of("labremote").is_empty());
 }
