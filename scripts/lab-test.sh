@@ -43,7 +43,9 @@ lab_netns_start "$WORK"
 
 # The offline bundle apply installs from (Debian's containerd, runc, conntrack, socat, … with
 # every dependency), built here, outside the namespace, from this machine's apt sources.
-"$KD" bundle build -o "$WORK/bundle"
+# Plus a tiny OCI image archive, imported into containerd by node/containerd.
+scripts/lib/make-oci-image.sh "$WORK/test-image.tar" registry.k8s.io/kubedrill/test:1
+"$KD" bundle build -o "$WORK/bundle" --image "$WORK/test-image.tar"
 export KUBEDRILL_BUNDLE="$WORK/bundle"
 # The static probe agent the drill uploads to nodes (glibc +crt-static).
 ./scripts/build-probe.sh
@@ -83,7 +85,11 @@ created_run_libvirt=0
 mkdir -p /run/sshd
 ip netns exec "$NS" unshare -m sh -c "mount --bind '$RUN/run' /run/libvirt && exec /usr/sbin/sshd -f '$SSHD/sshd_config'"
 for _ in $(seq 50); do [ -s "$SSHD/sshd.pid" ] && break; sleep 0.1; done
-export KUBEDRILL_REMOTE_URI="qemu+ssh://root@127.0.0.1:2222/system" KUBEDRILL_REMOTE_HOME="$HOMEDIR"
+# OpenSSH reads ~/.ssh/config from the passwd entry, not $HOME: libvirt's `command=` URI
+# parameter runs ssh through a wrapper that names this run's config.
+printf '#!/bin/sh\nexec ssh -F %s "$@"\n' "$HOMEDIR/.ssh/config" > "$HOMEDIR/ssh"
+chmod +x "$HOMEDIR/ssh"
+export KUBEDRILL_REMOTE_URI="qemu+ssh://root@127.0.0.1:2222/system?command=$HOMEDIR/ssh" KUBEDRILL_REMOTE_HOME="$HOMEDIR"
 sed -e "s|^hypervisor:.*|hypervisor: \"$KUBEDRILL_REMOTE_URI\"|" tests/data/labs/labremote.yaml > "$WORK/labremote.yaml"
 export KUBEDRILL_REMOTE_LAB_FILE="$WORK/labremote.yaml"
 

@@ -313,13 +313,19 @@ async fn lab_up_check_snapshot_reset_down() {
                 "systemctl is-active containerd && ctr version >/dev/null && echo ctr-ok; \
                  grep -c SystemdCgroup /etc/containerd/config.toml; \
                  [ -d /sys/module/br_netfilter ] && echo brnf; sysctl -n net.ipv4.ip_forward; \
-                 swapon --show --noheadings | wc -l; dpkg-query -W -f='${Version}' runc",
+                 swapon --show --noheadings | wc -l; dpkg-query -W -f='${Version}\\n' runc; \
+                 ctr -n k8s.io images ls -q",
             ))
             .await
             .expect("inspect node");
         let text = o.stdout_text();
         assert!(
             text.starts_with("active\nctr-ok\n1\nbrnf\n1\n0\n"),
+            "{vm}: {text}"
+        );
+        // The bundle's image tarball was imported into containerd's k8s.io namespace.
+        assert!(
+            text.contains("registry.k8s.io/kubedrill/test:1"),
             "{vm}: {text}"
         );
         s.close().await;

@@ -342,7 +342,7 @@ pub async fn apply(
                 let c = node::packages(spec, &opts.source);
                 run.on_all(def.name, c).await;
             }
-            "node/containerd" => match node::containerd(&run.templates, spec) {
+            "node/containerd" => match node::containerd(&run.templates, spec, &opts.source) {
                 Ok(c) => run.on_all(def.name, c).await,
                 Err(e) => run.fail_all(def.name, "render containerd config", &e.to_string()),
             },

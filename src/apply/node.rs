@@ -165,22 +165,69 @@ fn file_name(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
+/// Where a bundle's image tarballs go on a node, and the marks of the ones imported.
+pub const BUNDLE_IMAGES: &str = "/var/cache/kubedrill/bundle/images";
+/// One empty file per imported tarball, named by its SHA-256.
+pub const IMPORTED_MARKS: &str = "/var/lib/kubedrill/images-imported";
+
 /// `node/containerd`: the rendered config and registry mirrors, containerd restarted and
-/// answering.
-pub fn containerd(t: &Templates, spec: &ClusterSpec) -> Result<HostChange, RenderError> {
+/// answering, and a bundle's image tarballs imported (`ctr -n k8s.io images import`, once per
+/// tarball, remembered by its SHA-256).
+pub fn containerd(
+    t: &Templates,
+    spec: &ClusterSpec,
+    source: &PackageSource,
+) -> Result<HostChange, RenderError> {
     let files = containerd::files(t, spec)?;
+    let images: Vec<&crate::bundle::Artifact> = match source {
+        PackageSource::Bundle(b) => b.manifest.images.iter().collect(),
+        PackageSource::Online => Vec::new(),
+    };
+    let mut check = String::from(
+        "systemctl is-active --quiet containerd || { echo 'containerd is not running'; exit 1; }\n",
+    );
+    let mut apply = String::from(
+        "set -e\nsystemctl enable containerd >/dev/null 2>&1 || true\nsystemctl restart containerd\n\
+         i=0; until ctr version >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || { echo 'containerd did not answer within 60 s' >&2; journalctl -u containerd -n 20 --no-pager >&2 || true; exit 1; }; sleep 1; done\n",
+    );
+    let mut uploads = Vec::new();
+    if !images.is_empty() {
+        apply.push_str(&format!("mkdir -p {IMPORTED_MARKS}\n"));
+    }
+    for a in &images {
+        let remote = format!("{BUNDLE_IMAGES}/{}", file_name(&a.file));
+        let mark = format!("{IMPORTED_MARKS}/{}", a.sha256);
+        check.push_str(&format!(
+            "[ -f {mark} ] || {{ echo '{} not imported'; exit 1; }}\n",
+            file_name(&a.file).replace('\'', "")
+        ));
+        apply.push_str(&format!(
+            "if [ ! -f {mark} ]; then ctr -n k8s.io images import {} >/dev/null && touch {mark}; fi\n",
+            quote(&remote)
+        ));
+        if let PackageSource::Bundle(b) = source {
+            uploads.push(super::Upload {
+                local: b.dir.join(&a.file),
+                remote,
+                sha256: a.sha256.clone(),
+            });
+        }
+    }
     Ok(HostChange {
         precondition: Some((
             "command -v containerd >/dev/null".into(),
             "containerd is not installed (node/packages installs it; run without --skip-phases node/packages, or install it)".into(),
         )),
-        check: "systemctl is-active --quiet containerd || { echo 'containerd is not running'; exit 1; }\n".into(),
+        check,
         files,
-        uploads: Vec::new(),
-        apply: "set -e\nsystemctl enable containerd >/dev/null 2>&1 || true\nsystemctl restart containerd\n\
-                i=0; until ctr version >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || { echo 'containerd did not answer within 60 s' >&2; journalctl -u containerd -n 20 --no-pager >&2 || true; exit 1; }; sleep 1; done\n".into(),
-        apply_label: "systemctl restart containerd".into(),
-        timeout_secs: 120,
+        uploads,
+        apply,
+        apply_label: if images.is_empty() {
+            "systemctl restart containerd".into()
+        } else {
+            format!("systemctl restart containerd; ctr images import ({} tarballs)", images.len())
+        },
+        timeout_secs: 600,
     })
 }
 
