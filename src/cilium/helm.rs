@@ -332,6 +332,26 @@ impl Helm {
         Ok(self.finish(c))
     }
 
+    /// `helm upgrade` for a step the user forced across minors the release table lacks
+    /// (`drill run --force`): the one-minor-at-a-time rule is waived, a downgrade is still
+    /// refused, and only the complete values file is accepted (never `--reuse-values`).
+    pub fn upgrade_forced(
+        &self,
+        chart: &Chart,
+        deployed: Version,
+        values_file: &str,
+    ) -> Result<HelmCommand, HelmError> {
+        let to = chart.version;
+        if to < deployed {
+            return Err(HelmError::Downgrade { from: deployed, to });
+        }
+        let mut c = self.cmd(&["upgrade", RELEASE], false);
+        c.argv.extend(chart.args());
+        c.argv
+            .extend(["--values".to_owned(), values_file.to_owned()]);
+        Ok(self.finish(c))
+    }
+
     /// `helm rollback cilium REV`.
     pub fn rollback(&self, revision: u32) -> Result<HelmCommand, HelmError> {
         if revision == 0 {
