@@ -649,6 +649,34 @@ mod tests {
     }
 
     #[test]
+    fn forced_upgrades_skip_minors_but_never_go_down() {
+        let h = Helm::default();
+        let from = Version::new(1, 14, 19);
+        let c = h
+            .upgrade_forced(&Chart::repo(Version::new(1, 16, 19)), from, "/v.yaml")
+            .expect("forced");
+        assert!(c.shell().starts_with(
+            "helm upgrade cilium cilium/cilium --version 1.16.19 --values /v.yaml --namespace kube-system"
+        ));
+        assert!(!c.argv().iter().any(|a| a == "--reuse-values"));
+        assert!(
+            h.upgrade(
+                &Chart::repo(Version::new(1, 16, 19)),
+                from,
+                &UpgradeValues::File("/v.yaml".into())
+            )
+            .is_err()
+        );
+        assert_eq!(
+            h.upgrade_forced(&Chart::repo(Version::new(1, 13, 0)), from, "/v.yaml"),
+            Err(HelmError::Downgrade {
+                from,
+                to: Version::new(1, 13, 0)
+            })
+        );
+    }
+
+    #[test]
     fn rollback_revision_zero_is_refused() {
         assert_eq!(Helm::default().rollback(0), Err(HelmError::BadRevision(0)));
     }

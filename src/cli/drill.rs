@@ -175,6 +175,11 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         for reason in &r.verdict.reasons {
             println!("  - {reason}");
         }
+        if r.verdict.outcome != Outcome::Pass {
+            for n in &r.notes {
+                println!("  note: {n}");
+            }
+        }
         print_written(&r.written);
         if let Some(c) = &r.comparison {
             println!("compared with earlier runs: {}", c.display());

@@ -49,6 +49,7 @@ use crate::report::{self, ReportError, Written};
 use crate::spec::cilium::{KubeProxyReplacement, RoutingMode};
 use crate::spec::{ClusterSpec, Version};
 use crate::ssh::forward::{Forward, forward_local};
+use crate::ssh::shell::quote;
 use crate::ssh::{Command, HostKeyPolicy, Options, Session};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -926,21 +927,19 @@ impl Ctx<'_> {
         for step in &steps {
             let v = step.to();
             let archive = format!("{CHART_DIR}/cilium-{v}.tgz");
-            let has = self.session(&cp).map(|s| async move {
-                s.exec(
-                    &Command::new(format!("test -f {archive}"))
-                        .privileged()
-                        .idempotent(),
-                )
-                .await
-                .is_ok_and(|o| o.success())
-            });
-            let has = match has {
-                Some(f) => f.await,
+            let has = match self.session(&cp) {
+                Some(s) => s
+                    .exec(
+                        &Command::new(format!("test -f {}", quote(&archive)))
+                            .privileged()
+                            .idempotent(),
+                    )
+                    .await
+                    .is_ok_and(|o| o.success()),
                 None => false,
             };
             let chart = if has {
-                Chart::archive(format!("{CHART_DIR}/cilium-{v}.tgz"), v).ok()
+                Chart::archive(archive, v).ok()
             } else {
                 None
             };
@@ -1491,7 +1490,22 @@ impl Ctx<'_> {
                     step_failure = Some(format!("rollout: {e}"));
                 }
                 if let Some(h) = burst {
-                    match h.await {
+                    let limit = d.timeouts.burst + Duration::from_secs(120);
+                    let r = match tokio::time::timeout(limit, h).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            self.notes.push(format!(
+                                "pod burst during {name}: no result within {} s",
+                                limit.as_secs()
+                            ));
+                            Ok(Ok(crate::report::record::PodBurst {
+                                start: t,
+                                end: now(),
+                                nodes: Vec::new(),
+                            }))
+                        }
+                    };
+                    match r {
                         Ok(Ok(b)) => {
                             let failed: u32 = b.nodes.iter().map(|n| n.failed).sum();
                             let created: u32 = b.nodes.iter().map(|n| n.created).sum();
@@ -1807,7 +1821,15 @@ impl Ctx<'_> {
 
         self.b.phase("report", t, now(), PhaseOutcome::Ok);
         let mut rec = self.b.build(now());
-        let failures: Vec<String> = self.failures.iter().map(|f| f.to_string()).collect();
+        let mut failures: Vec<String> = self.failures.iter().map(|f| f.to_string()).collect();
+        if let Some(r) = &self.rollback_reasons
+            && !self.rolled_back
+        {
+            failures.push(format!(
+                "a rollback was needed but did not complete: {}",
+                r.join("; ")
+            ));
+        }
         rec.verdict = policy::verdict(
             &VerdictInputs {
                 probes: &rec.probes,

@@ -325,7 +325,7 @@ pub async fn run(
 pub const RUN_DIR: &str = "/run/kubedrill";
 
 /// A tag names one detached agent on a node (`[a-z0-9-]`, 1–40 characters).
-fn check_tag(tag: &str) -> Result<(), ProbeError> {
+pub fn check_tag(tag: &str) -> Result<(), ProbeError> {
     let ok = !tag.is_empty()
         && tag.len() <= 40
         && tag
@@ -343,26 +343,98 @@ fn check_tag(tag: &str) -> Result<(), ProbeError> {
     }
 }
 
-/// The shell script that runs `agent_args` in the background with its stdout in
-/// `RUN_DIR/probe-TAG.events` (readable by [`peek`] meanwhile) and its PID in
-/// `RUN_DIR/probe-TAG.pid` (for [`stop`]), waits for it, then prints the events and exits with
-/// its status. With `spec_on_stdin`, stdin is first saved as `RUN_DIR/probe-TAG.spec`.
-fn detached_script(tag: &str, agent_args: &str, spec_on_stdin: bool) -> String {
-    let save_spec = if spec_on_stdin {
-        "cat > \"$base.spec\"\n"
-    } else {
-        ""
+/// Where a detached agent runs: the agent binary and the directory of its pid, spec and event
+/// files. On nodes: [`REMOTE_AGENT`] and [`RUN_DIR`] ([`Detached::NODE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detached<'a> {
+    /// The agent binary (as `/proc/PID/exe` shows it: an absolute, resolved path).
+    pub agent: &'a str,
+    /// The state directory.
+    pub run_dir: &'a str,
+}
+
+impl Detached<'static> {
+    /// The layout on nodes.
+    pub const NODE: Detached<'static> = Detached {
+        agent: REMOTE_AGENT,
+        run_dir: RUN_DIR,
     };
-    format!(
-        "umask 077; mkdir -p {RUN_DIR}; base={RUN_DIR}/probe-{tag}\n\
-         {save_spec}\
-         {REMOTE_AGENT} {agent_args} > \"$base.events\" 2> \"$base.err\" &\n\
-         pid=$!; echo \"$pid\" > \"$base.pid\"\n\
-         wait \"$pid\"; st=$?\n\
-         cat \"$base.events\"; tail -n 20 \"$base.err\" >&2\n\
-         rm -f \"$base.pid\" \"$base.spec\" \"$base.events\" \"$base.err\"\n\
-         exit $st\n"
-    )
+}
+
+impl Detached<'_> {
+    /// The shell script that runs `agent_args` in the background with its stdout in
+    /// `RUN_DIR/probe-TAG.events` (readable by [`peek`] meanwhile) and its PID in
+    /// `RUN_DIR/probe-TAG.pid` (for [`stop`]), waits for it, then prints the events and exits
+    /// with its status. With `spec_on_stdin`, stdin is first saved as `RUN_DIR/probe-TAG.spec`.
+    fn script(&self, tag: &str, agent_args: &str, spec_on_stdin: bool) -> String {
+        let save_spec = if spec_on_stdin {
+            "cat > \"$base.spec\"\n"
+        } else {
+            ""
+        };
+        let (agent, dir) = (quote(self.agent), quote(self.run_dir));
+        format!(
+            "umask 077; mkdir -p {dir}; base={dir}/probe-{tag}\n\
+             {save_spec}\
+             {agent} {agent_args} > \"$base.events\" 2> \"$base.err\" &\n\
+             pid=$!; echo \"$pid\" > \"$base.pid\"\n\
+             wait \"$pid\"; st=$?\n\
+             cat \"$base.events\"; tail -n 20 \"$base.err\" >&2\n\
+             rm -f \"$base.pid\" \"$base.spec\" \"$base.events\" \"$base.err\"\n\
+             exit $st\n"
+        )
+    }
+
+    /// The script of [`run_detached`]: the spec comes on stdin; `stats` every second.
+    pub fn run_script(&self, tag: &str, max: Duration) -> String {
+        let args = format!(
+            "run --spec \"$base.spec\" --stats-interval 1s --duration {}ms",
+            max.as_millis()
+        );
+        self.script(tag, &args, true)
+    }
+
+    /// The script of [`serve_detached`].
+    pub fn serve_script(
+        &self,
+        tag: &str,
+        netns: Option<&str>,
+        tcp: &str,
+        udp: &str,
+        max: Duration,
+    ) -> String {
+        let ns = netns
+            .map(|n| format!(" --netns {}", quote(n)))
+            .unwrap_or_default();
+        let args = format!(
+            "serve{ns} --tcp {} --udp {} --duration {}ms",
+            quote(tcp),
+            quote(udp),
+            max.as_millis()
+        );
+        self.script(tag, &args, false)
+    }
+
+    /// The script of [`peek`].
+    pub fn peek_script(&self, tag: &str) -> String {
+        format!(
+            "cat {}/probe-{tag}.events 2>/dev/null || true",
+            quote(self.run_dir)
+        )
+    }
+
+    /// The script of [`stop`]: SIGTERM to the PID in the pid file, only if that process runs
+    /// the agent binary.
+    pub fn stop_script(&self, tag: &str) -> String {
+        format!(
+            "f={}/probe-{tag}.pid; [ -f \"$f\" ] || exit 0; pid=$(cat \"$f\")\n\
+             case \"$pid\" in ''|*[!0-9]*) exit 0;; esac\n\
+             [ \"$(readlink /proc/$pid/exe 2>/dev/null)\" = {} ] && kill -TERM \"$pid\"\n\
+             exit 0\n",
+            quote(self.run_dir),
+            quote(self.agent)
+        )
+    }
 }
 
 /// Run probers until [`stop`] is called for `tag` (or `max` passes: the agent then stops by
@@ -376,13 +448,9 @@ pub async fn run_detached(
 ) -> Result<ProbeRun, ProbeError> {
     check_tag(tag)?;
     let spec = serde_json::to_vec(probes).unwrap_or_default();
-    let args = format!(
-        "run --spec \"$base.spec\" --stats-interval 1s --duration {}ms",
-        max.as_millis()
-    );
     let o = s
         .exec(
-            &Command::new(detached_script(tag, &args, true))
+            &Command::new(Detached::NODE.run_script(tag, max))
                 .stdin(spec)
                 .privileged()
                 .label(format!("kubedrill-probe run ({tag})"))
@@ -410,18 +478,9 @@ pub async fn serve_detached(
     tag: &str,
 ) -> Result<(), ProbeError> {
     check_tag(tag)?;
-    let ns = netns
-        .map(|n| format!(" --netns {}", quote(n)))
-        .unwrap_or_default();
-    let args = format!(
-        "serve{ns} --tcp {} --udp {} --duration {}ms",
-        quote(tcp),
-        quote(udp),
-        max.as_millis()
-    );
     let o = s
         .exec(
-            &Command::new(detached_script(tag, &args, false))
+            &Command::new(Detached::NODE.serve_script(tag, netns, tcp, udp, max))
                 .privileged()
                 .label(format!("kubedrill-probe serve ({tag})"))
                 .timeout(max + Duration::from_secs(60)),
@@ -444,12 +503,10 @@ pub async fn peek(s: &Session, tag: &str) -> Result<ProbeRun, ProbeError> {
     check_tag(tag)?;
     let o = s
         .exec(
-            &Command::new(format!(
-                "cat {RUN_DIR}/probe-{tag}.events 2>/dev/null || true"
-            ))
-            .privileged()
-            .label(format!("read kubedrill-probe events ({tag})"))
-            .idempotent(),
+            &Command::new(Detached::NODE.peek_script(tag))
+                .privileged()
+                .label(format!("read kubedrill-probe events ({tag})"))
+                .idempotent(),
         )
         .await?;
     Ok(parse_events(&o.stdout_text()))
@@ -460,15 +517,9 @@ pub async fn peek(s: &Session, tag: &str) -> Result<ProbeRun, ProbeError> {
 /// its `run_detached`/`serve_detached` call returns. Nothing running: nothing done.
 pub async fn stop(s: &Session, tag: &str) -> Result<(), ProbeError> {
     check_tag(tag)?;
-    let script = format!(
-        "f={RUN_DIR}/probe-{tag}.pid; [ -f \"$f\" ] || exit 0; pid=$(cat \"$f\")\n\
-         case \"$pid\" in ''|*[!0-9]*) exit 0;; esac\n\
-         [ \"$(readlink /proc/$pid/exe 2>/dev/null)\" = {REMOTE_AGENT} ] && kill -TERM \"$pid\"\n\
-         exit 0\n"
-    );
     let o = s
         .exec(
-            &Command::new(script)
+            &Command::new(Detached::NODE.stop_script(tag))
                 .privileged()
                 .label(format!("stop kubedrill-probe ({tag})"))
                 .idempotent(),
@@ -565,7 +616,7 @@ garbage
 
     #[test]
     fn detached_scripts_keep_pid_and_events_per_tag() {
-        let s = detached_script("np-1", "run --spec \"$base.spec\" --duration 5ms", true);
+        let s = Detached::NODE.run_script("np-1", Duration::from_millis(5));
         assert!(s.contains("base=/run/kubedrill/probe-np-1"), "{s}");
         assert!(s.contains("cat > \"$base.spec\""), "{s}");
         assert!(s.contains("echo \"$pid\" > \"$base.pid\""), "{s}");

@@ -12,8 +12,7 @@
 //!   replace it, so the disruption starts there);
 //! - ready → not ready: a `not-ready` event; not ready → ready: a `ready` event;
 //! - a `restart` event when an agent container starts running: in a pod not seen before (the
-//!   rollout's replacement), or again in a known pod (a crash: its restart count went up or its
-//!   start time changed);
+//!   rollout's replacement), or again in a known pod (a crash: its restart count went up);
 //! - if the ready pod changed between two observations (the intermediate states were missed),
 //!   the node gets `not-ready`, `restart` and `ready` at that observation, in that order;
 //! - events carry the observation's time and the agent container's restart count.
@@ -135,13 +134,7 @@ impl RolloutTracker {
             for p in pods.values().filter(|p| p.running && !p.terminating) {
                 let started = match prev.pods.get(&p.name) {
                     None => true,
-                    Some(old) => {
-                        !old.running
-                            || p.restarts > old.restarts
-                            || (p.started_ms.is_some()
-                                && old.started_ms.is_some()
-                                && p.started_ms != old.started_ms)
-                    }
+                    Some(old) => !old.running || p.restarts > old.restarts,
                 };
                 if started {
                     out.push(ev(AgentEventKind::Restart, p.restarts));
