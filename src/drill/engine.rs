@@ -293,6 +293,31 @@ pub fn earlier_runs(base: &Path, drill: &str, reset: Option<&str>, except: &Path
     out
 }
 
+/// Create `base/ID` (or `base/ID-2`, `-3`, … when a run started in the same second).
+fn new_run_dir(base: &Path, id: &str) -> Result<(String, PathBuf), DrillError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DrillError::RunDir { path, source }
+    };
+    std::fs::create_dir_all(base).map_err(err(base))?;
+    for n in 1..1000 {
+        let run_id = if n == 1 {
+            id.to_owned()
+        } else {
+            format!("{id}-{n}")
+        };
+        let dir = base.join(&run_id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((run_id, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(err(&dir)(e)),
+        }
+    }
+    Err(err(base)(std::io::Error::other(
+        "no free run directory name",
+    )))
+}
+
 /// The record's nodes from the inventory.
 pub fn record_nodes(inv: &Inventory) -> Vec<Node> {
     inv.hosts
@@ -458,12 +483,7 @@ struct Ctx<'a> {
 /// `Ok` report with a `fail` verdict and its failures.
 pub async fn run(d: &DrillInput, progress: &Progress) -> Result<DrillReport, DrillError> {
     let started = now();
-    let run_id = record::run_id(&d.drill.name, started);
-    let run_dir = d.runs_dir.join(&run_id);
-    std::fs::create_dir_all(&run_dir).map_err(|source| DrillError::RunDir {
-        path: run_dir.clone(),
-        source,
-    })?;
+    let (run_id, run_dir) = new_run_dir(&d.runs_dir, &record::run_id(&d.drill.name, started))?;
     let info = RunInfo {
         drill: d.drill.name.clone(),
         lab: d.lab.name.clone(),
@@ -493,16 +513,8 @@ pub async fn run(d: &DrillInput, progress: &Progress) -> Result<DrillReport, Dri
         from: f.to_string(),
         to: t.to_string(),
     });
-    let tag: String = format!(
-        "d{}",
-        run_id
-            .rsplit('-')
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect::<String>()
-    );
+    // Names the detached agents on the nodes (`[a-z0-9-]`): unique per run start.
+    let tag = format!("d{}", started.unix_ms());
     let mut c = Ctx {
         d,
         progress,
@@ -1916,6 +1928,16 @@ mod tests {
         let three = agent_lifetime(&t, 3, 120);
         assert!(three > one);
         assert!(one > t.helm + t.rollout + Duration::from_secs(120));
+    }
+
+    #[test]
+    fn run_directories_never_collide() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, pa) = new_run_dir(dir.path(), "d-20261120T090000Z").expect("first");
+        let (b, pb) = new_run_dir(dir.path(), "d-20261120T090000Z").expect("second");
+        assert_eq!(a, "d-20261120T090000Z");
+        assert_eq!(b, "d-20261120T090000Z-2");
+        assert!(pa.is_dir() && pb.is_dir());
     }
 
     #[test]
