@@ -14,7 +14,7 @@ pub mod bundle;
 pub mod check;
 pub mod cilium;
 pub mod diag;
-/// Upgrade drills: upgrade paths between Cilium versions and Helm values migration.
+/// Upgrade drills: upgrade paths, Helm values migration, probes, and `drill run` itself.
 pub mod drill;
 pub mod facts;
 pub mod fleet;

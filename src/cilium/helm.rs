@@ -332,6 +332,26 @@ impl Helm {
         Ok(self.finish(c))
     }
 
+    /// `helm upgrade` for a step the user forced across minors the release table lacks
+    /// (`drill run --force`): the one-minor-at-a-time rule is waived, a downgrade is still
+    /// refused, and only the complete values file is accepted (never `--reuse-values`).
+    pub fn upgrade_forced(
+        &self,
+        chart: &Chart,
+        deployed: Version,
+        values_file: &str,
+    ) -> Result<HelmCommand, HelmError> {
+        let to = chart.version;
+        if to < deployed {
+            return Err(HelmError::Downgrade { from: deployed, to });
+        }
+        let mut c = self.cmd(&["upgrade", RELEASE], false);
+        c.argv.extend(chart.args());
+        c.argv
+            .extend(["--values".to_owned(), values_file.to_owned()]);
+        Ok(self.finish(c))
+    }
+
     /// `helm rollback cilium REV`.
     pub fn rollback(&self, revision: u32) -> Result<HelmCommand, HelmError> {
         if revision == 0 {
@@ -624,6 +644,34 @@ mod tests {
                 path: "/var/lib/kubedrill/cilium-1.15.9.tgz".into(),
                 named: Version::new(1, 15, 9),
                 wanted: v
+            })
+        );
+    }
+
+    #[test]
+    fn forced_upgrades_skip_minors_but_never_go_down() {
+        let h = Helm::default();
+        let from = Version::new(1, 14, 19);
+        let c = h
+            .upgrade_forced(&Chart::repo(Version::new(1, 16, 19)), from, "/v.yaml")
+            .expect("forced");
+        assert!(c.shell().starts_with(
+            "helm upgrade cilium cilium/cilium --version 1.16.19 --values /v.yaml --namespace kube-system"
+        ));
+        assert!(!c.argv().iter().any(|a| a == "--reuse-values"));
+        assert!(
+            h.upgrade(
+                &Chart::repo(Version::new(1, 16, 19)),
+                from,
+                &UpgradeValues::File("/v.yaml".into())
+            )
+            .is_err()
+        );
+        assert_eq!(
+            h.upgrade_forced(&Chart::repo(Version::new(1, 13, 0)), from, "/v.yaml"),
+            Err(HelmError::Downgrade {
+                from,
+                to: Version::new(1, 13, 0)
             })
         );
     }

@@ -1,20 +1,195 @@
-//! `kubedrill drill …`: upgrade drills. `report` re-renders a run's report from its record,
-//! `compare` puts runs of one drill side by side.
+//! `kubedrill drill …`: upgrade drills. `run` rehearses the lab's drill, `report` re-renders a
+//! run's report from its record, `compare` puts runs of one drill side by side.
 
-use super::{Output, print_json};
+use super::{Output, print_diagnostics, print_json};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use kubedrill::cilium::helm::Helm;
+use kubedrill::drill::definition::Overrides;
+use kubedrill::drill::engine::{self, DrillInput, Timeouts};
+use kubedrill::fleet::Progress;
+use kubedrill::lab::{definition, lifecycle};
+use kubedrill::report::record::Outcome;
 use kubedrill::report::{self, Written};
+use kubedrill::spec::Version;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// `drill` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DrillCmd {
+    /// Rehearse the lab's Cilium upgrade drill (the `drill:` section of its file) and write the
+    /// run's record and reports.
+    Run(RunArgs),
     /// Render RUN_DIR/report.html and RUN_DIR/summary.md from RUN_DIR/run.json.
     Report(ReportArgs),
     /// Compare runs of one drill: OUT/index.html and OUT/compare.md (and each run's report).
     Compare(CompareArgs),
+}
+
+/// `drill run` options.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Lab name, file, or name under labs/ (its file has the `drill:` section).
+    pub lab: String,
+    /// Revert the lab to this snapshot first (`lab reset`); runs of one drill from the same
+    /// snapshot are compared.
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub reset: Option<String>,
+    /// Override `drill.cilium.from`: the Cilium version the lab runs.
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub from: Option<Version>,
+    /// Override `drill.cilium.to`: the target version.
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub to: Option<Version>,
+    /// Allow a path that skips a minor release (one untested jump).
+    #[arg(long)]
+    pub force: bool,
+    /// Where run directories go (default: <state>/drills/<lab>).
+    #[arg(long, value_name = "DIR")]
+    pub runs_dir: Option<PathBuf>,
+    /// Seconds allowed for the agents to roll out after an upgrade or a rollback.
+    #[arg(long, default_value_t = 900, value_name = "SECS")]
+    pub rollout_timeout: u64,
+    /// Seconds allowed for SSH connect, handshake and authentication per node.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+}
+
+fn parse_version(s: &str) -> Result<Version, String> {
+    s.parse()
+}
+
+/// Exit code of a drill whose verdict is `fail`.
+pub const EXIT_FAILED: u8 = 2;
+
+/// `drill run`.
+fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let path = definition::locate(&a.lab);
+    let lab = match definition::load(&path) {
+        Ok(l) => l,
+        Err(definition::LabError::Invalid(d)) => {
+            print_diagnostics(&d);
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e).context("drill run"),
+    };
+    let Some(def) = lab.drill.clone() else {
+        eprintln!(
+            "error: {}: lab `{}` has no `drill:` section; add one, e.g.\n\ndrill:\n  cilium: {{from: 1.17.18, to: 1.18.12}}\n",
+            path.display(),
+            lab.name
+        );
+        return Ok(ExitCode::from(1));
+    };
+    if out == Output::Text {
+        for w in &def.warnings {
+            eprintln!("{w}");
+        }
+    }
+    let drill = match def.resolve(&Overrides {
+        from: a.from,
+        to: a.to,
+        force: a.force,
+    }) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{}", e.diagnostic());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for w in &drill.warnings {
+        eprintln!("warning: {w}");
+    }
+    let inv_path = lifecycle::lab_dir(&lab.name)
+        .join("inventory")
+        .join("hosts.yaml");
+    if !inv_path.is_file() {
+        eprintln!(
+            "error: lab `{}` is not up here: no {} (run `kubedrill lab up {}` and `kubedrill apply -i {}` first)",
+            lab.name,
+            inv_path.display(),
+            lab.name,
+            inv_path.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let Some((inventory, spec, diags)) = super::inventory::load_for(&inv_path, out, "drill")?
+    else {
+        return Ok(ExitCode::from(1));
+    };
+    if out == Output::Text {
+        print_diagnostics(&diags);
+    }
+    let host_keys = match kubedrill::check::host_key_settings(&inventory, None, None) {
+        Ok(h) => h,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let input = DrillInput {
+        runs_dir: a
+            .runs_dir
+            .clone()
+            .unwrap_or_else(|| engine::default_runs_dir(&lab.name)),
+        kubeconfig: kubedrill::apply::cluster_dir(&spec).join("admin.conf"),
+        lab,
+        drill,
+        inventory,
+        spec,
+        reset: a.reset,
+        host_keys,
+        connect_timeout: Duration::from_secs(a.connect_timeout),
+        concurrency: usize::from(kubedrill::fleet::DEFAULT_CONCURRENCY),
+        timeouts: Timeouts {
+            rollout: Duration::from_secs(a.rollout_timeout),
+            ..Timeouts::default()
+        },
+        helm: Helm::default(),
+    };
+    let progress = if out == Output::Json {
+        Progress::quiet()
+    } else {
+        Progress::stderr()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let r = rt
+        .block_on(engine::run(&input, &progress))
+        .context("drill run")?;
+    if out == Output::Json {
+        print_json(&r)?;
+    } else {
+        for f in &r.failures {
+            eprintln!("error: {f}");
+        }
+        println!(
+            "drill {}: verdict {}{}",
+            r.run_id,
+            r.verdict.outcome.as_str(),
+            if r.rolled_back { " (rolled back)" } else { "" }
+        );
+        for reason in &r.verdict.reasons {
+            println!("  - {reason}");
+        }
+        if r.verdict.outcome != Outcome::Pass {
+            for n in &r.notes {
+                println!("  note: {n}");
+            }
+        }
+        print_written(&r.written);
+        if let Some(c) = &r.comparison {
+            println!("compared with earlier runs: {}", c.display());
+        }
+    }
+    Ok(if r.verdict.outcome == Outcome::Pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 /// `drill report` options.
@@ -38,6 +213,7 @@ pub struct CompareArgs {
 /// Run a `drill` subcommand.
 pub fn run(cmd: DrillCmd, out: Output) -> anyhow::Result<ExitCode> {
     match cmd {
+        DrillCmd::Run(args) => return run_drill(args, out),
         DrillCmd::Report(args) => {
             let w = report::write(&args.run_dir)
                 .with_context(|| format!("drill report {}", args.run_dir.display()))?;

@@ -341,6 +341,25 @@ fn show(a: ShowArgs, out: Output) -> anyhow::Result<ExitCode> {
             }
         );
     }
+    if let Some(d) = &lab.drill {
+        for w in &d.warnings {
+            eprintln!("{w}");
+        }
+        let kinds: Vec<&str> = d.probes.kinds.iter().map(|k| k.as_str()).collect();
+        let path = d
+            .resolve(&kubedrill::drill::definition::Overrides::default())
+            .map(|r| r.steps.join(", "))
+            .unwrap_or_else(|e| format!("no path without overrides: {}", e.diagnostic().message));
+        println!(
+            "drill: Cilium {} → {} ({path}) · probes {} at {}/s · soak {} s · pod burst {}",
+            d.cilium.from.value,
+            d.cilium.to.value,
+            kinds.join(", "),
+            d.probes.rate_per_s,
+            d.policy.soak_secs,
+            d.policy.pod_burst
+        );
+    }
     if a.xml {
         let t = Templates::load()?;
         let inst = Instance::new(&lab.name);

@@ -64,7 +64,7 @@ pub enum Command {
     /// List, download (with checksum) or build offline the OS images lab VMs boot from.
     #[command(subcommand)]
     Image(image::ImageCmd),
-    /// Upgrade drills: render a run's report, compare runs.
+    /// Upgrade drills: run a lab's drill, render a run's report, compare runs.
     #[command(subcommand)]
     Drill(drill::DrillCmd),
 }

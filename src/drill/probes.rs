@@ -173,6 +173,20 @@ pub struct Summary {
     pub longest_window_ms: u64,
 }
 
+/// A loss window still open at the prober's last `stats` event (its `loss` event comes only
+/// when it closes, or when the run stops).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenWindow {
+    /// Probe id.
+    pub probe: String,
+    /// Send time of the first lost probe (unix ms).
+    pub start_ms: u64,
+    /// When the prober last reported it open (unix ms, its `stats` time).
+    pub seen_ms: u64,
+    /// Probes lost in it so far (the probe's lost total minus its closed windows').
+    pub lost: u64,
+}
+
 /// What a prober reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ProbeRun {
@@ -180,6 +194,8 @@ pub struct ProbeRun {
     pub losses: Vec<Loss>,
     /// One summary per probe.
     pub summaries: Vec<Summary>,
+    /// Windows open at the last `stats` event of their probe (a run still in progress).
+    pub open: Vec<OpenWindow>,
     /// Lines that were not events (kept for diagnosis).
     pub other: Vec<String>,
 }
@@ -187,6 +203,9 @@ pub struct ProbeRun {
 /// Parse the agent's JSON lines.
 pub fn parse_events(text: &str) -> ProbeRun {
     let mut r = ProbeRun::default();
+    // Per probe, the last stats event: (ts_ms, total_lost, open window start).
+    let mut last_stats: std::collections::BTreeMap<String, (u64, u64, Option<u64>)> =
+        std::collections::BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             r.other.push(line.to_string());
@@ -201,8 +220,37 @@ pub fn parse_events(text: &str) -> ProbeRun {
                 Ok(s) => r.summaries.push(s),
                 Err(_) => r.other.push(line.to_string()),
             },
+            Some("stats") => {
+                let num = |k: &str| v.get(k).and_then(|x| x.as_u64());
+                if let (Some(probe), Some(ts)) =
+                    (v.get("probe").and_then(|p| p.as_str()), num("ts_ms"))
+                {
+                    last_stats.insert(
+                        probe.to_owned(),
+                        (
+                            ts,
+                            num("total_lost").unwrap_or(0),
+                            num("open_window_start_ms"),
+                        ),
+                    );
+                }
+            }
             _ => {}
         }
+    }
+    for (probe, (ts, total_lost, open)) in last_stats {
+        let Some(start_ms) = open else { continue };
+        let mine = r.losses.iter().filter(|l| l.probe == probe);
+        if mine.clone().any(|l| l.start_ms == start_ms) {
+            continue; // closed since
+        }
+        let closed: u64 = mine.map(|l| l.lost).fold(0, u64::saturating_add);
+        r.open.push(OpenWindow {
+            probe,
+            start_ms,
+            seen_ms: ts.max(start_ms),
+            lost: total_lost.saturating_sub(closed),
+        });
     }
     r
 }
@@ -273,6 +321,221 @@ pub async fn run(
     Ok(parse_events(&o.stdout_text()))
 }
 
+/// Where detached agents keep their pid, spec and event files on the node.
+pub const RUN_DIR: &str = "/run/kubedrill";
+
+/// A tag names one detached agent on a node (`[a-z0-9-]`, 1–40 characters).
+pub fn check_tag(tag: &str) -> Result<(), ProbeError> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 40
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ProbeError::Agent {
+            host: String::new(),
+            what: "tag",
+            status: None,
+            stderr: format!("`{tag}` is not a usable agent tag"),
+        })
+    }
+}
+
+/// Where a detached agent runs: the agent binary and the directory of its pid, spec and event
+/// files. On nodes: [`REMOTE_AGENT`] and [`RUN_DIR`] ([`Detached::NODE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detached<'a> {
+    /// The agent binary (as `/proc/PID/exe` shows it: an absolute, resolved path).
+    pub agent: &'a str,
+    /// The state directory.
+    pub run_dir: &'a str,
+}
+
+impl Detached<'static> {
+    /// The layout on nodes.
+    pub const NODE: Detached<'static> = Detached {
+        agent: REMOTE_AGENT,
+        run_dir: RUN_DIR,
+    };
+}
+
+impl Detached<'_> {
+    /// The shell script that runs `agent_args` in the background with its stdout in
+    /// `RUN_DIR/probe-TAG.events` (readable by [`peek`] meanwhile) and its PID in
+    /// `RUN_DIR/probe-TAG.pid` (for [`stop`]), waits for it, then prints the events and exits
+    /// with its status. With `spec_on_stdin`, stdin is first saved as `RUN_DIR/probe-TAG.spec`.
+    fn script(&self, tag: &str, agent_args: &str, spec_on_stdin: bool) -> String {
+        let save_spec = if spec_on_stdin {
+            "cat > \"$base.spec\"\n"
+        } else {
+            ""
+        };
+        let (agent, dir) = (quote(self.agent), quote(self.run_dir));
+        format!(
+            "umask 077; mkdir -p {dir}; base={dir}/probe-{tag}\n\
+             {save_spec}\
+             {agent} {agent_args} > \"$base.events\" 2> \"$base.err\" &\n\
+             pid=$!; echo \"$pid\" > \"$base.pid\"\n\
+             wait \"$pid\"; st=$?\n\
+             cat \"$base.events\"; tail -n 20 \"$base.err\" >&2\n\
+             rm -f \"$base.pid\" \"$base.spec\" \"$base.events\" \"$base.err\"\n\
+             exit $st\n"
+        )
+    }
+
+    /// The script of [`run_detached`]: the spec comes on stdin; `stats` every second.
+    pub fn run_script(&self, tag: &str, max: Duration) -> String {
+        let args = format!(
+            "run --spec \"$base.spec\" --stats-interval 1s --duration {}ms",
+            max.as_millis()
+        );
+        self.script(tag, &args, true)
+    }
+
+    /// The script of [`serve_detached`].
+    pub fn serve_script(
+        &self,
+        tag: &str,
+        netns: Option<&str>,
+        tcp: &str,
+        udp: &str,
+        max: Duration,
+    ) -> String {
+        let ns = netns
+            .map(|n| format!(" --netns {}", quote(n)))
+            .unwrap_or_default();
+        let args = format!(
+            "serve{ns} --tcp {} --udp {} --duration {}ms",
+            quote(tcp),
+            quote(udp),
+            max.as_millis()
+        );
+        self.script(tag, &args, false)
+    }
+
+    /// The script of [`peek`].
+    pub fn peek_script(&self, tag: &str) -> String {
+        format!(
+            "cat {}/probe-{tag}.events 2>/dev/null || true",
+            quote(self.run_dir)
+        )
+    }
+
+    /// The script of [`stop`]: SIGTERM to the PID in the pid file, only if that process runs
+    /// the agent binary.
+    pub fn stop_script(&self, tag: &str) -> String {
+        format!(
+            "f={}/probe-{tag}.pid; [ -f \"$f\" ] || exit 0; pid=$(cat \"$f\")\n\
+             case \"$pid\" in ''|*[!0-9]*) exit 0;; esac\n\
+             [ \"$(readlink /proc/$pid/exe 2>/dev/null)\" = {} ] && kill -TERM \"$pid\"\n\
+             exit 0\n",
+            quote(self.run_dir),
+            quote(self.agent)
+        )
+    }
+}
+
+/// Run probers until [`stop`] is called for `tag` (or `max` passes: the agent then stops by
+/// itself, so it never outlives a lost kubedrill by more), with a `stats` event every second so
+/// that [`peek`] sees windows that are still open. Returns every event at the end.
+pub async fn run_detached(
+    s: &Session,
+    probes: &[ProbeSpec],
+    max: Duration,
+    tag: &str,
+) -> Result<ProbeRun, ProbeError> {
+    check_tag(tag)?;
+    let spec = serde_json::to_vec(probes).unwrap_or_default();
+    let o = s
+        .exec(
+            &Command::new(Detached::NODE.run_script(tag, max))
+                .stdin(spec)
+                .privileged()
+                .label(format!("kubedrill-probe run ({tag})"))
+                .timeout(max + Duration::from_secs(60)),
+        )
+        .await?;
+    if !o.success() {
+        return Err(ProbeError::Agent {
+            host: s.destination().name.clone(),
+            what: "run",
+            status: o.status,
+            stderr: o.stderr_tail(5),
+        });
+    }
+    Ok(parse_events(&o.stdout_text()))
+}
+
+/// Echo responders until [`stop`] is called for `tag` (or `max` passes).
+pub async fn serve_detached(
+    s: &Session,
+    netns: Option<&str>,
+    tcp: &str,
+    udp: &str,
+    max: Duration,
+    tag: &str,
+) -> Result<(), ProbeError> {
+    check_tag(tag)?;
+    let o = s
+        .exec(
+            &Command::new(Detached::NODE.serve_script(tag, netns, tcp, udp, max))
+                .privileged()
+                .label(format!("kubedrill-probe serve ({tag})"))
+                .timeout(max + Duration::from_secs(60)),
+        )
+        .await?;
+    if !o.success() {
+        return Err(ProbeError::Agent {
+            host: s.destination().name.clone(),
+            what: "serve",
+            status: o.status,
+            stderr: o.stderr_tail(5),
+        });
+    }
+    Ok(())
+}
+
+/// The events a detached agent wrote so far (closed windows, and open ones from its last
+/// `stats`).
+pub async fn peek(s: &Session, tag: &str) -> Result<ProbeRun, ProbeError> {
+    check_tag(tag)?;
+    let o = s
+        .exec(
+            &Command::new(Detached::NODE.peek_script(tag))
+                .privileged()
+                .label(format!("read kubedrill-probe events ({tag})"))
+                .idempotent(),
+        )
+        .await?;
+    Ok(parse_events(&o.stdout_text()))
+}
+
+/// Stop a detached agent: SIGTERM to the PID in its pid file, only if that process is the
+/// agent (a reused PID is left alone). The agent then flushes open windows and summaries, and
+/// its `run_detached`/`serve_detached` call returns. Nothing running: nothing done.
+pub async fn stop(s: &Session, tag: &str) -> Result<(), ProbeError> {
+    check_tag(tag)?;
+    let o = s
+        .exec(
+            &Command::new(Detached::NODE.stop_script(tag))
+                .privileged()
+                .label(format!("stop kubedrill-probe ({tag})"))
+                .idempotent(),
+        )
+        .await?;
+    if !o.success() {
+        return Err(ProbeError::Agent {
+            host: s.destination().name.clone(),
+            what: "stop",
+            status: o.status,
+            stderr: o.stderr_tail(3),
+        });
+    }
+    Ok(())
+}
+
 /// The network namespace of a pod on this node, from the container runtime: the pod sandbox's
 /// (pause container's) PID via `crictl inspectp`, as `/proc/PID/ns/net`.
 pub async fn pod_netns(s: &Session, namespace: &str, pod: &str) -> Result<String, ProbeError> {
@@ -329,6 +592,37 @@ garbage
         assert_eq!(r.losses[0].lost, 75);
         assert_eq!(r.summaries[0].windows, 1);
         assert_eq!(r.other, ["garbage"]);
+    }
+
+    #[test]
+    fn open_windows_come_from_the_last_stats() {
+        let text = r#"{"event":"stats","ts_ms":1000,"probe":"np","kind":"tcp","target":"x","period_ms":1000,"sent":20,"ok":20,"lost":0,"rtt_ms":{},"total_sent":20,"total_ok":20,"total_lost":0}
+{"event":"stats","ts_ms":2000,"probe":"np","kind":"tcp","target":"x","period_ms":1000,"sent":20,"ok":10,"lost":10,"rtt_ms":{},"total_sent":40,"total_ok":30,"total_lost":10,"open_window_start_ms":1500}
+{"event":"stats","ts_ms":2000,"probe":"icmp","kind":"icmp","target":"y","period_ms":1000,"sent":20,"ok":20,"lost":0,"rtt_ms":{},"total_sent":40,"total_ok":35,"total_lost":5,"open_window_start_ms":900}
+{"event":"loss","probe":"icmp","kind":"icmp","target":"y","start_ms":900,"end_ms":1150,"duration_ms":250,"lost":5,"open":false,"reason":"timeout"}
+"#;
+        let r = parse_events(text);
+        assert_eq!(
+            r.open,
+            [OpenWindow {
+                probe: "np".into(),
+                start_ms: 1500,
+                seen_ms: 2000,
+                lost: 10
+            }]
+        );
+        assert_eq!(r.losses.len(), 1);
+    }
+
+    #[test]
+    fn detached_scripts_keep_pid_and_events_per_tag() {
+        let s = Detached::NODE.run_script("np-1", Duration::from_millis(5));
+        assert!(s.contains("base=/run/kubedrill/probe-np-1"), "{s}");
+        assert!(s.contains("cat > \"$base.spec\""), "{s}");
+        assert!(s.contains("echo \"$pid\" > \"$base.pid\""), "{s}");
+        assert!(check_tag("np-1").is_ok());
+        assert!(check_tag("x; rm -rf /").is_err());
+        assert!(check_tag("").is_err());
     }
 
     #[test]

@@ -180,6 +180,8 @@ struct RawLab {
     kubernetes_version: Option<String>,
     #[serde(default)]
     cilium_version: Option<String>,
+    #[serde(default)]
+    drill: Option<crate::drill::definition::RawDrill>,
 }
 
 fn default_image() -> String {
@@ -259,6 +261,8 @@ pub struct Lab {
     pub kubernetes_version: Option<String>,
     /// Cilium version for a lab that does not mirror an inventory.
     pub cilium_version: Option<String>,
+    /// The upgrade drill rehearsed on this lab (`drill:` section), if any.
+    pub drill: Option<crate::drill::definition::DrillDefinition>,
 }
 
 impl Lab {
@@ -538,6 +542,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Lab, LabError> {
             "the lab needs at least one control plane",
         ));
     }
+    let drill = raw.drill.as_ref().and_then(|r| {
+        match crate::drill::definition::validate(&file, r, line_of("drill")) {
+            Ok(def) => Some(def),
+            Err(findings) => {
+                d.extend(findings);
+                None
+            }
+        }
+    });
     if d.has_errors() {
         return Err(LabError::Invalid(d));
     }
@@ -553,6 +566,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Lab, LabError> {
         vms,
         kubernetes_version: raw.kubernetes_version,
         cilium_version: raw.cilium_version,
+        drill,
     })
 }
 

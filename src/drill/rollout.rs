@@ -1,0 +1,265 @@
+//! Following the Cilium agent DaemonSet's rollout node by node, from observations of the agent
+//! pods (each a complete list at one moment, as a watch keeps it), into the run record's
+//! [`AgentEvent`]s: when each node's agent stopped being ready, when the new agent (or a
+//! crashed one) started, and when it was ready again.
+//!
+//! Pure: no API calls here. The engine feeds [`RolloutTracker::observe`] with the pods it sees
+//! (a kube-runtime watcher on `k8s-app=cilium`); tests feed it hand-written pod lists.
+//!
+//! Rules, per node:
+//! - the node's agent is **ready** when one of its agent pods is Ready and not terminating (a
+//!   pod with a `deletionTimestamp` is going away: the DaemonSet controller deleted it to
+//!   replace it, so the disruption starts there);
+//! - ready → not ready: a `not-ready` event; not ready → ready: a `ready` event;
+//! - a `restart` event when an agent container starts running: in a pod not seen before (the
+//!   rollout's replacement), or again in a known pod (a crash: its restart count went up);
+//! - if the ready pod changed between two observations (the intermediate states were missed),
+//!   the node gets `not-ready`, `restart` and `ready` at that observation, in that order;
+//! - events carry the observation's time and the agent container's restart count.
+
+use crate::k8s::agents::{self, AGENT_CONTAINER};
+use crate::report::record::{AgentEvent, AgentEventKind};
+use crate::report::time::Timestamp;
+use crate::spec::Version;
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::BTreeMap;
+
+/// One agent pod at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodObservation {
+    /// Pod name.
+    pub name: String,
+    /// Node (`spec.nodeName`), once scheduled.
+    pub node: Option<String>,
+    /// Ready condition `True`.
+    pub ready: bool,
+    /// Has a deletion timestamp.
+    pub terminating: bool,
+    /// The agent container is running.
+    pub running: bool,
+    /// The agent container's restart count.
+    pub restarts: u32,
+    /// When the running agent container started (unix ms).
+    pub started_ms: Option<i64>,
+    /// Cilium version from the agent image.
+    pub version: Option<Version>,
+}
+
+/// What a pod object says, for the tracker.
+pub fn observe(pod: &Pod) -> PodObservation {
+    let a = agents::agent_from_pod(pod);
+    let running = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == AGENT_CONTAINER))
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|s| s.running.is_some());
+    PodObservation {
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        running,
+        restarts: u32::try_from(a.restarts).unwrap_or(0),
+        started_ms: a.agent_started.map(|t| t.as_millisecond()),
+        ready: a.ready,
+        node: a.node,
+        version: a.version,
+        name: a.name,
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct NodeView {
+    pods: BTreeMap<String, PodObservation>,
+    ready_pod: Option<String>,
+}
+
+impl NodeView {
+    fn ready_pod(pods: &BTreeMap<String, PodObservation>) -> Option<String> {
+        pods.values()
+            .filter(|p| p.ready && !p.terminating)
+            .map(|p| p.name.clone())
+            .next()
+    }
+}
+
+/// Per-node state of the agents, and the events seen so far.
+#[derive(Debug, Clone, Default)]
+pub struct RolloutTracker {
+    nodes: BTreeMap<String, NodeView>,
+    events: Vec<AgentEvent>,
+}
+
+impl RolloutTracker {
+    /// Start from the pods as they are before the upgrade (no events for them).
+    pub fn new(initial: &[PodObservation]) -> Self {
+        let mut t = RolloutTracker::default();
+        for (node, pods) in by_node(initial) {
+            let ready_pod = NodeView::ready_pod(&pods);
+            t.nodes.insert(node, NodeView { pods, ready_pod });
+        }
+        t
+    }
+
+    /// Take the complete list of agent pods seen at `at`; returns the events it caused.
+    pub fn observe(&mut self, at: Timestamp, pods: &[PodObservation]) -> Vec<AgentEvent> {
+        let mut now = by_node(pods);
+        for n in self.nodes.keys() {
+            now.entry(n.clone()).or_default();
+        }
+        let mut out = Vec::new();
+        for (node, pods) in now {
+            let prev = self.nodes.remove(&node).unwrap_or_default();
+            let ready_pod = NodeView::ready_pod(&pods);
+            let ev = |kind, restart_count| AgentEvent {
+                node: node.clone(),
+                at,
+                kind,
+                restart_count,
+            };
+            let count_of = |name: &Option<String>, set: &BTreeMap<String, PodObservation>| {
+                name.as_ref()
+                    .and_then(|n| set.get(n))
+                    .map_or(0, |p| p.restarts)
+            };
+            // 1. Lost readiness.
+            let swapped =
+                prev.ready_pod.is_some() && ready_pod.is_some() && prev.ready_pod != ready_pod;
+            if (prev.ready_pod.is_some() && ready_pod.is_none()) || swapped {
+                out.push(ev(
+                    AgentEventKind::NotReady,
+                    count_of(&prev.ready_pod, &prev.pods),
+                ));
+            }
+            // 2. Agent containers that started.
+            for p in pods.values().filter(|p| p.running && !p.terminating) {
+                let started = match prev.pods.get(&p.name) {
+                    None => true,
+                    Some(old) => !old.running || p.restarts > old.restarts,
+                };
+                if started {
+                    out.push(ev(AgentEventKind::Restart, p.restarts));
+                }
+            }
+            // 3. Ready again.
+            if (prev.ready_pod.is_none() && ready_pod.is_some()) || swapped {
+                out.push(ev(AgentEventKind::Ready, count_of(&ready_pod, &pods)));
+            }
+            self.nodes.insert(node, NodeView { pods, ready_pod });
+        }
+        // Stable order: time, then node, then kind order as pushed (not-ready, restart, ready).
+        self.events.extend(out.iter().cloned());
+        out
+    }
+
+    /// Every event so far, in the order seen.
+    pub fn events(&self) -> &[AgentEvent] {
+        &self.events
+    }
+
+    /// Nodes whose agent is ready now, running `version` in a pod that is not terminating.
+    pub fn nodes_at(&self, version: Version) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, v)| {
+                v.ready_pod
+                    .as_ref()
+                    .and_then(|p| v.pods.get(p))
+                    .is_some_and(|p| p.version == Some(version))
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Nodes known to the tracker.
+    pub fn nodes(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    /// Highest agent container restart count seen per node (crashes, not rollout
+    /// replacements, which start at 0).
+    pub fn container_restarts(&self) -> BTreeMap<String, u32> {
+        let mut m: BTreeMap<String, u32> = BTreeMap::new();
+        for e in &self.events {
+            let v = m.entry(e.node.clone()).or_default();
+            *v = (*v).max(e.restart_count);
+        }
+        m
+    }
+}
+
+fn by_node(pods: &[PodObservation]) -> BTreeMap<String, BTreeMap<String, PodObservation>> {
+    let mut m: BTreeMap<String, BTreeMap<String, PodObservation>> = BTreeMap::new();
+    for p in pods {
+        // A pod not yet scheduled belongs to no node; it shows up once it is.
+        if let Some(n) = &p.node {
+            m.entry(n.clone())
+                .or_default()
+                .insert(p.name.clone(), p.clone());
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: &str, ready: bool, running: bool, restarts: u32) -> PodObservation {
+        PodObservation {
+            name: name.into(),
+            node: Some(node.into()),
+            ready,
+            terminating: false,
+            running,
+            restarts,
+            started_ms: running.then_some(1000),
+            version: Some(Version::new(1, 17, 18)),
+        }
+    }
+
+    fn kinds(ev: &[AgentEvent]) -> Vec<(String, &'static str, u32)> {
+        ev.iter()
+            .map(|e| (e.node.clone(), e.kind.as_str(), e.restart_count))
+            .collect()
+    }
+
+    #[test]
+    fn a_crash_in_place_is_not_ready_restart_ready() {
+        let t0 = Timestamp::from_unix_ms(0);
+        let mut t = RolloutTracker::new(&[pod("a", "n1", true, true, 0)]);
+        assert!(t.observe(t0, &[pod("a", "n1", true, true, 0)]).is_empty());
+        let crashed = pod("a", "n1", false, false, 0);
+        assert_eq!(
+            kinds(&t.observe(t0, &[crashed])),
+            [("n1".into(), "not-ready", 0)]
+        );
+        let mut back = pod("a", "n1", false, true, 1);
+        back.started_ms = Some(5000);
+        assert_eq!(
+            kinds(&t.observe(t0, &[back])),
+            [("n1".into(), "restart", 1)]
+        );
+        let mut ready = pod("a", "n1", true, true, 1);
+        ready.started_ms = Some(5000);
+        assert_eq!(kinds(&t.observe(t0, &[ready])), [("n1".into(), "ready", 1)]);
+        assert_eq!(t.container_restarts()["n1"], 1);
+    }
+
+    #[test]
+    fn missed_intermediate_states_still_give_three_events() {
+        let t0 = Timestamp::from_unix_ms(0);
+        let mut t = RolloutTracker::new(&[pod("old", "n1", true, true, 0)]);
+        let mut new = pod("new", "n1", true, true, 0);
+        new.version = Some(Version::new(1, 18, 12));
+        let ev = t.observe(t0, &[new]);
+        assert_eq!(
+            kinds(&ev),
+            [
+                ("n1".into(), "not-ready", 0),
+                ("n1".into(), "restart", 0),
+                ("n1".into(), "ready", 0)
+            ]
+        );
+        assert_eq!(t.nodes_at(Version::new(1, 18, 12)), ["n1"]);
+    }
+}
