@@ -50,6 +50,19 @@ pub enum ProbeError {
     },
 }
 
+/// An agent command's output, or the error naming host, what ran, its status and stderr.
+fn agent_ok(s: &Session, what: &'static str, o: &crate::ssh::Output) -> Result<(), ProbeError> {
+    if o.success() {
+        return Ok(());
+    }
+    Err(ProbeError::Agent {
+        host: s.destination().name.clone(),
+        what,
+        status: o.status,
+        stderr: o.stderr_tail(5),
+    })
+}
+
 /// The local static agent: `$KUBEDRILL_PROBE_BIN`, else beside this executable, else the
 /// workspace's static build (`scripts/build-probe.sh`).
 pub fn agent_binary() -> Result<PathBuf, ProbeError> {
@@ -101,14 +114,7 @@ pub async fn install(s: &Session, agent: &[u8]) -> Result<(), ProbeError> {
     )
     .await?;
     let o = s.upload(agent, REMOTE_AGENT, 0o755, true).await?;
-    if !o.success() {
-        return Err(ProbeError::Agent {
-            host: s.destination().name.clone(),
-            what: "upload",
-            status: o.status,
-            stderr: o.stderr_tail(5),
-        });
-    }
+    agent_ok(s, "upload", &o)?;
     Ok(())
 }
 
@@ -280,14 +286,7 @@ pub async fn serve(
                 .timeout(duration + Duration::from_secs(30)),
         )
         .await?;
-    if !o.success() {
-        return Err(ProbeError::Agent {
-            host: s.destination().name.clone(),
-            what: "serve",
-            status: o.status,
-            stderr: o.stderr_tail(5),
-        });
-    }
+    agent_ok(s, "serve", &o)?;
     Ok(())
 }
 
@@ -310,14 +309,7 @@ pub async fn run(
             .timeout(duration + Duration::from_secs(30)),
         )
         .await?;
-    if !o.success() {
-        return Err(ProbeError::Agent {
-            host: s.destination().name.clone(),
-            what: "run",
-            status: o.status,
-            stderr: o.stderr_tail(5),
-        });
-    }
+    agent_ok(s, "run", &o)?;
     Ok(parse_events(&o.stdout_text()))
 }
 
@@ -457,14 +449,7 @@ pub async fn run_detached(
                 .timeout(max + Duration::from_secs(60)),
         )
         .await?;
-    if !o.success() {
-        return Err(ProbeError::Agent {
-            host: s.destination().name.clone(),
-            what: "run",
-            status: o.status,
-            stderr: o.stderr_tail(5),
-        });
-    }
+    agent_ok(s, "run", &o)?;
     Ok(parse_events(&o.stdout_text()))
 }
 
@@ -486,14 +471,7 @@ pub async fn serve_detached(
                 .timeout(max + Duration::from_secs(60)),
         )
         .await?;
-    if !o.success() {
-        return Err(ProbeError::Agent {
-            host: s.destination().name.clone(),
-            what: "serve",
-            status: o.status,
-            stderr: o.stderr_tail(5),
-        });
-    }
+    agent_ok(s, "serve", &o)?;
     Ok(())
 }
 
