@@ -590,7 +590,7 @@ mod tests {
     #[test]
     fn recipe_rejects_unsafe_values() {
         let base = recipe_text("debian-12").expect("recipe");
-        let bad = base.replace("  - socat\n", "  - \"socat; rm -rf /\"\n");
+        let bad = base.replace("  - netbase\n", "  - \"netbase; rm -rf /\"\n");
         assert!(Recipe::parse(&bad, "x").is_err());
         let bad = base.replace("disk_size: 4G", "disk_size: 4GB");
         assert!(Recipe::parse(&bad, "x").is_err());
