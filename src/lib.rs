@@ -17,6 +17,7 @@ pub mod diag;
 /// Upgrade drills: upgrade paths, Helm values migration, probes, and `drill run` itself.
 pub mod drill;
 pub mod facts;
+pub mod files;
 pub mod fleet;
 pub mod images;
 pub mod inventory;

@@ -351,7 +351,7 @@ pub async fn fetch_kubeconfig(run: &mut Run<'_>) {
     let r = if same {
         Ok(Outcome::Unchanged)
     } else {
-        write_private(&path, &text)
+        crate::files::write_private(&path, text.as_bytes())
             .map(|()| Outcome::Changed)
             .map_err(|e| Failure {
                 host: "(local)".into(),
@@ -364,26 +364,6 @@ pub async fn fetch_kubeconfig(run: &mut Run<'_>) {
     };
     run.kubeconfig = Some(path);
     run.record_one(phase, &host, r, t);
-}
-
-/// Write a file with mode 0600 from the start (never briefly readable by others).
-pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o.open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
 }
 
 /// The values to install: the rendered ones with the effective settings of the kernel verdicts

@@ -123,16 +123,9 @@ impl Journal {
         let Ok(line) = serde_json::to_string(&e) else {
             return;
         };
-        let mut o = std::fs::OpenOptions::new();
-        o.create(true).append(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(0o600);
-        }
         // After a crash mid-write the file may end in a torn line: start on a fresh one.
         let torn = std::fs::read(&self.path).is_ok_and(|b| b.last().is_some_and(|c| *c != b'\n'));
-        if let Ok(mut f) = o.open(&self.path) {
+        if let Ok(mut f) = crate::files::append_private(&self.path) {
             let _ = writeln!(f, "{}{line}", if torn { "\n" } else { "" });
         }
     }

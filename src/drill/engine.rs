@@ -24,7 +24,7 @@ use super::probes::{self, ProbeError, ProbeRun, ProbeSpec};
 use super::record::{self, RecordBuilder, now};
 use super::resources::{self, Sampler};
 use super::rollout::RolloutTracker;
-use crate::apply::cluster::{ADMIN_CONF, CHART_DIR, write_private};
+use crate::apply::cluster::{ADMIN_CONF, CHART_DIR};
 use crate::check::{self, HostKeySettings};
 use crate::cilium::helm::{
     self, Chart, Helm, HelmCommand, PreflightOptions, Release, UpgradeValues,
@@ -752,7 +752,7 @@ impl Ctx<'_> {
                 .label(format!("read {ADMIN_CONF}"))
                 .idempotent();
             let text = self.exec(&cp, phase, &cmd).await?;
-            if let Err(e) = write_private(&kc, &text) {
+            if let Err(e) = crate::files::write_private(&kc, text.as_bytes()) {
                 return Err(self.fail("(local)", phase, &format!("write {}", kc.display()), e));
             }
         }
@@ -847,7 +847,7 @@ impl Ctx<'_> {
         // The values as deployed, kept in the run directory (0600: they may hold secrets).
         let values_text = self.helm(phase, &d.helm.get_values(false)).await?;
         let before_path = self.run_dir.join("values-before.yaml");
-        if let Err(e) = write_private(&before_path, &values_text) {
+        if let Err(e) = crate::files::write_private(&before_path, values_text.as_bytes()) {
             return Err(self.fail(
                 "(local)",
                 phase,
@@ -916,7 +916,7 @@ impl Ctx<'_> {
                 Err(e) => return Err(self.fail("(local)", phase, "write the values as YAML", e)),
             };
             let local = self.run_dir.join(format!("values-{}.yaml", step.to()));
-            if let Err(e) = write_private(&local, &yaml) {
+            if let Err(e) = crate::files::write_private(&local, yaml.as_bytes()) {
                 return Err(self.fail("(local)", phase, &format!("write {}", local.display()), e));
             }
             let remote = format!("/etc/kubernetes/kubedrill/drill-values-{}.yaml", step.to());

@@ -438,16 +438,7 @@ pub async fn up(
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), LifecycleError> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    o.open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
+    crate::files::write_private(path, text.as_bytes())
         .map_err(|e| local("key")(format!("{}: {e}", path.display())))
 }
 

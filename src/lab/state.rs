@@ -88,21 +88,7 @@ impl LabState {
 
     /// Write atomically (temp file + rename), mode 0600.
     pub fn save(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join("state.json.tmp");
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        {
-            use std::io::Write;
-            let mut f = opts.open(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(tmp, Self::file(&self.dir))
+        let data = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::files::write_private(&Self::file(&self.dir), &data)
     }
 }

@@ -8,7 +8,6 @@
 use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::{HashAlg, PublicKey, parse_public_key_base64};
 use sha1::Sha1;
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -177,14 +176,7 @@ impl KnownHosts {
             return Err(std::io::Error::other("cannot encode host key"));
         };
         let existing = std::fs::read(&self.path).unwrap_or_default();
-        let mut opts = OpenOptions::new();
-        opts.create(true).append(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&self.path)?;
+        let mut f = crate::files::append_private(&self.path)?;
         let sep = if existing.is_empty() || existing.ends_with(b"\n") {
             ""
         } else {
