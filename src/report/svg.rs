@@ -180,17 +180,21 @@ impl XScale {
     }
 }
 
-/// Time-axis tick step: the smallest of a fixed ladder giving at most 12 ticks.
+/// Time-axis tick step: the smallest of a fixed ladder giving at most 12 ticks; beyond the
+/// ladder, whole hours, still at most 12 ticks (a record spanning years must not draw millions).
 fn tick_step(span_ms: f64) -> u64 {
-    const LADDER: [u64; 12] = [
+    const LADDER: [u64; 13] = [
         1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 900_000,
-        1_800_000,
+        1_800_000, 3_600_000,
     ];
     LADDER
         .iter()
         .copied()
         .find(|s| span_ms / *s as f64 <= 12.0)
-        .unwrap_or(3_600_000)
+        .unwrap_or_else(|| {
+            let hours = (span_ms / 12.0 / 3_600_000.0).ceil();
+            (hours.min(1e12) as u64).max(1).saturating_mul(3_600_000)
+        })
 }
 
 /// `+m:ss` for axis labels.
@@ -624,6 +628,9 @@ mod tests {
 
     #[test]
     fn ticks_stay_few() {
+        // A record spanning years (a hostile `ended`) still gets at most 12 ticks.
+        let years = 8_000.0 * 365.0 * 86_400_000.0;
+        assert!(years / tick_step(years) as f64 <= 12.0);
         assert_eq!(tick_step(360_800.0), 60_000);
         assert_eq!(tick_step(9_000.0), 1_000);
         assert_eq!(axis_label(90_000), "+1:30");
