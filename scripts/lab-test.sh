@@ -49,7 +49,8 @@ scripts/lib/make-oci-image.sh "$WORK/test-image.tar" registry.k8s.io/kubedrill/t
 export KUBEDRILL_BUNDLE="$WORK/bundle"
 # The static probe agent the drill uploads to nodes (glibc +crt-static).
 ./scripts/build-probe.sh
-export KUBEDRILL_PROBE_BIN="$PWD/${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/kubedrill-probe"
+tdir="${CARGO_TARGET_DIR:-target}"; case "$tdir" in /*) ;; *) tdir="$PWD/$tdir" ;; esac
+export KUBEDRILL_PROBE_BIN="$tdir/x86_64-unknown-linux-gnu/release/kubedrill-probe"
 
 # A "remote" hypervisor: an sshd inside the namespace on 127.0.0.1:2222 whose sessions see this
 # run's libvirtd socket at /run/libvirt (their own mount namespace), so that
