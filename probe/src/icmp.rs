@@ -227,19 +227,11 @@ impl Driver for Icmp {
             self.connected = true;
         }
         build_request(&mut self.pkt, self.v6, self.ident, seq, payload);
-        match self.sock.send(&self.pkt) {
-            Ok(n) if n == self.pkt.len() => Ok(()),
-            Ok(n) => Err(format!("send: short write ({n} of {})", self.pkt.len())),
-            Err(e) => Err(format!("send: {e}")),
-        }
+        send_all(&self.sock, &self.pkt)
     }
 
     fn fds(&self, fds: &mut Vec<libc::pollfd>) {
-        fds.push(libc::pollfd {
-            fd: self.sock.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
+        fds.push(poll_in(&self.sock));
     }
 
     fn ready(&mut self, fds: &[libc::pollfd], done: &mut dyn FnMut(u64, Result<(), String>)) {
@@ -273,6 +265,24 @@ impl Driver for Icmp {
             Some(e) => format!("timeout (socket error: {e})"),
             None => "timeout".to_string(),
         }
+    }
+}
+
+/// `send(2)` of a whole datagram; a short write is an error.
+pub(crate) fn send_all(sock: &Socket, data: &[u8]) -> Result<(), String> {
+    match sock.send(data) {
+        Ok(n) if n == data.len() => Ok(()),
+        Ok(n) => Err(format!("send: short write ({n} of {})", data.len())),
+        Err(e) => Err(format!("send: {e}")),
+    }
+}
+
+/// The `poll(2)` entry waiting for a socket to become readable.
+pub(crate) fn poll_in(sock: &Socket) -> libc::pollfd {
+    libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
     }
 }
 

@@ -5,12 +5,11 @@
 //! dropped by the kernel, so it shows up as loss) and is byte-for-byte the payload.
 
 use std::io;
-use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::engine::Driver;
-use crate::icmp::recv;
+use crate::icmp::{poll_in, recv, send_all};
 use crate::payload;
 use crate::spec::{Probe, Target};
 
@@ -61,19 +60,11 @@ impl Driver for Udp {
                 .map_err(|e| format!("connect: {e}"))?;
             self.connected = true;
         }
-        match self.sock.send(payload) {
-            Ok(n) if n == payload.len() => Ok(()),
-            Ok(n) => Err(format!("send: short write ({n} of {})", payload.len())),
-            Err(e) => Err(format!("send: {e}")),
-        }
+        send_all(&self.sock, payload)
     }
 
     fn fds(&self, fds: &mut Vec<libc::pollfd>) {
-        fds.push(libc::pollfd {
-            fd: self.sock.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
+        fds.push(poll_in(&self.sock));
     }
 
     fn ready(&mut self, fds: &[libc::pollfd], done: &mut dyn FnMut(u64, Result<(), String>)) {
