@@ -43,6 +43,8 @@ lab_netns_start "$WORK"
 
 # The offline bundle apply installs from (Debian's containerd, runc, conntrack, socat, … with
 # every dependency), built here, outside the namespace, from this machine's apt sources.
+# apt must know the packages (a machine image may ship without package lists).
+if ! apt-cache policy containerd 2>/dev/null | grep -q 'Candidate: [0-9]'; then apt-get update; fi
 # Plus a tiny OCI image archive, imported into containerd by node/containerd.
 scripts/lib/make-oci-image.sh "$WORK/test-image.tar" registry.k8s.io/kubedrill/test:1
 "$KD" bundle build -o "$WORK/bundle" --image "$WORK/test-image.tar"
