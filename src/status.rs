@@ -9,7 +9,7 @@ use crate::fleet::Connector;
 use crate::inventory::Inventory;
 use crate::k8s::{agents, status};
 use crate::spec::ClusterSpec;
-use crate::ssh::{HostKeyPolicy, Options, forward};
+use crate::ssh::{HostKeyPolicy, Options};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
@@ -99,15 +99,9 @@ pub async fn read(
         .ok_or_else(|| StatusError::Api(format!("{cp}: not in the inventory")))?;
     let connector = Connector::new(std::sync::Arc::new(Options::new(policy)), bastion);
     let session = connector.connect(dest).await?;
-    let fwd = forward::forward_local(session.clone(), "127.0.0.1".into(), 6443)
-        .await
-        .map_err(|e| StatusError::Api(format!("local forward: {e}")))?;
-    let opts = crate::k8s::client::ClientOptions {
-        server_override: Some(format!("https://{}", fwd.local)),
-        context: None,
-        connect_timeout: Some(Duration::from_secs(15)),
-    };
-    let client = crate::k8s::client::client_from_kubeconfig(&kubeconfig, &opts).await?;
+    let (client, fwd) =
+        crate::k8s::client::client_via_ssh(&kubeconfig, session.clone(), Duration::from_secs(15))
+            .await?;
     let nodes: Vec<Node> = Api::<Node>::all(client.clone())
         .list(&ListParams::default())
         .await

@@ -59,53 +59,14 @@ impl Run<'_> {
     }
 
     fn record_one(&mut self, phase: &str, host: &str, r: Result<Outcome, Failure>, t: Instant) {
-        let secs = t.elapsed().as_secs_f64();
-        match r {
-            Ok(o) => {
-                let label = match &o {
-                    Outcome::Unchanged => "unchanged",
-                    Outcome::Changed => "changed",
-                    Outcome::Skipped(_) => "skipped",
-                };
-                self.journal.record(phase, host, label, secs, "");
-                self.push_host(
-                    phase,
-                    super::HostReport {
-                        host: host.into(),
-                        outcome: o,
-                        secs,
-                    },
-                );
-            }
-            Err(f) => {
-                let f = Failure {
-                    stderr: self.redactor.apply(&f.stderr),
-                    ..f
-                };
-                self.journal.record(
-                    phase,
-                    host,
-                    "failed",
-                    secs,
-                    &format!("{}: {}", f.command, f.stderr),
-                );
-                self.failures.push(f);
-            }
-        }
+        self.record(phase, host, r, t.elapsed().as_secs_f64());
     }
 
     async fn one(&self, s: &Session, phase: &str, c: &HostChange) -> Result<Outcome, Failure> {
         let p = self.progress.host(phase, &s.destination().name);
         let r = super::run_change(s, phase, c, &self.redactor, &p).await;
         match &r {
-            Ok(o) => p.finish(
-                true,
-                if *o == Outcome::Unchanged {
-                    "unchanged"
-                } else {
-                    "changed"
-                },
-            ),
+            Ok(o) => p.finish(true, o.label()),
             Err(f) => p.finish(false, &f.command),
         }
         r
@@ -493,8 +454,8 @@ pub async fn cilium_install(run: &mut Run<'_>) {
 }
 
 /// A kube client for the cluster: the fetched admin kubeconfig, with the API server reached
-/// through the first control plane's SSH connection (a local forward to its port 6443; TLS is
-/// still verified against the kubeconfig's server name).
+/// through the first control plane's SSH connection (TLS still verified against the
+/// kubeconfig's server name).
 pub async fn kube_client(
     run: &Run<'_>,
 ) -> Result<(kube::Client, crate::ssh::forward::Forward), String> {
@@ -508,17 +469,10 @@ pub async fn kube_client(
             kubeconfig.display()
         ));
     }
-    let fwd = crate::ssh::forward::forward_local(s, "127.0.0.1".into(), 6443)
-        .await
-        .map_err(|e| format!("local forward to the API server: {e}"))?;
-    let opts = crate::k8s::client::ClientOptions {
-        server_override: Some(format!("https://{}", fwd.local)),
-        context: None,
-        connect_timeout: Some(std::time::Duration::from_secs(15)),
-    };
-    let client = crate::k8s::client::client_from_kubeconfig(&kubeconfig, &opts)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (client, fwd) =
+        crate::k8s::client::client_via_ssh(&kubeconfig, s, std::time::Duration::from_secs(15))
+            .await
+            .map_err(|e| e.to_string())?;
     Ok((client, fwd))
 }
 

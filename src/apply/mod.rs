@@ -73,6 +73,17 @@ pub enum Outcome {
     Skipped(String),
 }
 
+impl Outcome {
+    /// `unchanged`, `changed` or `skipped`, as the journal and the summary say it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Unchanged => "unchanged",
+            Outcome::Changed => "changed",
+            Outcome::Skipped(_) => "skipped",
+        }
+    }
+}
+
 /// A failed phase on a host: where, what ran, what it said, and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Error)]
 #[error("{host}: phase {phase}: {command}{}\n{stderr}{}", status.map(|s| format!(" exited with {s}")).unwrap_or_default(), hint.as_ref().map(|h| format!("\nhint: {h}")).unwrap_or_default())]
@@ -574,9 +585,8 @@ impl Run<'_> {
             concurrency,
             self.progress,
             |o: &Outcome| match o {
-                Outcome::Unchanged => "unchanged".into(),
-                Outcome::Changed => "changed".into(),
                 Outcome::Skipped(w) => format!("skipped: {w}"),
+                o => o.label().into(),
             },
             |(s, change), p| {
                 let redactor = redactor.clone();
@@ -586,34 +596,37 @@ impl Run<'_> {
         )
         .await;
         for r in results {
-            let secs = r.duration.as_secs_f64();
-            match r.result {
-                Ok(o) => {
-                    let label = match &o {
-                        Outcome::Unchanged => "unchanged",
-                        Outcome::Changed => "changed",
-                        Outcome::Skipped(_) => "skipped",
-                    };
-                    self.journal.record(name, &r.host, label, secs, "");
-                    self.push_host(
-                        name,
-                        HostReport {
-                            host: r.host,
-                            outcome: o,
-                            secs,
-                        },
-                    );
-                }
-                Err(f) => {
-                    self.journal.record(
-                        name,
-                        &r.host,
-                        "failed",
+            self.record(name, &r.host, r.result, r.duration.as_secs_f64());
+        }
+    }
+
+    /// Record one host's outcome of a phase: journal, report, and the failure list.
+    fn record(&mut self, phase: &str, host: &str, r: Result<Outcome, Failure>, secs: f64) {
+        match r {
+            Ok(o) => {
+                self.journal.record(phase, host, o.label(), secs, "");
+                self.push_host(
+                    phase,
+                    HostReport {
+                        host: host.into(),
+                        outcome: o,
                         secs,
-                        &format!("{}: {}", f.command, f.stderr),
-                    );
-                    self.failures.push(f);
-                }
+                    },
+                );
+            }
+            Err(f) => {
+                let f = Failure {
+                    stderr: self.redactor.apply(&f.stderr),
+                    ..f
+                };
+                self.journal.record(
+                    phase,
+                    host,
+                    "failed",
+                    secs,
+                    &format!("{}: {}", f.command, f.stderr),
+                );
+                self.failures.push(f);
             }
         }
     }

@@ -4,7 +4,7 @@
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context;
 use clap::Args;
-use kubedrill::apply::{self, ApplyOptions, Outcome, Selection, node::PackageSource};
+use kubedrill::apply::{self, ApplyOptions, Selection, node::PackageSource};
 use kubedrill::bundle::Bundle;
 use kubedrill::check;
 use kubedrill::fleet::{DEFAULT_CONCURRENCY, Progress};
@@ -129,12 +129,7 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
         for p in &report.phases {
             let mut counts = std::collections::BTreeMap::<&str, usize>::new();
             for h in &p.hosts {
-                let k = match &h.outcome {
-                    Outcome::Unchanged => "unchanged",
-                    Outcome::Changed => "changed",
-                    Outcome::Skipped(_) => "skipped",
-                };
-                *counts.entry(k).or_default() += 1;
+                *counts.entry(h.outcome.label()).or_default() += 1;
             }
             let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
             println!("{:<28} {}", p.phase, summary.join(", "));

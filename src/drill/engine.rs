@@ -33,10 +33,10 @@ use crate::cilium::preflight;
 use crate::fleet::{self, Connector, Progress};
 use crate::inventory::{Inventory, NodeRole as InvRole};
 use crate::k8s::agents;
+use crate::k8s::client::client_via_ssh;
 use crate::k8s::kube_proxy;
 use crate::k8s::status::{self, ExpectedDatapath};
 use crate::k8s::wait;
-use crate::k8s::{ClientOptions, client_from_kubeconfig, config_from_kubeconfig};
 use crate::kernel::{self, NodeReport};
 use crate::lab::definition::Lab;
 use crate::report::leak::{self, LeakThresholds, LeakVerdict};
@@ -48,7 +48,7 @@ use crate::report::time::Timestamp;
 use crate::report::{self, ReportError, Written};
 use crate::spec::cilium::{KubeProxyReplacement, RoutingMode};
 use crate::spec::{ClusterSpec, Version};
-use crate::ssh::forward::{Forward, forward_local};
+use crate::ssh::forward::Forward;
 use crate::ssh::shell::quote;
 use crate::ssh::{Command, HostKeyPolicy, Options, Session};
 use serde::{Deserialize, Serialize};
@@ -756,46 +756,21 @@ impl Ctx<'_> {
                 return Err(self.fail("(local)", phase, &format!("write {}", kc.display()), e));
             }
         }
-        let cfg = match config_from_kubeconfig(&kc, &ClientOptions::default()).await {
-            Ok(c) => c,
-            Err(e) => return Err(self.fail("(local)", phase, "read the kubeconfig", e)),
-        };
-        let host = cfg
-            .cluster_url
-            .host()
-            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
-            .unwrap_or_default();
-        let port = cfg.cluster_url.port_u16().unwrap_or(443);
         let Some(cp_s) = self.session(&self.cp) else {
             let cp = self.cp.clone();
             return Err(self.fail(&cp, phase, "ssh connect", "no session"));
         };
-        let fwd = match forward_local(cp_s, host.clone(), port).await {
-            Ok(f) => f,
-            Err(e) => {
-                return Err(self.fail(
-                    "(local)",
-                    phase,
-                    &format!("forward 127.0.0.1 → {host}:{port}"),
-                    e,
-                ));
-            }
-        };
-        let opts = ClientOptions {
-            server_override: Some(format!("https://{}", fwd.local)),
-            connect_timeout: Some(Duration::from_secs(15)),
-            ..ClientOptions::default()
+        let (client, fwd) = match client_via_ssh(&kc, cp_s, Duration::from_secs(15)).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.fail("(local)", phase, "connect to the Kubernetes API", e)),
         };
         self.say(&format!(
-            "Kubernetes API {host}:{port} via {} on 127.0.0.1:{}",
+            "Kubernetes API {} via {} on 127.0.0.1:{}",
+            fwd.remote,
             self.cp,
             fwd.local.port()
         ));
         self.forward = Some(fwd);
-        let client = match client_from_kubeconfig(&kc, &opts).await {
-            Ok(c) => c,
-            Err(e) => return Err(self.fail("(local)", phase, "build the Kubernetes client", e)),
-        };
         let n = self.d.inventory.hosts.len();
         if let Err(e) = wait::nodes_ready(&client, n, self.d.timeouts.api, |_| {}).await {
             let h = self.api_host();

@@ -44,6 +44,15 @@ pub enum ClientError {
         /// Why it is rejected.
         reason: String,
     },
+    /// The local forward to the API server could not be opened.
+    #[error("forwarding a local port to the API server {target}: {source}")]
+    Forward {
+        /// `host:port` as seen from the SSH host.
+        target: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// kube refused the configuration (for instance a CA bundle that is not a certificate).
     #[error("building a Kubernetes client from {path}: {source}")]
     Build {
@@ -99,6 +108,39 @@ pub async fn client_from_kubeconfig(
         path: path.to_owned(),
         source,
     })
+}
+
+/// A client whose connections go through an SSH session: a local port forwarded to the
+/// kubeconfig's API server as the session's host sees it (a control plane reaches its own
+/// endpoint), with the TLS name still the kubeconfig's. Keep the [`Forward`] alive as long as
+/// the client is used.
+///
+/// [`Forward`]: crate::ssh::forward::Forward
+pub async fn client_via_ssh(
+    path: &Path,
+    session: std::sync::Arc<crate::ssh::Session>,
+    connect_timeout: Duration,
+) -> Result<(kube::Client, crate::ssh::forward::Forward), ClientError> {
+    let cfg = config_from_kubeconfig(path, &ClientOptions::default()).await?;
+    let host = cfg
+        .cluster_url
+        .host()
+        .map(strip_brackets)
+        .unwrap_or_default();
+    let port = cfg.cluster_url.port_u16().unwrap_or(443);
+    let fwd = crate::ssh::forward::forward_local(session, host, port)
+        .await
+        .map_err(|source| ClientError::Forward {
+            target: format!("{}:{port}", cfg.cluster_url.host().unwrap_or_default()),
+            source,
+        })?;
+    let opts = ClientOptions {
+        server_override: Some(format!("https://{}", fwd.local)),
+        context: None,
+        connect_timeout: Some(connect_timeout),
+    };
+    let client = client_from_kubeconfig(path, &opts).await?;
+    Ok((client, fwd))
 }
 
 /// `[::1]` → `::1`: rustls wants a bare IP address or DNS name.

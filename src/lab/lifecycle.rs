@@ -223,6 +223,14 @@ pub async fn up(
     }
 
     let instance = Instance::new(&lab.name);
+    let hosts: Vec<state::VmHost> = lab
+        .vms
+        .iter()
+        .map(|v| state::VmHost {
+            name: v.name.clone(),
+            address: v.address.to_string(),
+        })
+        .collect();
     let st = LabState {
         instance: instance.clone(),
         uri: lab.uri.clone(),
@@ -231,14 +239,7 @@ pub async fn up(
         pool: None,
         domains: Vec::new(),
         dir: dir.clone(),
-        hosts: lab
-            .vms
-            .iter()
-            .map(|v| state::VmHost {
-                name: v.name.clone(),
-                address: v.address.to_string(),
-            })
-            .collect(),
+        hosts: hosts.clone(),
     };
     st.save()
         .map_err(|e| local("recording the lab")(e.to_string()))?;
@@ -386,14 +387,6 @@ pub async fn up(
     step("all domains started; waiting for SSH");
 
     let inventory = write_inventory(lab, &dir, &key_path, &kh_path)?;
-    let hosts: Vec<state::VmHost> = lab
-        .vms
-        .iter()
-        .map(|v| state::VmHost {
-            name: v.name.clone(),
-            address: v.address.to_string(),
-        })
-        .collect();
     let wait = SshWaitOptions {
         timeout: opts.ssh_timeout,
         poll: Duration::from_secs(2),

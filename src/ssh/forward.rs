@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 pub struct Forward {
     /// The local address to connect to.
     pub local: SocketAddr,
+    /// Where connections go, as seen from the session's host (`host:port`).
+    pub remote: String,
     task: JoinHandle<()>,
 }
 
@@ -31,6 +33,7 @@ pub async fn forward_local(
 ) -> std::io::Result<Forward> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let local = listener.local_addr()?;
+    let remote = format!("{host}:{port}");
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut tcp, _)) = listener.accept().await else {
@@ -47,5 +50,9 @@ pub async fn forward_local(
             });
         }
     });
-    Ok(Forward { local, task })
+    Ok(Forward {
+        local,
+        remote,
+        task,
+    })
 }
