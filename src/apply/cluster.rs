@@ -17,6 +17,79 @@ pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
 /// Where the chart and helm go on the first control plane when they come from a bundle.
 pub const CHART_DIR: &str = "/var/cache/kubedrill/charts";
 
+/// After a failed `kubeadm init`/`join`: the kubelet's last journal lines, because a kubelet
+/// that never came up is the usual reason and kubeadm itself only says it timed out.
+const KUBELET_JOURNAL_ON_FAILURE: &str = "if [ $rc -ne 0 ]; then echo '--- last lines of the kubelet journal ---' >&2; journalctl -u kubelet -n 15 --no-pager -o cat >&2 2>/dev/null || true; fi\n";
+
+/// Where kubedrill marks a kubeadm init/join it started (`.started`) and saw finish (`.done`).
+pub const MARK_DIR: &str = "/var/lib/kubedrill";
+
+/// Before `kubeadm init`/`join`: resume what an interrupted apply left. A kubeadm still running
+/// from it (its SSH connection was cut) is waited for; if that finished the job (`done_test`),
+/// nothing more is done. If kubedrill itself started a kubeadm here that never finished, its
+/// half-written files would fail kubeadm's preflight, so `kubeadm reset -f` clears them first —
+/// only then: files kubedrill did not mark (a cluster made by someone else) are never reset.
+fn resume_prologue(what: &str, done_test: &str, config: &str) -> String {
+    format!(
+        "mkdir -p {MARK_DIR}\n\
+         i=0; while pgrep -x kubeadm >/dev/null; do [ $i -eq 0 ] && echo 'waiting for a kubeadm {what} still running from an interrupted apply' >&2; i=$((i+1)); [ $i -lt 900 ] || break; sleep 1; done\n\
+         if {done_test}; then rm -f {config}; touch {MARK_DIR}/kubeadm-{what}.done; exit 0; fi\n\
+         if [ -f {MARK_DIR}/kubeadm-{what}.started ] && [ ! -f {MARK_DIR}/kubeadm-{what}.done ]; then\n\
+         echo 'an earlier kubeadm {what} by kubedrill did not finish: kubeadm reset -f before trying again' >&2\n\
+         kubeadm reset -f >/dev/null 2>&1 || true\n\
+         fi\n\
+         touch {MARK_DIR}/kubeadm-{what}.started\n"
+    )
+}
+
+/// After `kubeadm init`/`join` (`rc` set): mark success.
+fn mark_done(what: &str) -> String {
+    format!("[ $rc -ne 0 ] || touch {MARK_DIR}/kubeadm-{what}.done\n")
+}
+
+/// stderr lines kept from a failed kubeadm run (then condensed by [`kubeadm_failure_summary`]).
+const KUBEADM_ERROR_LINES: usize = 80;
+
+/// kubeadm's own time limit (`kubedrill_kubeadm_timeout` or 4 minutes per wait) plus the
+/// image checks and certificate work around the waits.
+fn kubeadm_timeout_secs(run: &Run<'_>) -> u64 {
+    let minutes = run
+        .spec
+        .kubeadm_timeout
+        .as_deref()
+        .and_then(crate::spec::timeout_minutes)
+        .unwrap_or(4);
+    (minutes * 60 * 2).max(900)
+}
+
+/// What matters in a failed kubeadm run's stderr: its `[ERROR …]` preflight lines and its
+/// `error execution phase …` line, then the kubelet journal's tail; the rest (progress lines,
+/// the `--v=5` advice) is dropped. Falls back to the last 12 lines.
+pub fn kubeadm_failure_summary(stderr: &str) -> String {
+    let mut keep: Vec<&str> = Vec::new();
+    let mut journal = false;
+    for l in stderr.lines() {
+        let t = l.trim();
+        if t.starts_with("--- last lines of the kubelet journal") {
+            journal = true;
+        }
+        if journal
+            || t.starts_with("[ERROR")
+            || t.starts_with("error execution phase")
+            || t.starts_with("error: ")
+            || t.contains("timed out waiting")
+            || t.contains("context deadline exceeded")
+        {
+            keep.push(l);
+        }
+    }
+    if keep.is_empty() {
+        let all: Vec<&str> = stderr.lines().collect();
+        keep = all[all.len().saturating_sub(12)..].to_vec();
+    }
+    keep.join("\n")
+}
+
 /// The "kubeadm missing" precondition, with the fix that fits the package source.
 fn kubeadm_precondition(run: &Run<'_>) -> (String, String) {
     let why = match &run.opts.source {
@@ -135,17 +208,29 @@ pub async fn init(run: &mut Run<'_>) {
         files: vec![file],
         uploads: Vec::new(),
         // The config (with the token and certificate key) is removed whatever happens.
-        apply: format!("kubeadm init --config {f}{upload}; rc=$?; rm -f {f}; exit $rc\n"),
+        apply: format!(
+            "{}kubeadm init --config {f}{upload}; rc=$?; rm -f {f}\n{KUBELET_JOURNAL_ON_FAILURE}{}exit $rc\n",
+            resume_prologue(
+                "init",
+                &format!(
+                    "[ -f {ADMIN_CONF} ] && kubectl --kubeconfig {ADMIN_CONF} get --raw /readyz >/dev/null 2>&1"
+                ),
+                &f
+            ),
+            mark_done("init"),
+        ),
         apply_label: format!(
             "kubeadm init --config {}{upload}",
             kubeadm::INIT_CONFIG_PATH
         ),
-        timeout_secs: 900,
+        timeout_secs: kubeadm_timeout_secs(run),
+        error_lines: KUBEADM_ERROR_LINES,
     };
     let mut r = run.one(&s, phase, &change).await;
     if let Err(f) = &mut r
         && f.command.starts_with("kubeadm init")
     {
+        f.stderr = kubeadm_failure_summary(&f.stderr);
         f.hint = Some(format!(
             "a half-finished init leaves files behind: `kubedrill reset -i INVENTORY --only-host {host}` (kubeadm reset -f), then apply again"
         ));
@@ -281,13 +366,27 @@ pub async fn join(run: &mut Run<'_>, control_plane: bool) {
                     .into(),
                 files: vec![file],
                 uploads: Vec::new(),
-                apply: format!("kubeadm join --config {f}; rc=$?; rm -f {f}; exit $rc\n"),
+                apply: format!(
+                    "{}kubeadm join --config {f}; rc=$?; rm -f {f}\n{KUBELET_JOURNAL_ON_FAILURE}{}exit $rc\n",
+                    resume_prologue("join", "[ -f /etc/kubernetes/kubelet.conf ]", &f),
+                    mark_done("join"),
+                ),
                 apply_label: format!("kubeadm join --config {}", kubeadm::JOIN_CONFIG_PATH),
-                timeout_secs: 900,
+                timeout_secs: kubeadm_timeout_secs(run),
+                error_lines: KUBEADM_ERROR_LINES,
             }),
         ));
     }
     run.on_hosts(phase, items, concurrency).await;
+    for f in run.failures.iter_mut() {
+        if f.phase == phase && f.command.starts_with("kubeadm join") {
+            f.stderr = kubeadm_failure_summary(&f.stderr);
+            f.hint = Some(format!(
+                "a half-finished join leaves files behind: `kubedrill reset -i INVENTORY --only-host {}` (kubeadm reset -f), then apply again",
+                f.host
+            ));
+        }
+    }
 }
 
 /// `kubeconfig/fetch`: admin.conf to `<state>/clusters/<cluster>/admin.conf`, mode 0600.
@@ -393,6 +492,7 @@ pub async fn cilium_install(run: &mut Run<'_>) {
                     local: b.dir.join(&h.file),
                     remote: "/usr/local/lib/kubedrill/helm".into(),
                     sha256: h.sha256.clone(),
+                    mode: 0o755,
                 });
                 prepare.push_str("command -v helm >/dev/null || install -m 0755 /usr/local/lib/kubedrill/helm /usr/local/bin/helm\n");
             }
@@ -403,6 +503,7 @@ pub async fn cilium_install(run: &mut Run<'_>) {
                         local: b.dir.join(&c.file),
                         remote: remote.clone(),
                         sha256: c.sha256.clone(),
+                        mode: 0o644,
                     });
                     remote
                 }
@@ -448,6 +549,7 @@ pub async fn cilium_install(run: &mut Run<'_>) {
         ),
         apply_label: format!("helm upgrade --install cilium {chart} --version {version}"),
         timeout_secs: 600,
+        error_lines: 0,
     };
     let r = run.one(&s, phase, &change).await;
     run.record_one(phase, &host, r, t);

@@ -36,6 +36,8 @@ pub struct Upload {
     pub remote: String,
     /// Expected SHA-256.
     pub sha256: String,
+    /// Mode on the node.
+    pub mode: u32,
 }
 
 /// A host's session and the change to make there.
@@ -59,6 +61,8 @@ pub struct HostChange {
     pub apply_label: String,
     /// Time allowed for `apply`.
     pub timeout_secs: u64,
+    /// Lines of the script's stderr kept in a failure (0: the last 8).
+    pub error_lines: usize,
 }
 
 /// How a phase ended on a host.
@@ -323,6 +327,17 @@ pub async fn apply(
         ));
     }
     journal.record("apply", "", "started", 0.0, &spec.label);
+    if let Some(t) = &spec.kubeadm_timeout {
+        let from = spec
+            .provenance
+            .iter()
+            .find(|p| p.setting == "kubedrill_kubeadm_timeout")
+            .map(|p| p.source.to_string())
+            .unwrap_or_default();
+        progress.println(&format!(
+            "note: kubeadm's waits are raised to {t} (kubedrill_kubeadm_timeout, {from}); production uses kubeadm's defaults unless its inventory sets it too"
+        ));
+    }
     let mut run = Run {
         inv,
         spec,
@@ -349,10 +364,10 @@ pub async fn apply(
         progress.println(&format!("== {} — {}", def.name, def.title));
         match def.name {
             "preflight/kernel" => run.preflight_kernel().await,
-            "node/packages" => {
-                let c = node::packages(spec, &opts.source);
-                run.on_all(def.name, c).await;
-            }
+            "node/packages" => match node::packages(&run.templates, spec, &opts.source) {
+                Ok(c) => run.on_all(def.name, c).await,
+                Err(e) => run.fail_all(def.name, "node packages", &e),
+            },
             "node/containerd" => match node::containerd(&run.templates, spec, &opts.source) {
                 Ok(c) => run.on_all(def.name, c).await,
                 Err(e) => run.fail_all(def.name, "render containerd config", &e.to_string()),
@@ -774,7 +789,8 @@ pub async fn run_change(
         .await
         .map_err(|e| exec_failure(&host, phase, &c.apply_label, &e, redactor))?;
     if !o.success() {
-        let mut err = o.stderr_tail(8);
+        let lines = if c.error_lines == 0 { 8 } else { c.error_lines };
+        let mut err = o.stderr_tail(lines);
         if err.trim().is_empty() {
             err = o
                 .stdout_text()
@@ -862,9 +878,12 @@ async fn upload_missing(
             stderr: e.to_string(),
             hint: None,
         })?;
-        let o = s.upload(&data, &u.remote, 0o644, true).await.map_err(|e| {
-            exec_failure(&host, phase, &format!("upload {}", u.remote), &e, redactor)
-        })?;
+        let o = s
+            .upload(&data, &u.remote, u.mode, true)
+            .await
+            .map_err(|e| {
+                exec_failure(&host, phase, &format!("upload {}", u.remote), &e, redactor)
+            })?;
         if !o.success() {
             return Err(Failure {
                 host: host.clone(),

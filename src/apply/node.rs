@@ -25,12 +25,89 @@ pub enum PackageSource {
     Online,
 }
 
-/// `node/packages`.
-pub fn packages(spec: &ClusterSpec, source: &PackageSource) -> HostChange {
+/// `node/packages`. A bundle whose Kubernetes is not the inventory's is refused before anything
+/// is installed.
+pub fn packages(
+    t: &Templates,
+    spec: &ClusterSpec,
+    source: &PackageSource,
+) -> Result<HostChange, String> {
     match source {
-        PackageSource::Bundle(b) => bundle_packages(b),
-        PackageSource::Online => online_packages(spec),
+        PackageSource::Bundle(b) => {
+            if let Some(v) = b.kubernetes_version()
+                && v != spec.kubernetes.to_string()
+            {
+                return Err(format!(
+                    "the bundle {} carries Kubernetes {v}, the inventory asks for {} (kube_version): build a bundle for {}",
+                    b.dir.display(),
+                    spec.kubernetes,
+                    spec.kubernetes
+                ));
+            }
+            let mut c = bundle_packages(b);
+            if let Some((v, bins)) = b.kubernetes_binaries() {
+                add_binaries(&mut c, t, b, v, &bins).map_err(|e| e.to_string())?;
+            }
+            Ok(c)
+        }
+        PackageSource::Online => Ok(online_packages(spec)),
     }
+}
+
+/// kubelet, kubeadm, kubectl and crictl from the bundle's release binaries, with the unit and
+/// drop-in the official packages ship; checked by the versions they report.
+fn add_binaries(
+    c: &mut HostChange,
+    t: &Templates,
+    b: &Bundle,
+    version: &str,
+    bins: &[&crate::bundle::Artifact],
+) -> Result<(), RenderError> {
+    use crate::render::kubelet::{self, BIN_DIR};
+    for a in bins {
+        c.uploads.push(super::Upload {
+            local: b.dir.join(&a.file),
+            remote: format!("{BIN_DIR}/{}", file_name(&a.file)),
+            sha256: a.sha256.clone(),
+            mode: 0o755,
+        });
+    }
+    c.files.extend(kubelet::files(t)?);
+    c.check.push_str(&binaries_check(version));
+    // The uploads are checked by SHA-256 before `apply` runs; this makes systemd see the unit.
+    c.apply.push_str(
+        "systemctl daemon-reload
+systemctl enable kubelet >/dev/null 2>&1 || true
+",
+    );
+    c.apply_label.push_str(&format!(
+        "; kubelet/kubeadm/kubectl/crictl {version} (release binaries) with kubelet's unit"
+    ));
+    Ok(())
+}
+
+/// Exits non-zero (saying which) unless kubeadm, kubelet and kubectl report `v<version>`,
+/// crictl is installed, and the files' modes are executable.
+fn binaries_check(version: &str) -> String {
+    let want = format!("v{version}");
+    let mut s = String::new();
+    for (tool, cmd) in [
+        ("kubeadm", "kubeadm version -o short"),
+        ("kubelet", "kubelet --version | awk '{print $2}'"),
+        (
+            "kubectl",
+            "kubectl version --client | awk '/Client Version/ {print $3}'",
+        ),
+    ] {
+        s.push_str(&format!(
+            "v=$({cmd} 2>/dev/null || true)\n[ \"$v\" = {want} ] || {{ echo \"{tool}: want {want}, have ${{v:-nothing}}\"; exit 1; }}\n"
+        ));
+    }
+    s.push_str("command -v crictl >/dev/null || { echo 'crictl: not installed'; exit 1; }\n");
+    s.push_str(
+        "systemctl is-enabled --quiet kubelet || { echo 'kubelet: not enabled'; exit 1; }\n",
+    );
+    s
 }
 
 fn bundle_packages(b: &Bundle) -> HostChange {
@@ -53,6 +130,7 @@ fn bundle_packages(b: &Bundle) -> HostChange {
             local: b.dir.join(&p.artifact.file),
             remote: format!("{BUNDLE_DEBS}/{}", file_name(&p.artifact.file)),
             sha256: p.artifact.sha256.clone(),
+            mode: 0o644,
         })
         .collect();
     if let Ok((_, sha)) = crate::bundle::hash_file(&b.dir.join("debs/Packages")) {
@@ -60,6 +138,7 @@ fn bundle_packages(b: &Bundle) -> HostChange {
             local: b.dir.join("debs/Packages"),
             remote: format!("{BUNDLE_DEBS}/Packages"),
             sha256: sha,
+            mode: 0o644,
         });
     }
     let apt_only = format!(
@@ -89,6 +168,7 @@ fn bundle_packages(b: &Bundle) -> HostChange {
         apply,
         apply_label: format!("apt-get install {} (from the bundle)", names.join(" ")),
         timeout_secs: 900,
+        error_lines: 0,
     }
 }
 
@@ -103,7 +183,8 @@ fn installed_check(pkgs: &[(String, String)]) -> String {
             v = glob_quote(v),
         ));
     }
-    s.push_str("exit $ok\n");
+    // Not `exit $ok`: more checks may follow (the release binaries).
+    s.push_str("[ $ok = 0 ] || exit 1\n");
     s
 }
 
@@ -158,6 +239,7 @@ fn online_packages(spec: &ClusterSpec) -> HostChange {
         apply,
         apply_label: format!("install kubelet/kubeadm/kubectl {k} from pkgs.k8s.io and containerd"),
         timeout_secs: 900,
+        error_lines: 0,
     }
 }
 
@@ -210,6 +292,7 @@ pub fn containerd(
                 local: b.dir.join(&a.file),
                 remote,
                 sha256: a.sha256.clone(),
+                mode: 0o644,
             });
         }
     }
@@ -228,6 +311,7 @@ pub fn containerd(
             format!("systemctl restart containerd; ctr images import ({} tarballs)", images.len())
         },
         timeout_secs: 600,
+        error_lines: 0,
     })
 }
 
@@ -246,6 +330,7 @@ pub fn kernel_modules() -> HostChange {
         apply: "set -e\nmodprobe overlay\nmodprobe br_netfilter\n".into(),
         apply_label: "modprobe overlay br_netfilter".into(),
         timeout_secs: 60,
+        error_lines: 0,
     }
 }
 
@@ -285,6 +370,7 @@ pub fn sysctl() -> HostChange {
         apply: format!("sysctl -q -p {SYSCTL_FILE}\n"),
         apply_label: format!("sysctl -p {SYSCTL_FILE}"),
         timeout_secs: 60,
+        error_lines: 0,
     }
 }
 
@@ -299,6 +385,7 @@ pub fn swap() -> HostChange {
         apply: "set -e\nswapoff -a\nsed -ri 's/^([^#]\\S*\\s+\\S+\\s+swap\\s)/# kubedrill: \\1/' /etc/fstab\n".into(),
         apply_label: "swapoff -a; comment out swap in /etc/fstab".into(),
         timeout_secs: 120,
+        error_lines: 0,
     }
 }
 

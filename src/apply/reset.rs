@@ -12,8 +12,10 @@ use std::time::Duration;
 /// be repeated; it prints one line per thing it removed.
 pub const RESET_SCRIPT: &str = r#"
 if command -v kubeadm >/dev/null 2>&1; then
-  kubeadm reset -f >/dev/null 2>&1 && echo "kubeadm reset -f"
+  if out=$(kubeadm reset -f 2>&1); then echo "kubeadm reset -f"
+  else echo "kubeadm reset -f failed:" >&2; echo "$out" | tail -n 5 >&2; exit 1; fi
 fi
+rm -f /var/lib/kubedrill/kubeadm-init.* /var/lib/kubedrill/kubeadm-join.*
 for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(cilium_|lxc)'); do
   ip link delete "$l" 2>/dev/null && echo "link $l"
 done

@@ -4,6 +4,11 @@
 //! Packages come from this machine's apt sources; `--kubernetes` adds the per-minor
 //! `pkgs.k8s.io` repository in a private apt configuration (the machine's own is not touched).
 //! helm and the chart are downloaded and verified against their published checksums.
+//!
+//! With a files repository (Kubespray's `files_repo`: an internal file server, or a local
+//! directory, in the download sites' own path layout), kubelet, kubeadm, kubectl, crictl and
+//! helm come from it as release binaries instead, each verified against the checksum file
+//! published beside it (`kubeadm.sha256`, `crictl-….tar.gz.sha256`, `helm-….tar.gz.sha256sum`).
 
 use super::{Artifact, BundleError, Family, MANIFEST, Manifest, Package, SCHEMA, hash_file};
 use crate::spec::version::Version;
@@ -25,6 +30,23 @@ pub struct BuildOptions {
     pub cilium_chart: Option<Version>,
     /// Image tarballs to copy in.
     pub images: Vec<PathBuf>,
+    /// Kubespray's `files_repo`: a directory, `file://` or `http(s)://` URL in the download
+    /// sites' layout; with `kubernetes`, the Kubernetes binaries (and helm) come from it.
+    pub files_repo: Option<String>,
+    /// crictl version taken from the files repository (default `1.<minor>.0`).
+    pub crictl: Option<String>,
+}
+
+/// Where a release binary sits below a files repository (Kubespray's `*_download_url` paths).
+pub fn files_repo_path(name: &str, version: &str) -> String {
+    let v = version.trim_start_matches('v');
+    match name {
+        "crictl" => format!(
+            "github.com/kubernetes-sigs/cri-tools/releases/download/v{v}/crictl-v{v}-linux-amd64.tar.gz"
+        ),
+        "helm" => format!("get.helm.sh/helm-v{v}-linux-amd64.tar.gz"),
+        _ => format!("dl.k8s.io/release/v{v}/bin/linux/amd64/{name}"),
+    }
 }
 
 fn fail(step: &str) -> impl Fn(String) -> BundleError + '_ {
@@ -91,7 +113,9 @@ pub fn build(o: &BuildOptions, say: &dyn Fn(&str)) -> Result<Manifest, BundleErr
     std::fs::create_dir_all(&debs).map_err(|e| fail("output")(e.to_string()))?;
     let mut requested = o.packages.clone();
     let private = tempfile::tempdir().map_err(|e| fail("apt")(e.to_string()))?;
-    let apt = match o.kubernetes {
+    // Kubernetes as packages from pkgs.k8s.io, unless a files repository provides binaries.
+    let packaged_kubernetes = o.kubernetes.filter(|_| o.files_repo.is_none());
+    let apt = match packaged_kubernetes {
         None => Apt { opts: Vec::new() },
         Some(k) => {
             requested.extend(super::KUBERNETES_PACKAGES.iter().map(|s| s.to_string()));
@@ -112,7 +136,7 @@ pub fn build(o: &BuildOptions, say: &dyn Fn(&str)) -> Result<Manifest, BundleErr
         .iter()
         .map(|p| {
             match (
-                o.kubernetes,
+                packaged_kubernetes,
                 super::KUBERNETES_PACKAGES.contains(&p.as_str()),
             ) {
                 (Some(k), true) => format!("{p}={k}-*"),
@@ -197,8 +221,24 @@ pub fn build(o: &BuildOptions, say: &dyn Fn(&str)) -> Result<Manifest, BundleErr
     }
 
     let mut binaries = Vec::new();
+    let mut kubernetes_binaries = None;
+    if let (Some(k), Some(repo)) = (o.kubernetes, &o.files_repo) {
+        binaries.extend(fetch_kubernetes_binaries(
+            &o.out,
+            repo,
+            k,
+            o.crictl.as_deref(),
+            say,
+        )?);
+        kubernetes_binaries = Some(k.to_string());
+    }
     if let Some(v) = &o.helm {
-        binaries.push(fetch_helm(&o.out, v, say)?);
+        let base = match (&o.files_repo, std::env::var("KUBEDRILL_HELM_URL")) {
+            (_, Ok(url)) => url,
+            (Some(repo), Err(_)) => format!("{}/get.helm.sh", repo.trim_end_matches('/')),
+            (None, Err(_)) => "https://get.helm.sh".into(),
+        };
+        binaries.push(fetch_helm(&o.out, &base, v, say)?);
     }
     let mut charts = Vec::new();
     if let Some(v) = o.cilium_chart {
@@ -206,6 +246,15 @@ pub fn build(o: &BuildOptions, say: &dyn Fn(&str)) -> Result<Manifest, BundleErr
     }
     let mut images = Vec::new();
     if !o.images.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        for i in &o.images {
+            if !seen.insert(i.file_name()) {
+                return Err(fail("images")(format!(
+                    "{}: two image tarballs share this file name",
+                    i.display()
+                )));
+            }
+        }
         let dir = o.out.join("images");
         std::fs::create_dir_all(&dir).map_err(|e| fail("images")(e.to_string()))?;
         for i in &o.images {
@@ -228,6 +277,7 @@ pub fn build(o: &BuildOptions, say: &dyn Fn(&str)) -> Result<Manifest, BundleErr
         binaries,
         charts,
         images,
+        kubernetes_binaries,
     };
     let text =
         serde_json::to_string_pretty(&manifest).map_err(|e| fail("manifest")(e.to_string()))?;
@@ -297,8 +347,13 @@ fn kubernetes_apt(dir: &Path, k: Version, say: &dyn Fn(&str)) -> Result<Apt, Bun
     Ok(apt)
 }
 
-/// Download with rustls; the body in memory (helm and the chart are a few MB).
+/// Download with rustls, or read a local path / `file://` URL; the body in memory (the largest
+/// artifacts, kubelet and kubectl, are well under 512 MiB).
 fn fetch(url: &str) -> Result<Vec<u8>, BundleError> {
+    if let Some(path) = local_path(url) {
+        return crate::files::read_bounded(Path::new(path), 512 << 20)
+            .map_err(|e| fail("download")(format!("{url}: {e}")));
+    }
     let mut resp = ureq::get(url)
         .call()
         .map_err(|e| fail("download")(format!("{url}: {e}")))?;
@@ -317,9 +372,97 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// Base URL of helm releases (`KUBEDRILL_HELM_URL` overrides, for mirrors).
-fn helm_base() -> String {
-    std::env::var("KUBEDRILL_HELM_URL").unwrap_or_else(|_| "https://get.helm.sh".into())
+/// The path of a local source (`/dir/…` or `file:///dir/…`), `None` for a URL.
+fn local_path(url: &str) -> Option<&str> {
+    url.strip_prefix("file://")
+        .or_else(|| url.starts_with('/').then_some(url))
+}
+
+/// kubelet, kubeadm, kubectl and crictl from a files repository, each verified against the
+/// checksum file beside it, into `bin/`.
+fn fetch_kubernetes_binaries(
+    root: &Path,
+    repo: &str,
+    k: Version,
+    crictl: Option<&str>,
+    say: &dyn Fn(&str),
+) -> Result<Vec<Artifact>, BundleError> {
+    let repo = repo.trim_end_matches('/');
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| fail("binaries")(e.to_string()))?;
+    let kv = k.to_string();
+    let crictl_v = crictl
+        .map(|c| c.trim_start_matches('v').to_string())
+        .unwrap_or_else(|| format!("{}.{}.0", k.major, k.minor));
+    let mut out = Vec::new();
+    for name in super::KUBERNETES_BINARIES {
+        let version = if *name == "crictl" { &crictl_v } else { &kv };
+        let rel = files_repo_path(name, version);
+        let url = format!("{repo}/{rel}");
+        say(&format!("taking {url}"));
+        let missing = |e: BundleError| {
+            fail("files repository")(format!(
+                "{e}\n`{rel}` is missing below the files repository {repo} (Kubespray's files_repo layout). Put the release file and its checksum file there, or build it from source here: scripts/upstream-build.sh --kubernetes {kv}"
+            ))
+        };
+        let data = fetch(&url).map_err(missing)?;
+        let want = String::from_utf8_lossy(&fetch(&format!("{url}.sha256")).map_err(missing)?)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_lowercase();
+        let got = sha256_hex(&data);
+        if want != got {
+            return Err(fail("files repository")(format!(
+                "{url}: SHA-256 {got}, its checksum file says `{want}`"
+            )));
+        }
+        let to = bin.join(name);
+        let content = if *name == "crictl" {
+            untar_one(&data, "crictl")?
+        } else {
+            data
+        };
+        std::fs::write(&to, content).map_err(|e| fail("binaries")(e.to_string()))?;
+        out.push(artifact(root, &to, &format!("{url} (sha256 {want})"))?);
+    }
+    Ok(out)
+}
+
+/// One member of a gzipped tarball, by file name (any directory).
+fn untar_one(tgz: &[u8], name: &str) -> Result<Vec<u8>, BundleError> {
+    let tmp = tempfile::tempdir().map_err(|e| fail("unpack")(e.to_string()))?;
+    let archive = tmp.path().join("a.tgz");
+    std::fs::write(&archive, tgz).map_err(|e| fail("unpack")(e.to_string()))?;
+    run(
+        "unpack",
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(tmp.path())
+            .arg("--no-same-owner")
+            .arg("--wildcards")
+            .arg(format!("*{name}")),
+    )?;
+    let found = walk(tmp.path())
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|f| f == name))
+        .ok_or_else(|| fail("unpack")(format!("the archive holds no `{name}`")))?;
+    std::fs::read(found).map_err(|e| fail("unpack")(e.to_string()))
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(walk(&p)),
+            Ok(t) if t.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Base URL of the Cilium chart repository (`KUBEDRILL_CHART_URL` overrides, for mirrors).
@@ -328,10 +471,15 @@ fn chart_base() -> String {
 }
 
 /// helm's release tarball, verified against its `.sha256sum`, unpacked to `bin/helm`.
-fn fetch_helm(root: &Path, version: &str, say: &dyn Fn(&str)) -> Result<Artifact, BundleError> {
+fn fetch_helm(
+    root: &Path,
+    base: &str,
+    version: &str,
+    say: &dyn Fn(&str),
+) -> Result<Artifact, BundleError> {
     let v = version.trim_start_matches('v');
     let name = format!("helm-v{v}-linux-amd64.tar.gz");
-    let url = format!("{}/{name}", helm_base());
+    let url = format!("{}/{name}", base.trim_end_matches('/'));
     say(&format!("downloading {url}"));
     let tgz = fetch(&url)?;
     let sums = String::from_utf8_lossy(&fetch(&format!("{url}.sha256sum"))?).into_owned();

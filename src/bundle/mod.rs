@@ -5,7 +5,9 @@
 //! BUNDLE/
 //!   bundle.json          manifest: every file with its SHA-256, and what was asked for
 //!   debs/*.deb           packages and all their dependencies, plus an apt `Packages` index
-//!   bin/helm             binaries (checksum-verified when downloaded)
+//!   bin/helm             binaries (checksum-verified when fetched)
+//!   bin/kubeadm …        kubelet, kubeadm, kubectl and crictl as release binaries, when the
+//!                        bundle was built from a files repository (Kubespray's `files_repo`)
 //!   charts/cilium-X.tgz  the Cilium chart
 //!   images/*.tar         optional image tarballs (`ctr -n k8s.io images import`)
 //! ```
@@ -29,6 +31,8 @@ pub const SCHEMA: u32 = 1;
 
 /// Packages kubedrill expects in a bundle for a complete node (besides their dependencies).
 pub const KUBERNETES_PACKAGES: &[&str] = &["kubelet", "kubeadm", "kubectl"];
+/// The release binaries a bundle built from a files repository carries instead of packages.
+pub const KUBERNETES_BINARIES: &[&str] = &["kubelet", "kubeadm", "kubectl", "crictl"];
 /// Node packages every apply needs from some source (the container runtime and its tools).
 pub const NODE_PACKAGES: &[&str] = &[
     "containerd",
@@ -100,6 +104,10 @@ pub struct Manifest {
     /// Container image tarballs.
     #[serde(default)]
     pub images: Vec<Artifact>,
+    /// The Kubernetes version of `bin/kubelet`, `bin/kubeadm` and `bin/kubectl`, when the
+    /// bundle carries them as binaries rather than packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_binaries: Option<String>,
 }
 
 /// Bundle errors, naming the bundle and file.
@@ -229,11 +237,38 @@ impl Bundle {
             .collect()
     }
 
-    /// True if the bundle carries kubelet, kubeadm and kubectl.
+    /// True if the bundle carries kubelet, kubeadm and kubectl (as packages or binaries).
     pub fn has_kubernetes(&self) -> bool {
         KUBERNETES_PACKAGES
             .iter()
             .all(|k| self.manifest.requested.iter().any(|r| r == k))
+            || self.kubernetes_binaries().is_some()
+    }
+
+    /// The Kubernetes version and the release binaries (`kubelet`, `kubeadm`, `kubectl`,
+    /// `crictl`), when the bundle carries them all as binaries.
+    pub fn kubernetes_binaries(&self) -> Option<(&str, Vec<&Artifact>)> {
+        let v = self.manifest.kubernetes_binaries.as_deref()?;
+        let bins: Option<Vec<&Artifact>> =
+            KUBERNETES_BINARIES.iter().map(|n| self.binary(n)).collect();
+        bins.map(|b| (v, b))
+    }
+
+    /// The Kubernetes version the bundle installs, if it carries Kubernetes at all.
+    pub fn kubernetes_version(&self) -> Option<String> {
+        if let Some((v, _)) = self.kubernetes_binaries() {
+            return Some(v.to_string());
+        }
+        self.requested()
+            .iter()
+            .find(|p| p.name == "kubeadm")
+            .map(|p| {
+                p.version
+                    .split('-')
+                    .next()
+                    .unwrap_or(&p.version)
+                    .to_string()
+            })
     }
 
     /// A binary by name (`helm`).

@@ -1,6 +1,7 @@
 //! `kubedrill bundle build|show`: offline bundles for `apply --bundle`.
 
 use super::{Output, print_json};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use kubedrill::bundle::{self, Bundle, build::BuildOptions};
 use kubedrill::spec::version::Version;
@@ -25,9 +26,22 @@ pub struct BuildArgs {
     /// Node packages (default: containerd runc conntrack socat ethtool iptables), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub packages: Vec<String>,
-    /// Add kubelet, kubeadm and kubectl of this version from pkgs.k8s.io.
+    /// Add kubelet, kubeadm and kubectl of this version (from pkgs.k8s.io, or as binaries from
+    /// --files-repo).
     #[arg(long, value_name = "VERSION")]
     pub kubernetes: Option<Version>,
+    /// Kubespray's `files_repo`: a local directory, file:// or http(s):// URL laid out like the
+    /// download sites (dl.k8s.io/release/vV/bin/linux/amd64/kubeadm, get.helm.sh/…,
+    /// github.com/kubernetes-sigs/cri-tools/releases/download/…). With --kubernetes, kubelet,
+    /// kubeadm, kubectl and crictl come from it as checksum-verified binaries; helm too.
+    #[arg(long, value_name = "DIR|URL")]
+    pub files_repo: Option<String>,
+    /// crictl version taken from --files-repo (default: 1.<kubernetes minor>.0).
+    #[arg(long, value_name = "VERSION", requires = "files_repo")]
+    pub crictl: Option<String>,
+    /// A directory of image tarballs (every `*.tar` in it), e.g. a local image store.
+    #[arg(long, value_name = "DIR")]
+    pub images_dir: Option<PathBuf>,
     /// Add helm of this version from get.helm.sh (checksum-verified).
     #[arg(long, value_name = "VERSION")]
     pub helm: Option<String>,
@@ -58,13 +72,29 @@ pub fn run(cmd: BundleCmd, out: Output) -> anyhow::Result<ExitCode> {
             } else {
                 a.packages
             };
+            let mut images = a.images;
+            if let Some(d) = &a.images_dir {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(d)
+                    .with_context(|| format!("--images-dir {}", d.display()))?
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "tar") && p.is_file())
+                    .collect();
+                if found.is_empty() {
+                    anyhow::bail!("--images-dir {}: no *.tar image tarballs", d.display());
+                }
+                found.sort();
+                images.extend(found);
+            }
             let o = BuildOptions {
                 out: a.out,
                 packages,
                 kubernetes: a.kubernetes,
                 helm: a.helm,
                 cilium_chart: a.cilium,
-                images: a.images,
+                images,
+                files_repo: a.files_repo,
+                crictl: a.crictl,
             };
             let t = std::time::Instant::now();
             match bundle::build::build(&o, &|s| eprintln!("bundle: {s}")) {
@@ -115,7 +145,11 @@ pub fn run(cmd: BundleCmd, out: Output) -> anyhow::Result<ExitCode> {
                     println!(
                         "  (+{} dependencies); kubelet/kubeadm/kubectl: {}",
                         b.manifest.packages.len() - b.requested().len(),
-                        if b.has_kubernetes() { "yes" } else { "no" }
+                        match (b.kubernetes_binaries(), b.kubernetes_version()) {
+                            (Some((v, _)), _) => format!("{v} (release binaries)"),
+                            (None, Some(v)) => format!("{v} (packages)"),
+                            (None, None) => "no".into(),
+                        }
                     );
                     for a in b
                         .manifest

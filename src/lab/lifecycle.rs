@@ -386,7 +386,7 @@ pub async fn up(
     let define_secs = t0.elapsed().as_secs_f64();
     step("all domains started; waiting for SSH");
 
-    let inventory = write_inventory(lab, &dir, &key_path, &kh_path)?;
+    let inventory = write_inventory(lab, &dir, &key_path, &kh_path, choice.domain_type == "qemu")?;
     let wait = SshWaitOptions {
         timeout: opts.ssh_timeout,
         poll: Duration::from_secs(2),
@@ -457,6 +457,7 @@ fn write_inventory(
     dir: &Path,
     key: &Path,
     known_hosts: &Path,
+    emulated: bool,
 ) -> Result<PathBuf, LifecycleError> {
     let inv_dir = dir.join("inventory");
     std::fs::create_dir_all(&inv_dir).map_err(|e| local("inventory")(e.to_string()))?;
@@ -466,6 +467,15 @@ fn write_inventory(
         lab.name,
         q(&known_hosts.display().to_string())
     );
+    if emulated {
+        // A lab adjustment, visible here and in `inventory show`, never a silent difference:
+        // under TCG every control-plane component starts several times slower than on
+        // hardware, beyond kubeadm's default 4-minute waits.
+        y.push_str(concat!(
+            "    # lab adjustment: the VMs run under TCG emulation (no KVM), so kubeadm waits longer\n",
+            "    kubedrill_kubeadm_timeout: \"20m\"\n",
+        ));
+    }
     if lab.mirrors.is_none() {
         if let Some(v) = &lab.kubernetes_version {
             y.push_str(&format!("    kube_version: {}\n", q(v)));

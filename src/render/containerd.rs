@@ -8,7 +8,14 @@ use serde::Serialize;
 /// Where containerd reads its configuration.
 pub const CONFIG_PATH: &str = "/etc/containerd/config.toml";
 
-/// The pause image kubeadm expects for a Kubernetes minor.
+/// The pause image kubeadm expects for a Kubernetes minor, from `kube_image_repo`.
+pub fn sandbox_image_from(repo: &str, k: Version) -> String {
+    let default = sandbox_image(k);
+    let tag = default.rsplit(':').next().unwrap_or("3.10.1");
+    format!("{repo}/pause:{tag}")
+}
+
+/// The pause image kubeadm expects for a Kubernetes minor (from registry.k8s.io).
 pub fn sandbox_image(k: Version) -> String {
     let tag = match k.minor_pair() {
         (1, ..=22) => "3.5",
@@ -43,7 +50,7 @@ pub fn files(t: &Templates, spec: &ClusterSpec) -> Result<Vec<RenderedFile>, Ren
         content: t.render(
             "containerd/config.toml",
             &ConfigCtx {
-                sandbox_image: sandbox_image(spec.kubernetes),
+                sandbox_image: sandbox_image_from(&spec.image_repo, spec.kubernetes),
                 config_path: &spec.runtime.config_path,
             },
         )?,

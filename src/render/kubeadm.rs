@@ -34,6 +34,10 @@ struct Ctx<'a> {
     cert_sans: Vec<String>,
     upload_certs: bool,
     secrets: &'a Secrets,
+    /// `imageRepository`, when not kubeadm's default.
+    image_repo: Option<&'a str>,
+    /// kubeadm's waits (`15m0s`), when raised.
+    timeout: Option<String>,
 }
 
 fn api_suffix(api: KubeadmApi) -> &'static str {
@@ -84,6 +88,13 @@ fn ctx<'a>(
         cert_sans: cert_sans(spec, inv),
         upload_certs: inv.control_planes().count() > 1,
         secrets,
+        image_repo: (spec.image_repo != crate::spec::DEFAULT_IMAGE_REPO)
+            .then_some(spec.image_repo.as_str()),
+        timeout: spec
+            .kubeadm_timeout
+            .as_deref()
+            .and_then(crate::spec::timeout_minutes)
+            .map(|m| format!("{m}m0s")),
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod cilium;
 pub mod containerd;
 pub mod kubeadm;
+pub mod kubelet;
 
 use serde::Serialize;
 use std::fmt;
@@ -106,6 +107,18 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "containerd/hosts.toml",
         include_str!("../../templates/containerd/hosts.toml.tera"),
+    ),
+    (
+        "kubelet/kubelet.service",
+        include_str!("../../templates/kubelet/kubelet.service.tera"),
+    ),
+    (
+        "kubelet/10-kubeadm.conf",
+        include_str!("../../templates/kubelet/10-kubeadm.conf.tera"),
+    ),
+    (
+        "kubelet/crictl.yaml",
+        include_str!("../../templates/kubelet/crictl.yaml.tera"),
     ),
     (
         "libvirt/domain.xml",

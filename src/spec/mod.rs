@@ -184,6 +184,13 @@ pub struct ClusterSpec {
     pub endpoint: Endpoint,
     /// Port the API server binds on each control plane (`kube_apiserver_port`).
     pub apiserver_port: u16,
+    /// Where the control-plane and pause images come from (Kubespray's `kube_image_repo`,
+    /// often `{{ registry_host }}` offline): kubeadm's `imageRepository`.
+    pub image_repo: String,
+    /// How long kubeadm waits for the control plane, the kubelet and discovery
+    /// (`kubedrill_kubeadm_timeout`, e.g. `15m`; kubeadm's own defaults when unset). Labs under
+    /// TCG emulation set it, because every component starts several times slower there.
+    pub kubeadm_timeout: Option<String>,
     /// Remove (never install) kube-proxy.
     pub kube_proxy_remove: bool,
     /// Container runtime.
@@ -260,7 +267,37 @@ const CLUSTER_VARS: &[&str] = &[
     "cilium_native_routing_cidr",
     "cilium_extra_values",
     "cluster_name",
+    "kube_image_repo",
+    "kubedrill_kubeadm_timeout",
 ];
+
+/// Kubespray's default `kube_image_repo`.
+pub const DEFAULT_IMAGE_REPO: &str = "registry.k8s.io";
+
+/// A registry host with an optional port and path: letters, digits and `.-_:/`, no `..`.
+fn valid_image_repo(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.contains("..")
+        && !s.starts_with('/')
+        && !s.contains("://")
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._:/".contains(c))
+}
+
+/// A `kubedrill_kubeadm_timeout` in whole minutes (rounded up), if it is `Ns`, `Nm` or `Nh`
+/// between 1 and 120 minutes.
+pub fn timeout_minutes(s: &str) -> Option<u64> {
+    let (n, unit) = s.trim().split_at(s.trim().len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    (60..=7200).contains(&secs).then(|| secs.div_ceil(60))
+}
 
 /// Build the spec from a validated inventory. Returns the spec with its warnings, or every error.
 pub fn build(
@@ -389,6 +426,51 @@ impl<'a> Builder<'a> {
             None => Setting::new("cluster.local".to_owned(), Source::Default),
         };
         cluster_name.record("cluster_name", &mut prov);
+        let image_repo = match self.get("kube_image_repo") {
+            Some((v, src)) => match v.string("kube_image_repo") {
+                Ok(s) if valid_image_repo(&s) => {
+                    Setting::new(s.trim_end_matches('/').to_owned(), src)
+                }
+                Ok(s) => {
+                    fail(
+                        Diagnostic::error(format!("\"{s}\" is not an image repository (a registry host, optionally with a path, e.g. registry.example.com:5000/k8s)"))
+                            .at(&v.origin)
+                            .field("kube_image_repo"),
+                        diags,
+                    );
+                    Setting::new(DEFAULT_IMAGE_REPO.to_owned(), Source::Default)
+                }
+                Err(d) => {
+                    fail(d, diags);
+                    Setting::new(DEFAULT_IMAGE_REPO.to_owned(), Source::Default)
+                }
+            },
+            None => Setting::new(DEFAULT_IMAGE_REPO.to_owned(), Source::Default),
+        };
+        image_repo.record("kube_image_repo", &mut prov);
+        let kubeadm_timeout = match self.get("kubedrill_kubeadm_timeout") {
+            Some((v, src)) => match v.string("kubedrill_kubeadm_timeout") {
+                Ok(s) if timeout_minutes(&s).is_some() => {
+                    let t = Setting::new(s, src);
+                    t.record("kubedrill_kubeadm_timeout", &mut prov);
+                    Some(t.value)
+                }
+                Ok(s) => {
+                    fail(
+                        Diagnostic::error(format!("\"{s}\" is not a duration between 1m and 120m (write e.g. 15m, 900s or 1h)"))
+                            .at(&v.origin)
+                            .field("kubedrill_kubeadm_timeout"),
+                        diags,
+                    );
+                    None
+                }
+                Err(d) => {
+                    fail(d, diags);
+                    None
+                }
+            },
+            None => None,
+        };
 
         let pod_cidr = self.cidr("kube_pods_subnet", "10.233.64.0/18", diags, &mut prov)?;
         let service_cidr =
@@ -484,6 +566,8 @@ impl<'a> Builder<'a> {
             node_prefix: node_prefix.value,
             endpoint,
             apiserver_port: apiserver_port.value,
+            image_repo: image_repo.value,
+            kubeadm_timeout,
             kube_proxy_remove: kube_proxy_remove.value,
             runtime,
             cilium_intent: intent,
