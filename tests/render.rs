@@ -1192,3 +1192,159 @@ fn unicode_line_breaks_are_escaped_for_yaml_1_1_readers() {
         bad.join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Offline sources and slow machines: kube_image_repo, kubedrill_kubeadm_timeout, and what
+// node/packages installs from a bundle of release binaries.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn kube_image_repo_sets_kubeadms_image_repository_and_the_pause_image() {
+    let vars = format!(
+        "{}kube_image_repo: \"registry.lab.internal:5000/k8s\"\n",
+        matrix_vars("1.34.2", "1.19.6")
+    );
+    let (spec, inv) = try_build(&vars).expect("spec");
+    let tpl = Templates::load().unwrap();
+    let init = render::kubeadm::init(&tpl, &spec, &inv, &Secrets::placeholders()).unwrap();
+    assert!(
+        init.content
+            .contains("imageRepository: \"registry.lab.internal:5000/k8s\""),
+        "{}",
+        init.content
+    );
+    let containerd = render::containerd::files(&tpl, &spec).unwrap();
+    assert!(
+        containerd[0]
+            .content
+            .contains("sandbox_image = \"registry.lab.internal:5000/k8s/pause:3.10.1\""),
+        "{}",
+        containerd[0].content
+    );
+    // kubeadm's default repository is not written out.
+    let (spec, inv) = try_build(&matrix_vars("1.34.2", "1.19.6")).expect("spec");
+    let init = render::kubeadm::init(&tpl, &spec, &inv, &Secrets::placeholders()).unwrap();
+    assert!(
+        !init.content.contains("imageRepository"),
+        "{}",
+        init.content
+    );
+    let e = try_build(&format!(
+        "{}kube_image_repo: \"https://registry/../x\"\n",
+        matrix_vars("1.34.2", "1.19.6")
+    ))
+    .expect_err("invalid");
+    assert!(
+        e.contains("kube_image_repo") && e.contains("not an image repository"),
+        "{e}"
+    );
+}
+
+#[test]
+fn kubeadm_timeout_raises_every_wait_in_both_config_apis() {
+    let tpl = Templates::load().unwrap();
+    let mut secrets = Secrets::placeholders();
+    secrets.ca_cert_hash = "sha256:00".into();
+    for (k, api_marker) in [
+        ("1.34.2", "controlPlaneComponentHealthCheck: \"20m0s\""),
+        ("1.29.10", "timeoutForControlPlane: \"20m0s\""),
+    ] {
+        let vars = format!(
+            "{}kubedrill_kubeadm_timeout: \"20m\"\n",
+            matrix_vars(k, "1.16.19")
+        );
+        let (spec, inv) = try_build(&vars).expect("spec");
+        let init = render::kubeadm::init(&tpl, &spec, &inv, &secrets).unwrap();
+        assert!(init.content.contains(api_marker), "{k}: {}", init.content);
+        let worker = inv.workers().next().expect("a worker");
+        let join = render::kubeadm::join(&tpl, &spec, &inv, worker, &secrets).unwrap();
+        let want = if k == "1.34.2" {
+            "discovery: \"20m0s\""
+        } else {
+            "timeout: \"20m0s\""
+        };
+        assert!(join.content.contains(want), "{k}: {}", join.content);
+        // Still valid YAML documents.
+        for doc in init.content.split("\n---\n") {
+            serde_saphyr::from_str::<serde_json::Value>(doc).expect("yaml");
+        }
+    }
+    let (spec, inv) = try_build(&matrix_vars("1.34.2", "1.19.6")).expect("spec");
+    let init = render::kubeadm::init(&tpl, &spec, &inv, &secrets).unwrap();
+    assert!(!init.content.contains("timeouts:"), "{}", init.content);
+    for bad in ["20", "0m", "1000h", "9999999999999999999h", "m"] {
+        let e = try_build(&format!(
+            "{}kubedrill_kubeadm_timeout: \"{bad}\"\n",
+            matrix_vars("1.34.2", "1.19.6")
+        ))
+        .expect_err(bad);
+        assert!(e.contains("kubedrill_kubeadm_timeout"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn node_packages_install_release_binaries_with_kubelets_unit() {
+    use kubedrill::apply::node::{self, PackageSource};
+    use kubedrill::bundle::{Artifact, Bundle, Family, Manifest};
+    let (spec, _inv) = try_build(&matrix_vars("1.34.2", "1.19.6")).expect("spec");
+    let bin = |name: &str| Artifact {
+        file: format!("bin/{name}"),
+        sha256: format!("{name:0>64}"),
+        size: 1,
+        source: "files repo".into(),
+    };
+    let manifest = |version: &str| Manifest {
+        schema: 1,
+        created: "2026-12-06T00:00:00Z".into(),
+        family: Family::Deb,
+        release: "bookworm".into(),
+        requested: vec![],
+        packages: vec![],
+        binaries: ["kubelet", "kubeadm", "kubectl", "crictl"]
+            .into_iter()
+            .map(bin)
+            .collect(),
+        charts: vec![],
+        images: vec![],
+        kubernetes_binaries: Some(version.into()),
+    };
+    let b = Bundle {
+        dir: PathBuf::from("/b"),
+        manifest: manifest("1.34.2"),
+    };
+    assert!(b.has_kubernetes());
+    let tpl = Templates::load().unwrap();
+    let c = node::packages(&tpl, &spec, &PackageSource::Bundle(b)).expect("change");
+    let to: Vec<(&str, u32)> = c
+        .uploads
+        .iter()
+        .map(|u| (u.remote.as_str(), u.mode))
+        .collect();
+    for name in ["kubelet", "kubeadm", "kubectl", "crictl"] {
+        assert!(
+            to.contains(&(format!("/usr/bin/{name}").as_str(), 0o755)),
+            "{to:?}"
+        );
+    }
+    let paths: Vec<&str> = c.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/usr/lib/systemd/system/kubelet.service",
+            "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf",
+            "/etc/crictl.yaml"
+        ]
+    );
+    assert!(c.check.contains("kubeadm: want v1.34.2"), "{}", c.check);
+    assert!(c.apply.contains("systemctl daemon-reload"), "{}", c.apply);
+    // A bundle of another version is refused before anything is installed.
+    let other = Bundle {
+        dir: PathBuf::from("/b"),
+        manifest: manifest("1.35.4"),
+    };
+    let e = node::packages(&tpl, &spec, &PackageSource::Bundle(other)).expect_err("mismatch");
+    assert!(
+        e.contains("carries Kubernetes 1.35.4") && e.contains("asks for 1.34.2"),
+        "{e}"
+    );
+}

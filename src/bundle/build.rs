@@ -577,3 +577,131 @@ mod tests {
         assert_eq!(chart_digest(idx, "1.17.0"), None);
     }
 }
+
+#[cfg(test)]
+mod files_repo_tests {
+    use super::*;
+
+    fn sha(data: &[u8]) -> String {
+        sha256_hex(data)
+    }
+
+    /// A files repository with kubelet/kubeadm/kubectl 1.34.4 and crictl 1.34.0, each with its
+    /// checksum file, laid out like the download sites.
+    fn repo() -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for name in ["kubelet", "kubeadm", "kubectl"] {
+            let p = d.path().join(files_repo_path(name, "1.34.4"));
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            let body = format!("#!/bin/sh\necho {name}\n");
+            std::fs::write(&p, &body).expect("write");
+            std::fs::write(
+                p.with_file_name(format!("{name}.sha256")),
+                sha(body.as_bytes()),
+            )
+            .expect("sum");
+        }
+        let tgz = d.path().join(files_repo_path("crictl", "1.34.0"));
+        std::fs::create_dir_all(tgz.parent().expect("parent")).expect("mkdir");
+        let src = d.path().join("crictl-src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("crictl"), "crictl binary").expect("write");
+        let ok = Command::new("tar")
+            .arg("-czf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(&src)
+            .arg("crictl")
+            .status()
+            .expect("tar");
+        assert!(ok.success());
+        let data = std::fs::read(&tgz).expect("read");
+        std::fs::write(
+            format!("{}.sha256", tgz.display()),
+            format!("{}  crictl-v1.34.0-linux-amd64.tar.gz\n", sha(&data)),
+        )
+        .expect("sum");
+        d
+    }
+
+    #[test]
+    fn binaries_come_from_the_files_repo_verified() {
+        let r = repo();
+        let out = tempfile::tempdir().expect("out");
+        let got = fetch_kubernetes_binaries(
+            out.path(),
+            &format!("file://{}", r.path().display()),
+            Version::new(1, 34, 4),
+            Some("v1.34.0"),
+            &|_| {},
+        )
+        .expect("fetch");
+        let files: Vec<&str> = got.iter().map(|a| a.file.as_str()).collect();
+        assert_eq!(
+            files,
+            ["bin/kubelet", "bin/kubeadm", "bin/kubectl", "bin/crictl"]
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("bin/crictl")).expect("crictl"),
+            "crictl binary"
+        );
+        assert!(
+            got[1]
+                .source
+                .contains("dl.k8s.io/release/v1.34.4/bin/linux/amd64/kubeadm")
+        );
+    }
+
+    #[test]
+    fn a_missing_binary_names_its_path_and_how_to_build_it() {
+        let r = repo();
+        std::fs::remove_file(r.path().join(files_repo_path("kubectl", "1.34.4"))).expect("rm");
+        let out = tempfile::tempdir().expect("out");
+        let e = fetch_kubernetes_binaries(
+            out.path(),
+            &r.path().display().to_string(),
+            Version::new(1, 34, 4),
+            Some("1.34.0"),
+            &|_| {},
+        )
+        .expect_err("missing")
+        .to_string();
+        assert!(
+            e.contains("dl.k8s.io/release/v1.34.4/bin/linux/amd64/kubectl")
+                && e.contains("scripts/upstream-build.sh --kubernetes 1.34.4"),
+            "{e}"
+        );
+        // crictl's default version follows the Kubernetes minor.
+        let e = fetch_kubernetes_binaries(
+            out.path(),
+            &r.path().display().to_string(),
+            Version::new(1, 35, 4),
+            None,
+            &|_| {},
+        )
+        .expect_err("missing")
+        .to_string();
+        assert!(e.contains("v1.35.4"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_checksum_is_refused() {
+        let r = repo();
+        let p = r.path().join(files_repo_path("kubeadm", "1.34.4"));
+        std::fs::write(&p, "tampered").expect("write");
+        let out = tempfile::tempdir().expect("out");
+        let e = fetch_kubernetes_binaries(
+            out.path(),
+            &r.path().display().to_string(),
+            Version::new(1, 34, 4),
+            Some("1.34.0"),
+            &|_| {},
+        )
+        .expect_err("checksum")
+        .to_string();
+        assert!(
+            e.contains("kubeadm: SHA-256") && e.contains("checksum file"),
+            "{e}"
+        );
+    }
+}
