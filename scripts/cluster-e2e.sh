@@ -67,7 +67,7 @@ stage() { # NAME: record the time since the previous stage under NAME
 # 1. Upstream builds (cached by recipe hash) and kubedrill itself.
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || die "Go is needed to build Kubernetes from its modules (install Go 1.26)"
-./scripts/upstream-build.sh --kubernetes "$K8S" --only kubernetes,etcd,crictl,pause,coredns,images
+./scripts/upstream-build.sh --kubernetes "$K8S" --only kubernetes,etcd,crictl,pause,coredns
 UP=$(./scripts/upstream-build.sh --print-dir)
 BIN="$UP/files/dl.k8s.io/release/v$K8S/bin/linux/amd64"
 [ -x "$BIN/kubeadm" ] || die "$BIN/kubeadm is missing after scripts/upstream-build.sh"
