@@ -740,4 +740,77 @@ mod tests {
         assert_eq!(v["loadBalancer"]["mode"], "dsr");
         assert_eq!(v["bpf"]["masquerade"], false);
     }
+
+    #[test]
+    fn kubeadm_failures_keep_its_errors_and_the_kubelet_journal() {
+        // kubeadm 1.34's preflight failure, then the kubelet journal the apply script appends.
+        let stderr = "[init] Using Kubernetes version: v1.34.4
+[preflight] Running pre-flight checks
+[preflight] Some fatal errors occurred:
+\t[ERROR Mem]: the system RAM (1465 MB) is less than the minimum 1700 MB
+\t[ERROR FileExisting-crictl]: crictl not found in system path
+[preflight] If you know what you are doing, you can make a check non-fatal with `--ignore-preflight-errors=...`
+error execution phase preflight: preflight checks failed
+To see the stack trace of this error execute with --v=5 or higher
+--- last lines of the kubelet journal ---
+E1206 02:01:02 run.go:72] \"command failed\" err=\"failed to load kubelet config file, path: /var/lib/kubelet/config.yaml\"";
+        let s = kubeadm_failure_summary(stderr);
+        assert_eq!(
+            s.lines().collect::<Vec<_>>(),
+            [
+                "\t[ERROR Mem]: the system RAM (1465 MB) is less than the minimum 1700 MB",
+                "\t[ERROR FileExisting-crictl]: crictl not found in system path",
+                "error execution phase preflight: preflight checks failed",
+                "--- last lines of the kubelet journal ---",
+                "E1206 02:01:02 run.go:72] \"command failed\" err=\"failed to load kubelet config file, path: /var/lib/kubelet/config.yaml\"",
+            ]
+        );
+        // Nothing recognisable: the last lines as they are.
+        assert_eq!(kubeadm_failure_summary("a\nb"), "a\nb");
+    }
+
+    #[test]
+    fn an_interrupted_kubeadm_is_awaited_or_reset_only_when_kubedrill_started_it() {
+        let p = resume_prologue(
+            "init",
+            "false",
+            "/etc/kubernetes/kubedrill/kubeadm-init.yaml",
+        );
+        assert!(p.contains("while pgrep -x kubeadm"), "{p}");
+        assert!(
+            p.contains("if [ -f /var/lib/kubedrill/kubeadm-init.started ] && [ ! -f /var/lib/kubedrill/kubeadm-init.done ]"),
+            "{p}"
+        );
+        // The early exit still removes the config with the token.
+        assert!(
+            p.contains("if false; then rm -f /etc/kubernetes/kubedrill/kubeadm-init.yaml;"),
+            "{p}"
+        );
+        let script = format!("{p}exit 7\n");
+        // Run it for real in a scratch root: no marks, so no reset and the start is marked.
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = script.replace(MARK_DIR, &dir.path().display().to_string());
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&s)
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .expect("sh");
+        assert_eq!(o.status.code(), Some(7), "{o:?}");
+        assert!(dir.path().join("kubeadm-init.started").exists());
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("kubeadm reset"));
+        // Started but never done: the next attempt says it resets first.
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(s.replace("kubeadm reset -f >/dev/null 2>&1", "echo RESET >&2"))
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .expect("sh");
+        assert!(
+            String::from_utf8_lossy(&o.stderr)
+                .contains("did not finish: kubeadm reset -f before trying again")
+                && String::from_utf8_lossy(&o.stderr).contains("RESET"),
+            "{o:?}"
+        );
+    }
 }
