@@ -309,3 +309,46 @@ fn status_before_apply_says_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn bundle_build_takes_kubesprays_files_repo_and_names_a_missing_binary() {
+    // The lab-3node inventory plus Kubespray's offline variables.
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv");
+    std::fs::create_dir_all(inv.join("group_vars/k8s_cluster")).unwrap();
+    for f in [
+        "hosts.yaml",
+        "group_vars/all.yml",
+        "group_vars/k8s_cluster/k8s-cluster.yml",
+        "group_vars/k8s_cluster/k8s-net-cilium.yml",
+    ] {
+        std::fs::copy(Path::new("inventories/lab-3node").join(f), inv.join(f)).unwrap();
+    }
+    let repo = dir.path().join("files");
+    let mut all = std::fs::read_to_string(inv.join("group_vars/all.yml")).unwrap();
+    all.push_str(&format!(
+        "files_repo: \"{}\"\ncrictl_version: \"v1.31.0\"\n",
+        repo.display()
+    ));
+    std::fs::write(inv.join("group_vars/all.yml"), all).unwrap();
+    let out = dir.path().join("bundle");
+    let o = kubedrill(&[
+        "bundle",
+        "build",
+        "-o",
+        out.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("files_repo {}", repo.display()))
+            && err.contains("Kubernetes 1.31.4")
+            && err.contains("dl.k8s.io/release/v1.31.4/bin/linux/amd64/kubelet")
+            && err.contains("scripts/upstream-build.sh --kubernetes 1.31.4"),
+        "{err}"
+    );
+    // It failed before any package download.
+    assert!(!err.contains("resolving dependencies"), "{err}");
+}

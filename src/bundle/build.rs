@@ -111,6 +111,19 @@ pub fn build(o: &BuildOptions, say: &dyn Fn(&str)) -> Result<Manifest, BundleErr
     }
     let debs = o.out.join("debs");
     std::fs::create_dir_all(&debs).map_err(|e| fail("output")(e.to_string()))?;
+    // The files repository first: a missing binary fails before minutes of package downloads.
+    let mut binaries = Vec::new();
+    let mut kubernetes_binaries = None;
+    if let (Some(k), Some(repo)) = (o.kubernetes, &o.files_repo) {
+        binaries.extend(fetch_kubernetes_binaries(
+            &o.out,
+            repo,
+            k,
+            o.crictl.as_deref(),
+            say,
+        )?);
+        kubernetes_binaries = Some(k.to_string());
+    }
     let mut requested = o.packages.clone();
     let private = tempfile::tempdir().map_err(|e| fail("apt")(e.to_string()))?;
     // Kubernetes as packages from pkgs.k8s.io, unless a files repository provides binaries.
@@ -220,18 +233,6 @@ pub fn build(o: &BuildOptions, say: &dyn Fn(&str)) -> Result<Manifest, BundleErr
         }
     }
 
-    let mut binaries = Vec::new();
-    let mut kubernetes_binaries = None;
-    if let (Some(k), Some(repo)) = (o.kubernetes, &o.files_repo) {
-        binaries.extend(fetch_kubernetes_binaries(
-            &o.out,
-            repo,
-            k,
-            o.crictl.as_deref(),
-            say,
-        )?);
-        kubernetes_binaries = Some(k.to_string());
-    }
     if let Some(v) = &o.helm {
         let base = match (&o.files_repo, std::env::var("KUBEDRILL_HELM_URL")) {
             (_, Ok(url)) => url,

@@ -23,6 +23,11 @@ pub struct BuildArgs {
     /// Output directory.
     #[arg(short = 'o', long)]
     pub out: PathBuf,
+    /// Take what the options below leave unset from a Kubespray inventory: `kube_version`
+    /// (--kubernetes), `files_repo` (--files-repo), `crictl_version` (--crictl), `helm_version`
+    /// (--helm). Options given on the command line win.
+    #[arg(short = 'i', long, value_name = "INV")]
+    pub inventory: Option<PathBuf>,
     /// Node packages (default: containerd runc conntrack socat ethtool iptables), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub packages: Vec<String>,
@@ -63,15 +68,45 @@ pub struct ShowArgs {
 /// Run a `bundle` subcommand.
 pub fn run(cmd: BundleCmd, out: Output) -> anyhow::Result<ExitCode> {
     match cmd {
-        BundleCmd::Build(a) => {
+        BundleCmd::Build(mut a) => {
             let packages = if a.packages.is_empty() {
                 bundle::NODE_PACKAGES
                     .iter()
                     .map(|s| s.to_string())
                     .collect()
             } else {
-                a.packages
+                std::mem::take(&mut a.packages)
             };
+            if let Some(path) = a.inventory.clone() {
+                let Some((inv, spec, _)) = super::inventory::load_for(&path, out, "bundle")? else {
+                    return Ok(ExitCode::from(1));
+                };
+                let vars = &inv.first_control_plane().vars;
+                let var = |name: &str| -> anyhow::Result<Option<String>> {
+                    vars.get(name)
+                        .map(|v| v.string(name).map_err(|d| anyhow::anyhow!("{d}")))
+                        .transpose()
+                };
+                a.kubernetes.get_or_insert(spec.kubernetes);
+                if a.files_repo.is_none() {
+                    a.files_repo = var("files_repo")?;
+                }
+                if a.crictl.is_none() && a.files_repo.is_some() {
+                    a.crictl = var("crictl_version")?;
+                }
+                if a.helm.is_none() {
+                    a.helm = var("helm_version")?;
+                }
+                eprintln!(
+                    "bundle: from {}: Kubernetes {}{}",
+                    path.display(),
+                    spec.kubernetes,
+                    a.files_repo
+                        .as_deref()
+                        .map(|r| format!(", files_repo {r}"))
+                        .unwrap_or_default()
+                );
+            }
             let mut images = a.images;
             if let Some(d) = &a.images_dir {
                 let mut found: Vec<PathBuf> = std::fs::read_dir(d)
