@@ -21,6 +21,24 @@ pub const CHART_DIR: &str = "/var/cache/kubedrill/charts";
 /// that never came up is the usual reason and kubeadm itself only says it timed out.
 const KUBELET_JOURNAL_ON_FAILURE: &str = "if [ $rc -ne 0 ]; then echo '--- last lines of the kubelet journal ---' >&2; journalctl -u kubelet -n 15 --no-pager -o cat >&2 2>/dev/null || true; fi\n";
 
+/// kubeadm's `--discovery-token-ca-cert-hash` of a PEM CA certificate: `sha256:` and the hex
+/// SHA-256 of its DER SubjectPublicKeyInfo.
+pub fn ca_cert_hash(pem: &str) -> Result<String, String> {
+    use sha2::Digest;
+    use x509_cert::der::{DecodePem, Encode};
+    let cert = x509_cert::Certificate::from_pem(pem.trim()).map_err(|e| e.to_string())?;
+    let spki = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|e| e.to_string())?;
+    let hex: String = sha2::Sha256::digest(&spki)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(format!("sha256:{hex}"))
+}
+
 /// Where kubedrill marks a kubeadm init/join it started (`.started`) and saw finish (`.done`).
 pub const MARK_DIR: &str = "/var/lib/kubedrill";
 
@@ -298,16 +316,26 @@ pub async fn join(run: &mut Run<'_>, control_plane: bool) {
         Err(f) => return run.record_one(phase, &cp, Err(f), t),
     };
     run.redactor.add(&token);
+    // The CA certificate is public; its key hash is computed here, so nodes need no openssl.
     let hash = match run
         .capture(
             &cps,
             phase,
-            "CA public key hash",
-            "openssl x509 -pubkey -noout -in /etc/kubernetes/pki/ca.crt | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1",
+            "read the cluster CA",
+            "cat /etc/kubernetes/pki/ca.crt",
         )
         .await
-    {
-        Ok(h) => format!("sha256:{}", h.trim()),
+        .and_then(|pem| {
+            ca_cert_hash(&pem).map_err(|e| Failure {
+                host: cp.clone(),
+                phase: phase.into(),
+                command: "read the cluster CA".into(),
+                status: None,
+                stderr: format!("/etc/kubernetes/pki/ca.crt: {e}"),
+                hint: None,
+            })
+        }) {
+        Ok(h) => h,
         Err(f) => return run.record_one(phase, &cp, Err(f), t),
     };
     let mut secrets = Secrets {
@@ -812,5 +840,21 @@ E1206 02:01:02 run.go:72] \"command failed\" err=\"failed to load kubelet config
                 && String::from_utf8_lossy(&o.stderr).contains("RESET"),
             "{o:?}"
         );
+    }
+
+    #[test]
+    fn ca_cert_hash_is_what_openssl_computes() {
+        // `openssl x509 -pubkey -noout -in ca.crt | openssl pkey -pubin -outform der | sha256sum`
+        let pem = include_str!("../../tests/data/tls/ca.crt");
+        assert_eq!(
+            ca_cert_hash(pem).expect("hash"),
+            "sha256:3e6db4a350b26b130479b629d41f7011f86419ebb99dfd181c9b34399942a555"
+        );
+        let pem = include_str!("../../tests/data/tls/apiserver.crt");
+        assert_eq!(
+            ca_cert_hash(pem).expect("hash"),
+            "sha256:4b3df06aced01d67d46d623176294ee7a33d05a0051408875fb2dbf9c1c5124f"
+        );
+        assert!(ca_cert_hash("not a certificate").is_err());
     }
 }
