@@ -10,8 +10,11 @@
 # talks to the VMs run inside a network namespace made here, so guest addresses exist only there.
 # What it proves, in order:
 #   1. bundle: kubelet/kubeadm/kubectl/crictl taken as binaries from a local files repository
-#      (Kubespray's files_repo layout, filled by scripts/upstream-build.sh) plus the images
-#      `kubeadm config images list` names, as OCI tarballs;
+#      (Kubespray's files_repo layout, filled by scripts/upstream-build.sh); of the images
+#      `kubeadm config images list` names, pause and etcd travel as OCI tarballs imported into
+#      containerd, and the API server, controller manager, scheduler and CoreDNS are pulled by
+#      the nodes through a registry mirror: Debian's docker-registry, started here on the lab
+#      network, named in Kubespray's containerd_registries_mirrors (containerd's hosts.toml);
 #   2. apply, killed by PID while kubeadm/init runs, then run again: it resumes and completes
 #      (init with the kube-proxy addon skipped, the worker joined, the kubeconfig fetched 0600);
 #   3. the cluster: both nodes registered at the built version (NotReady: no CNI until Cilium),
@@ -44,6 +47,7 @@ if [ "${1:-}" = --down ]; then
   # shellcheck source=scripts/lib/lab-netns.sh
   . scripts/lib/lab-netns.sh
   ip netns exec "$NS" "$KD" lab down "$LAB_NAME" >/dev/null 2>&1 || true
+  [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
   lab_netns_stop
   rm -rf "$WORK"
   say "removed netns $NS, its libvirtd, the lab and $WORK"
@@ -95,6 +99,7 @@ cleanup() {
   local rc=$?
   set +e
   if [ "$KEEP" = 1 ] && [ "$rc" = 0 ]; then return; fi
+  [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
   [ "$rc" = 0 ] || say "failed; logs were in $WORK/logs (removed now; use --keep to keep a passing run)"
   [ "$rc" = 0 ] || tail -n 40 "$WORK"/logs/*.log 2>/dev/null >&2
   ip netns exec "$NS" "$KD" lab down "$LAB_NAME" >/dev/null 2>&1
@@ -115,15 +120,21 @@ ENV
 in_ns() { ip netns exec "$NS" "$@"; }
 
 # 2. The bundle: node packages from this machine's apt sources, Kubernetes from the files
-#    repository, and exactly the images kubeadm will ask containerd for (kube-proxy's aside:
-#    its addon is skipped).
+#    repository, pause and etcd as image tarballs; the other images kubeadm will ask containerd
+#    for go to the registry mirror (kube-proxy's aside: its addon is skipped).
 if ! apt-cache policy containerd 2>/dev/null | grep -q 'Candidate: [0-9]'; then apt-get update; fi
-images=()
+for tool in docker-registry skopeo; do
+  command -v "$tool" >/dev/null || RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$tool" >/dev/null
+done
+images=(); mirrored=()
 while read -r ref; do
   case "$ref" in */kube-proxy:*) continue ;; esac
   f="$UP/images/$(echo "${ref%:*}" | tr / _)_${ref##*:}.tar"
   [ -f "$f" ] || die "image $ref: no $f (scripts/upstream-build.sh builds it)"
-  images+=(--image "$f")
+  case "$ref" in
+    */pause:*|*/etcd:*) images+=(--image "$f") ;;
+    *) mirrored+=("$ref=$f") ;;
+  esac
 done < <("$BIN/kubeadm" config images list --kubernetes-version "v$K8S")
 crictl_v=$(find "$UP/files/github.com/kubernetes-sigs/cri-tools/releases/download/" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
 "$KD" bundle build -o "$WORK/bundle" --kubernetes "$K8S" --files-repo "$UP/files" \
@@ -137,6 +148,43 @@ in_ns "$KD" lab up "$WORK/lab.yaml" 2>&1 | tee "$WORK/logs/lab-up.log"
 INV="$KUBEDRILL_STATE_DIR/labs/$LAB_NAME/inventory/hosts.yaml"
 [ -f "$INV" ] || die "lab up wrote no inventory"
 stage "lab up"
+
+# The registry mirror: Debian's docker-registry on the lab network's host address (inside the
+# namespace), filled with skopeo from the image tarballs; the lab inventory names it the way a
+# Kubespray inventory does.
+GW=$(sed -n 's/^  cidr: *\([0-9.]*\)\.0\/24.*/\1.1/p' "$WORK/lab.yaml")
+[ -n "$GW" ] || die "cannot find the lab network's host address in $WORK/lab.yaml"
+mkdir -p "$WORK/registry"
+cat > "$WORK/registry/config.yml" <<REG
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry/data
+http:
+  addr: $GW:5000
+REG
+in_ns docker-registry serve "$WORK/registry/config.yml" > "$WORK/logs/registry.log" 2>&1 &
+REGISTRY_PID=$!
+echo "REGISTRY_PID=$REGISTRY_PID" >> "$WORK/e2e.env"
+for _ in $(seq 50); do in_ns curl -fsS -o /dev/null "http://$GW:5000/v2/" 2>/dev/null && break; sleep 0.2; done
+for m in "${mirrored[@]}"; do
+  ref=${m%%=*}; f=${m#*=}; path=${ref#*/}
+  in_ns skopeo copy -q --dest-tls-verify=false "oci-archive:$f" "docker://$GW:5000/$path" \
+    || die "pushing $ref to the registry mirror"
+done
+mkdir -p "$(dirname "$INV")/group_vars"
+cat > "$(dirname "$INV")/group_vars/k8s_cluster.yml" <<VARS
+# Added by scripts/cluster-e2e.sh: registry.k8s.io through the lab's registry mirror.
+containerd_registries_mirrors:
+  - prefix: registry.k8s.io
+    mirrors:
+      - host: http://$GW:5000
+        capabilities: ["pull", "resolve"]
+        skip_verify: true
+VARS
+stage "registry mirror"
 
 # shellcheck disable=SC2054 # --skip-phases takes a comma-separated list
 APPLY=(apply -i "$INV" --bundle "$WORK/bundle" --skip-phases cilium,cluster)
@@ -187,6 +235,9 @@ for p in etcd kube-apiserver kube-controller-manager kube-scheduler; do
   [ "$phase" = Running ] || die "$p-cp1 is $phase"
 done
 say "control-plane pods Running"
+grep -q 'GET /v2/kube-apiserver/manifests/' "$WORK/logs/registry.log" ||
+  die "cp1 did not pull kube-apiserver through the registry mirror"
+say "kube-apiserver, controller manager and scheduler came through the registry mirror"
 if k -n kube-system get daemonset kube-proxy >/dev/null 2>&1; then die "a kube-proxy DaemonSet exists"; fi
 if k -n kube-system get configmap kube-proxy >/dev/null 2>&1; then die "a kube-proxy ConfigMap exists"; fi
 say "no kube-proxy DaemonSet or ConfigMap"
