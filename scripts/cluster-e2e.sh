@@ -165,7 +165,7 @@ storage:
 http:
   addr: $GW:5000
 REG
-in_ns docker-registry serve "$WORK/registry/config.yml" > "$WORK/logs/registry.log" 2>&1 &
+ip netns exec "$NS" docker-registry serve "$WORK/registry/config.yml" > "$WORK/logs/registry.log" 2>&1 &
 REGISTRY_PID=$!
 echo "REGISTRY_PID=$REGISTRY_PID" >> "$WORK/e2e.env"
 for _ in $(seq 50); do in_ns curl -fsS -o /dev/null "http://$GW:5000/v2/" 2>/dev/null && break; sleep 0.2; done
@@ -189,7 +189,8 @@ stage "registry mirror"
 # shellcheck disable=SC2054 # --skip-phases takes a comma-separated list
 APPLY=(apply -i "$INV" --bundle "$WORK/bundle" --skip-phases cilium,cluster)
 # 4. apply, killed while kubeadm init runs.
-in_ns "$KD" "${APPLY[@]}" > "$WORK/logs/apply-1.log" 2>&1 &
+# Not through in_ns: $! must be kubedrill itself (ip netns exec execs it), not a subshell.
+ip netns exec "$NS" "$KD" "${APPLY[@]}" > "$WORK/logs/apply-1.log" 2>&1 &
 apid=$!
 started=""
 for _ in $(seq 1800); do

@@ -20,6 +20,11 @@ if [ "$(id -u)" -eq 0 ]; then
   export KUBEDRILL_REQUIRE_SSHD="${KUBEDRILL_REQUIRE_SSHD:-1}"
   export KUBEDRILL_REQUIRE_CHROMIUM="${KUBEDRILL_REQUIRE_CHROMIUM:-1}"
   export KUBEDRILL_REQUIRE_NETNS="${KUBEDRILL_REQUIRE_NETNS:-1}"
+  # The real-API-server tests (tests/k8s_real.rs) need etcd and kube-apiserver (built from source)
+  # and Helm 3 and 4: make them (cached; quick when up to date), then require them, so that a
+  # missing binary fails those tests instead of skipping them.
+  ./scripts/upstream-build.sh --only kube-apiserver,kubectl,etcd,helm
+  export KUBEDRILL_REQUIRE_APISERVER="${KUBEDRILL_REQUIRE_APISERVER:-1}"
 fi
 # --workspace: kubedrill and the probe agent (probe/; its tests include the static build check,
 # which runs scripts/build-probe.sh).

@@ -3,6 +3,15 @@
 //! - Waits, kube-proxy removal and agent listing run against a `tower_test` mock API server that
 //!   answers with realistic JSON, LIST then WATCH as kube-runtime issues them; every request is
 //!   logged so tests check exactly what was sent.
+//! - The same behaviours also run against a real API server in `tests/k8s_real.rs` (etcd +
+//!   kube-apiserver, with real Helm 3 and 4), which now decides what the mock only asserted:
+//!   nodes_ready through status patches and its timeout, DaemonSet/Deployment rollout waits and
+//!   generations, kube-proxy detection and removal (the UID precondition's 409 from a re-created
+//!   object, absent and half-gone), agent listing from real pods, the kubeconfig client and the
+//!   tunnel's TLS server name, an RBAC denial ending a wait at once, and the Helm argv (install,
+//!   upgrade, history, get values, rollback, status, uninstall). The mock tests stay for what a
+//!   real server cannot be made to do on cue and for the exact requests: a 503 retried with
+//!   backoff, minutes-long timeouts in paused time, the LIST/WATCH/DELETE sequence and bodies.
 //! - The client's SSH-tunnel case runs against a loopback TLS server whose certificate (like
 //!   kubeadm's) does not name 127.0.0.1.
 //! - The agent status parser runs on every sample in `tests/data/cilium-status/`.
