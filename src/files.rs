@@ -41,6 +41,29 @@ pub fn append_private(path: &Path) -> std::io::Result<File> {
     private_options().create(true).append(true).open(path)
 }
 
+/// Read a regular file of at most `limit` bytes: a FIFO, a device or an oversized file is an
+/// error rather than a hang or unbounded memory.
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = File::open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut data = Vec::with_capacity(meta.len().min(limit) as usize);
+    f.take(limit + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the {limit} bytes allowed"),
+        ));
+    }
+    Ok(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,27 +92,4 @@ mod tests {
             0o600
         );
     }
-}
-
-/// Read a regular file of at most `limit` bytes: a FIFO, a device or an oversized file is an
-/// error rather than a hang or unbounded memory.
-pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = File::open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    let mut data = Vec::with_capacity(meta.len().min(limit) as usize);
-    f.take(limit + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than the {limit} bytes allowed"),
-        ));
-    }
-    Ok(data)
 }

@@ -1314,7 +1314,7 @@ fn node_packages_install_release_binaries_with_kubelets_unit() {
     };
     assert!(b.has_kubernetes());
     let tpl = Templates::load().unwrap();
-    let c = node::packages(&tpl, &spec, &PackageSource::Bundle(b)).expect("change");
+    let c = node::packages(&tpl, &spec, &PackageSource::Bundle(Box::new(b))).expect("change");
     let to: Vec<(&str, u32)> = c
         .uploads
         .iter()
@@ -1342,7 +1342,8 @@ fn node_packages_install_release_binaries_with_kubelets_unit() {
         dir: PathBuf::from("/b"),
         manifest: manifest("1.35.4"),
     };
-    let e = node::packages(&tpl, &spec, &PackageSource::Bundle(other)).expect_err("mismatch");
+    let e =
+        node::packages(&tpl, &spec, &PackageSource::Bundle(Box::new(other))).expect_err("mismatch");
     assert!(
         e.contains("carries Kubernetes 1.35.4") && e.contains("asks for 1.34.2"),
         "{e}"

@@ -317,7 +317,7 @@ pub async fn join(run: &mut Run<'_>, control_plane: bool) {
     };
     run.redactor.add(&token);
     // The CA certificate is public; its key hash is computed here, so nodes need no openssl.
-    let hash = match run
+    let pem = match run
         .capture(
             &cps,
             phase,
@@ -325,18 +325,23 @@ pub async fn join(run: &mut Run<'_>, control_plane: bool) {
             "cat /etc/kubernetes/pki/ca.crt",
         )
         .await
-        .and_then(|pem| {
-            ca_cert_hash(&pem).map_err(|e| Failure {
+    {
+        Ok(p) => p,
+        Err(f) => return run.record_one(phase, &cp, Err(f), t),
+    };
+    let hash = match ca_cert_hash(&pem) {
+        Ok(h) => h,
+        Err(e) => {
+            let f = Failure {
                 host: cp.clone(),
                 phase: phase.into(),
                 command: "read the cluster CA".into(),
                 status: None,
                 stderr: format!("/etc/kubernetes/pki/ca.crt: {e}"),
                 hint: None,
-            })
-        }) {
-        Ok(h) => h,
-        Err(f) => return run.record_one(phase, &cp, Err(f), t),
+            };
+            return run.record_one(phase, &cp, Err(f), t);
+        }
     };
     let mut secrets = Secrets {
         bootstrap_token: token,

@@ -20,7 +20,7 @@ pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-kubedrill.conf";
 #[derive(Debug, Clone)]
 pub enum PackageSource {
     /// An offline bundle, uploaded to each node.
-    Bundle(Bundle),
+    Bundle(Box<Bundle>),
     /// The distribution's repositories and `pkgs.k8s.io` (the node needs the internet).
     Online,
 }

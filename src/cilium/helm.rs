@@ -560,7 +560,9 @@ pub struct ReleaseInfo {
     pub revision: u32,
     /// Status.
     pub status: ReleaseStatus,
-    /// Chart version.
+    /// Chart version, when the output has the chart. Helm 3.17 and Helm 4 leave the chart out of
+    /// `helm status` (checked in tests/k8s_real.rs), so with them this is `None`: take the
+    /// version from [`History::deployed`] (`helm history`) instead.
     pub chart_version: Option<Version>,
     /// Helm's description of the last operation.
     pub description: String,

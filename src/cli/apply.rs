@@ -74,7 +74,7 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
     };
     let source = match &a.bundle {
         Some(dir) => match Bundle::open(dir) {
-            Ok(b) => PackageSource::Bundle(b),
+            Ok(b) => PackageSource::Bundle(Box::new(b)),
             Err(e) => {
                 eprintln!("error: {e}");
                 return Ok(ExitCode::from(1));
