@@ -23,7 +23,9 @@ if [ "$(id -u)" -eq 0 ]; then
   # The real-API-server tests (tests/k8s_real.rs) need etcd and kube-apiserver (built from source)
   # and Helm 3 and 4: make them (cached; quick when up to date), then require them, so that a
   # missing binary fails those tests instead of skipping them.
-  ./scripts/upstream-build.sh --only kube-apiserver,kubectl,etcd,helm
+  # kubeadm of both pinned minors judges kubedrill's rendered configs (tests/kubeadm_real.rs).
+  ./scripts/upstream-build.sh --only kube-apiserver,kubectl,kubeadm,etcd,helm
+  ./scripts/upstream-build.sh --kubernetes 1.35.4 --only kubeadm
   export KUBEDRILL_REQUIRE_APISERVER="${KUBEDRILL_REQUIRE_APISERVER:-1}"
 fi
 # --workspace: kubedrill and the probe agent (probe/; its tests include the static build check,
