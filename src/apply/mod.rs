@@ -335,7 +335,7 @@ pub async fn apply(
             .map(|p| p.source.to_string())
             .unwrap_or_default();
         progress.println(&format!(
-            "note: kubeadm's waits are raised to {t} (kubedrill_kubeadm_timeout, {from}); production uses kubeadm's defaults unless its inventory sets it too"
+            "note: kubeadm's waits are raised to {t} ({from}); production uses kubeadm's defaults unless its inventory sets it too"
         ));
     }
     let mut run = Run {
