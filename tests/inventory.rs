@@ -1114,3 +1114,19 @@ all:
     assert_eq!(v["single_quoted_yes"].value, json!("yes"));
     assert_eq!(v["country"].value, json!("NO"));
 }
+
+#[test]
+fn cluster_label_is_the_inventory_directory_or_the_labs_name() {
+    let hosts = "all:\n  hosts:\n    cp1: {ansible_host: 10.0.0.1}\n  children:\n    kube_control_plane: {hosts: {cp1: {}}}\n    kube_node: {hosts: {cp1: {}}}\n    etcd: {hosts: {cp1: {}}}\n";
+    let d = tempfile::tempdir().unwrap();
+    for (dir, want) in [
+        ("prod-eu", "prod-eu"),
+        ("labs/quickstart/inventory", "quickstart"),
+    ] {
+        let p = d.path().join(dir);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("hosts.yaml"), hosts).unwrap();
+        let inv = inventory::load(&p).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(inv.cluster_label(), want);
+    }
+}

@@ -5,7 +5,7 @@ use crate::diag::{Diagnostic, Diagnostics, Origin};
 use serde::Serialize;
 use serde_json::Value;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What a Kubernetes node does. A node is always at least one of control plane or worker.
@@ -127,13 +127,18 @@ impl Inventory {
 
     /// A short label for the cluster: the name of the directory that holds the inventory.
     pub fn cluster_label(&self) -> String {
-        let dir = self
-            .path
-            .parent()
-            .and_then(|p| p.file_name())
-            .and_then(|n| n.to_str())
-            .unwrap_or("cluster");
-        dir.to_owned()
+        fn name(p: Option<&Path>) -> Option<&str> {
+            p.and_then(|p| p.file_name()).and_then(|n| n.to_str())
+        }
+        let dir = self.path.parent();
+        match name(dir) {
+            // A lab's own inventory (`labs/<lab>/inventory/hosts.yaml`): the lab's name, so
+            // that two labs never share a cluster state directory.
+            Some("inventory") => name(dir.and_then(Path::parent)).unwrap_or("inventory"),
+            Some(n) => n,
+            None => "cluster",
+        }
+        .to_owned()
     }
 }
 
