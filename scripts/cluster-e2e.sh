@@ -40,13 +40,16 @@ say() { echo "cluster-e2e: $*" >&2; }
 # --down NETNS: everything a --keep run made, found through its saved environment.
 if [ "${1:-}" = --down ]; then
   ns="${2:?usage: scripts/cluster-e2e.sh --down NETNS}"
-  envf="$E2E_ROOT/$ns/e2e.env"
-  [ -f "$envf" ] || die "no run recorded for netns $ns ($envf)"
+  envf=$(grep -lx "NS=$ns" "$E2E_ROOT"/*/e2e.env 2>/dev/null | head -n1)
+  [ -n "$envf" ] || die "no run recorded for netns $ns under $E2E_ROOT"
+  # Exported: kubedrill finds the lab through KUBEDRILL_STATE_DIR.
+  set -a
   # shellcheck disable=SC1090
   . "$envf"
+  set +a
   # shellcheck source=scripts/lib/lab-netns.sh
   . scripts/lib/lab-netns.sh
-  ip netns exec "$NS" "$KD" lab down "$LAB_NAME" >/dev/null 2>&1 || true
+  ip netns exec "$NS" "$KD" lab down "$LAB_NAME" || die "lab down failed: the netns $NS and $WORK are left for a retry"
   [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
   lab_netns_stop
   rm -rf "$WORK"
@@ -80,8 +83,7 @@ cargo build --release --locked
 stage "kubedrill build"
 
 mkdir -p "$E2E_ROOT"
-NS="kde2e$$"
-WORK="$E2E_ROOT/$NS"
+WORK="$E2E_ROOT/run$$"
 mkdir -p "$WORK/logs"
 # QEMU runs as libvirt-qemu: it needs search permission on the way to the lab's overlays.
 chmod 0711 "$E2E_ROOT" "$WORK"
