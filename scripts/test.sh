@@ -40,6 +40,13 @@ cargo bench --locked --bench plan --no-run
 if [ "$(id -u)" -eq 0 ] && [ "${KUBEDRILL_SKIP_LAB:-0}" != 1 ]; then
   echo "== real-system tests (scripts/lab-test.sh)"
   ./scripts/lab-test.sh
+  # The real thing end to end: Kubernetes built from its Go modules, a 2-VM lab, `kubedrill apply`
+  # to a kube-proxy-free kubeadm cluster (killed during kubeadm init and resumed), checked from
+  # outside, reset and rejoined. Shares lab-test.sh's image cache. KUBEDRILL_SKIP_CLUSTER=1 skips it.
+  if [ "${KUBEDRILL_SKIP_CLUSTER:-0}" != 1 ]; then
+    echo "== real cluster end to end (scripts/cluster-e2e.sh)"
+    KUBEDRILL_CACHE_DIR="${KUBEDRILL_CACHE_DIR:-$PWD/target/kubedrill-cache}" ./scripts/cluster-e2e.sh
+  fi
 else
   echo "== real-system tests skipped (not root, or KUBEDRILL_SKIP_LAB=1)"
 fi
