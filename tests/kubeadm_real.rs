@@ -7,7 +7,6 @@
 //! Missing kubeadm skips loudly, or fails with `KUBEDRILL_REQUIRE_APISERVER=1` (as in CI).
 
 #[path = "common/apiserver.rs"]
-#[allow(dead_code)]
 mod apiserver;
 
 use kubedrill::inventory::Inventory;
