@@ -87,7 +87,7 @@ WORK="$E2E_ROOT/run$$"
 mkdir -p "$WORK/logs"
 # QEMU runs as libvirt-qemu: it needs search permission on the way to the lab's overlays.
 chmod 0711 "$E2E_ROOT" "$WORK"
-cp target/release/kubedrill "$WORK/kubedrill"
+cp "${CARGO_TARGET_DIR:-target}/release/kubedrill" "$WORK/kubedrill"
 KD="$WORK/kubedrill"
 KUBECTL="$BIN/kubectl"
 export KUBEDRILL_STATE_DIR="$WORK/state"

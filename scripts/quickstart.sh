@@ -20,7 +20,7 @@ stage() { local n; n=$(date +%s); timings+="  $1: $((n - t)) s"$'\n'; echo "quic
 
 ./scripts/lab-host-setup.sh --start
 cargo build --release --locked
-KD="$PWD/target/release/kubedrill"
+KD="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/kubedrill"
 stage "kubedrill build"
 "$KD" image build debian-12
 stage "image build"
