@@ -75,7 +75,9 @@ impl Journal {
 
     /// Every entry so far (unreadable lines, e.g. a torn last line after a crash, are skipped).
     pub fn entries(&self) -> Vec<Entry> {
-        std::fs::read_to_string(&self.path)
+        // Bounded: a journal grows by a few lines per phase and run.
+        crate::files::read_bounded(&self.path, crate::files::MAX_RECORD_BYTES)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())

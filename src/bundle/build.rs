@@ -282,7 +282,7 @@ pub fn build(o: &BuildOptions, say: &dyn Fn(&str)) -> Result<Manifest, BundleErr
     };
     let text =
         serde_json::to_string_pretty(&manifest).map_err(|e| fail("manifest")(e.to_string()))?;
-    std::fs::write(o.out.join(MANIFEST), text).map_err(|e| fail("manifest")(e.to_string()))?;
+    crate::files::write(o.out.join(MANIFEST), text).map_err(|e| fail("manifest")(e.to_string()))?;
     Ok(manifest)
 }
 
@@ -310,7 +310,7 @@ fn kubernetes_apt(dir: &Path, k: Version, say: &dyn Fn(&str)) -> Result<Apt, Bun
     say(&format!("adding {base} (private apt configuration)"));
     let key = fetch(&format!("{base}Release.key"))?;
     let armored = dir.join("kubernetes.asc");
-    std::fs::write(&armored, key).map_err(|e| fail("apt")(e.to_string()))?;
+    crate::files::write(&armored, key).map_err(|e| fail("apt")(e.to_string()))?;
     let keyring = dir.join("kubernetes.gpg");
     run(
         "kubernetes key",
@@ -330,7 +330,7 @@ fn kubernetes_apt(dir: &Path, k: Version, say: &dyn Fn(&str)) -> Result<Apt, Bun
     {
         let _ = std::fs::copy(f.path(), parts.join(f.file_name()));
     }
-    std::fs::write(
+    crate::files::write(
         parts.join("kubernetes.list"),
         format!("deb [signed-by={}] {base} /\n", keyring.display()),
     )
@@ -424,7 +424,7 @@ fn fetch_kubernetes_binaries(
         } else {
             data
         };
-        std::fs::write(&to, content).map_err(|e| fail("binaries")(e.to_string()))?;
+        crate::files::write(&to, content).map_err(|e| fail("binaries")(e.to_string()))?;
         out.push(artifact(root, &to, &format!("{url} (sha256 {want})"))?);
     }
     Ok(out)
@@ -434,7 +434,7 @@ fn fetch_kubernetes_binaries(
 fn untar_one(tgz: &[u8], name: &str) -> Result<Vec<u8>, BundleError> {
     let tmp = tempfile::tempdir().map_err(|e| fail("unpack")(e.to_string()))?;
     let archive = tmp.path().join("a.tgz");
-    std::fs::write(&archive, tgz).map_err(|e| fail("unpack")(e.to_string()))?;
+    crate::files::write(&archive, tgz).map_err(|e| fail("unpack")(e.to_string()))?;
     run(
         "unpack",
         Command::new("tar")
@@ -499,7 +499,7 @@ fn fetch_helm(
     std::fs::create_dir_all(&bin).map_err(|e| fail("helm")(e.to_string()))?;
     let tmp = tempfile::tempdir().map_err(|e| fail("helm")(e.to_string()))?;
     let archive = tmp.path().join(&name);
-    std::fs::write(&archive, &tgz).map_err(|e| fail("helm")(e.to_string()))?;
+    crate::files::write(&archive, &tgz).map_err(|e| fail("helm")(e.to_string()))?;
     run(
         "helm",
         Command::new("tar")
@@ -535,7 +535,7 @@ fn fetch_chart(root: &Path, v: Version, say: &dyn Fn(&str)) -> Result<Artifact, 
     let dir = root.join("charts");
     std::fs::create_dir_all(&dir).map_err(|e| fail("chart")(e.to_string()))?;
     let to = dir.join(&name);
-    std::fs::write(&to, &tgz).map_err(|e| fail("chart")(e.to_string()))?;
+    crate::files::write(&to, &tgz).map_err(|e| fail("chart")(e.to_string()))?;
     artifact(root, &to, &format!("{url} (digest from index.yaml)"))
 }
 

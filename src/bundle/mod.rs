@@ -160,7 +160,7 @@ impl Bundle {
     /// Open a bundle and verify every file against the manifest (size and SHA-256).
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
         let file = dir.join(MANIFEST);
-        let text = match std::fs::read_to_string(&file) {
+        let text = match crate::files::read_text_bounded(&file, crate::files::MAX_RECORD_BYTES) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(BundleError::NoManifest {

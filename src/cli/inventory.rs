@@ -4,7 +4,7 @@ use super::{Output, print_diagnostics, print_json};
 use clap::{Args, Subcommand};
 use kubedrill::diag::Diagnostics;
 use kubedrill::inventory::{self, InventoryError};
-use kubedrill::spec;
+use kubedrill::{secrets, spec};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -230,12 +230,13 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
         }
     };
     match out {
-        Output::Json => print_json(&ShowReport {
+        // Secret-shaped variables and values never leave in clear (see `kubedrill::secrets`).
+        Output::Json => print_json(&secrets::redact_json(&serde_json::to_value(ShowReport {
             inventory: &inv,
             spec: spec.as_ref(),
             host_vars,
             diagnostics: &diags,
-        })?,
+        })?))?,
         Output::Text => {
             println!("inventory {} ({:?})", inv.path.display(), inv.format);
             println!("\nGROUPS");
@@ -263,12 +264,19 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
             if let Some(s) = &spec {
                 println!("\nEFFECTIVE SETTINGS (and where each came from)");
                 for p in &s.provenance {
-                    println!("  {:<26} {:<30} {}", p.setting, p.value, p.source);
+                    let value = if secrets::is_secret_path(&p.setting) {
+                        secrets::REDACTED.to_owned()
+                    } else {
+                        p.value.to_string()
+                    };
+                    println!("  {:<26} {:<30} {}", p.setting, value, p.source);
                 }
                 if !s.cilium_extra_values.is_empty() {
                     println!(
                         "\ncilium_extra_values merged last: {}",
-                        serde_json::Value::Object(s.cilium_extra_values.clone())
+                        secrets::redact_json(&serde_json::Value::Object(
+                            s.cilium_extra_values.clone()
+                        ))
                     );
                 }
             }
@@ -278,7 +286,12 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
             ) {
                 println!("\nVARIABLES OF {name}");
                 for (k, v) in &h.vars {
-                    println!("  {k:<34} {:<30} {}", short(&v.value), v.origin);
+                    let value = if secrets::is_secret_name(k) {
+                        secrets::REDACTED.to_owned()
+                    } else {
+                        short(&secrets::redact_json(&v.value))
+                    };
+                    println!("  {k:<34} {value:<30} {}", v.origin);
                 }
             }
             print_diagnostics(&diags);

@@ -35,7 +35,9 @@ pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
         eprintln!("wrote {n} files under {}", dir.display());
     }
     match out {
-        Output::Json => print_json(&serde_json::json!({ "plan": plan, "diagnostics": diags }))?,
+        Output::Json => print_json(&redact_private_files(
+            serde_json::json!({ "plan": plan, "diagnostics": diags }),
+        ))?,
         Output::Text => {
             print_diagnostics(&diags);
             println!(
@@ -112,12 +114,9 @@ fn write_files(plan: &plan::Plan, dir: &Path) -> anyhow::Result<usize> {
                 );
             }
             for h in hosts {
-                let dest = dir.join(&h).join(rel);
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("creating {}", parent.display()))?;
-                }
-                write_mode(&dest, &file.content, file.mode)?;
+                let dest = kubedrill::files::join_name(dir, &h)?.join(rel);
+                kubedrill::files::write_atomic(&dest, file.content.as_bytes(), file.mode)
+                    .with_context(|| format!("writing {}", dest.display()))?;
                 n += 1;
             }
         }
@@ -125,18 +124,31 @@ fn write_files(plan: &plan::Plan, dir: &Path) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-fn write_mode(path: &Path, content: &str, mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    f.write_all(content.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+/// The content of files written 0600 or holding secrets at apply (the Cilium values with
+/// `cilium_extra_values`, join configurations) is not printed: `--render-dir` writes it into
+/// files with the same modes instead.
+fn redact_private_files(mut v: serde_json::Value) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let private = m.get("sensitive").and_then(|s| s.as_bool()) == Some(true)
+                    || m.get("mode")
+                        .and_then(|x| x.as_u64())
+                        .is_some_and(|mode| mode & 0o077 == 0);
+                if private && m.contains_key("path") {
+                    if let Some(c) = m.get_mut("content") {
+                        *c = serde_json::Value::String(format!(
+                            "{} (private file: see --render-dir)",
+                            kubedrill::secrets::REDACTED
+                        ));
+                    }
+                }
+                m.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
 }

@@ -117,18 +117,7 @@ pub fn datapath_of(s: &AgentStatus) -> Datapath {
     }
 }
 
-/// Is this dotted Helm values path likely to hold a secret (keys, passwords, tokens)?
-pub fn is_secret_path(path: &str) -> bool {
-    path.split('.').any(|seg| {
-        let s = seg.to_ascii_lowercase();
-        s.ends_with("key")
-            || s.ends_with("keys")
-            || s.contains("password")
-            || s.contains("secret")
-            || s.contains("token")
-            || s == "psk"
-    })
-}
+pub use crate::secrets::is_secret_path;
 
 /// The values diff (`- path: old` / `+ path: new` lines) with the values of secret-looking paths
 /// replaced by `<redacted>`.

@@ -373,7 +373,7 @@ fn write_overlay(dir: &Path, recipe: &Recipe, hash: &str) -> Result<(), ImageErr
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(ImageError::io("creating", parent))?;
         }
-        std::fs::write(&path, content).map_err(ImageError::io("writing", &path))?;
+        crate::files::write(&path, content).map_err(ImageError::io("writing", &path))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
             .map_err(ImageError::io("chmod", &path))?;
     }

@@ -299,7 +299,8 @@ fn inspect(name: &str, source: Source, dir: PathBuf) -> CachedImage {
 
 fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     let path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = crate::files::read_text_bounded(&path, crate::files::MAX_RECORD_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -335,5 +336,5 @@ pub(crate) fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), ImageError>
         path: path.clone(),
         source: std::io::Error::other(e),
     })?;
-    std::fs::write(&path, text + "\n").map_err(ImageError::io("writing", &path))
+    crate::files::write(&path, text + "\n").map_err(ImageError::io("writing", &path))
 }

@@ -134,7 +134,8 @@ impl Catalog {
         let mut c = Self::builtin()?;
         let env = std::env::var_os(CATALOG_ENV).filter(|v| !v.is_empty());
         if let Some(path) = user.map(Path::to_path_buf).or(env.map(Into::into)) {
-            let text = std::fs::read_to_string(&path).map_err(ImageError::io("reading", &path))?;
+            let text = crate::files::read_text_bounded(&path, crate::files::MAX_RECORD_BYTES)
+                .map_err(ImageError::io("reading", &path))?;
             c.merge(Self::parse(&text, &path.display().to_string())?);
         }
         Ok(c)

@@ -5,7 +5,7 @@
 //! a boolean, `'x'` a string) while values in `:vars` sections stay strings; kubedrill's typed
 //! readers accept `true`/`yes`/`1` strings for booleans and numeric strings for numbers.
 
-use super::{Format, InventoryError, RawInventory, groups, pattern};
+use super::{Format, InventoryError, RawInventory, groups};
 use crate::diag::Origin;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -70,7 +70,7 @@ pub fn parse(text: &str, file: &Arc<PathBuf>) -> Result<RawInventory, InventoryE
                 let Some((host_pattern, rest)) = tokens.split_first() else {
                     continue;
                 };
-                let hosts = pattern::expand(host_pattern).map_err(&err)?;
+                let hosts = inv.expand_hosts(host_pattern).map_err(&err)?;
                 let mut vars = Vec::new();
                 for tok in rest {
                     let (k, v) = tok.split_once('=').ok_or_else(|| {
@@ -87,7 +87,7 @@ pub fn parse(text: &str, file: &Arc<PathBuf>) -> Result<RawInventory, InventoryE
                 }
                 let group = group.clone();
                 for host in hosts {
-                    inv.add_host(&group, &host, &origin);
+                    inv.add_host(&group, &host, &origin).map_err(&err)?;
                     for (k, v) in &vars {
                         inv.set_host_var(&host, k.clone(), v.clone(), origin.clone());
                     }

@@ -22,6 +22,14 @@ use std::sync::Arc;
 
 pub use model::{Bastion, Host, Inventory, NodeRole, SshTarget};
 
+/// The most distinct hosts one inventory may declare: twice the 5,000 nodes Kubernetes is
+/// tested with. More is a mistake or an attack, and would cost memory in every later step.
+pub const MAX_HOSTS: usize = 10_000;
+
+/// The most host declarations (one host named in one group, ranges counted per host) in one
+/// inventory, so that many small range lines cannot multiply into millions of entries.
+pub const MAX_HOST_ENTRIES: usize = 100_000;
+
 /// Errors reading an inventory.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -117,6 +125,8 @@ pub struct RawInventory {
     pub hosts: IndexMap<String, RawHost>,
     /// Warnings found while parsing.
     pub diagnostics: Diagnostics,
+    /// Host declarations so far, against [`MAX_HOST_ENTRIES`].
+    pub host_entries: usize,
 }
 
 /// Kubespray's group names.
@@ -158,6 +168,7 @@ impl RawInventory {
             groups: IndexMap::new(),
             hosts: IndexMap::new(),
             diagnostics: Diagnostics::default(),
+            host_entries: 0,
         };
         let origin = Origin::at(&inv.path, None);
         for g in [groups::ALL, groups::UNGROUPED] {
@@ -214,8 +225,28 @@ impl RawInventory {
         g
     }
 
-    /// Declare a host in a group.
-    pub fn add_host(&mut self, group: &str, host: &str, origin: &Origin) {
+    /// Expand a host pattern within what is left of the inventory's limits.
+    pub fn expand_hosts(&mut self, pattern: &str) -> Result<Vec<String>, String> {
+        let left = MAX_HOST_ENTRIES.saturating_sub(self.host_entries);
+        let names = pattern::expand_at_most(pattern, left.min(pattern::MAX_EXPANSION))
+            .map_err(|e| {
+                if left < pattern::MAX_EXPANSION {
+                    format!("{e}: the inventory already declares {} hosts in groups, and {MAX_HOST_ENTRIES} is the limit", self.host_entries)
+                } else {
+                    e
+                }
+            })?;
+        self.host_entries += names.len();
+        Ok(names)
+    }
+
+    /// Declare a host in a group; more than [`MAX_HOSTS`] distinct hosts is an error.
+    pub fn add_host(&mut self, group: &str, host: &str, origin: &Origin) -> Result<(), String> {
+        if self.hosts.len() >= MAX_HOSTS && !self.hosts.contains_key(host) {
+            return Err(format!(
+                "more than {MAX_HOSTS} hosts: kubedrill accepts at most {MAX_HOSTS} per inventory"
+            ));
+        }
         self.hosts
             .entry(host.to_owned())
             .or_insert_with(|| RawHost {
@@ -224,8 +255,9 @@ impl RawInventory {
                 file_vars: Vars::new(),
             });
         let g = self.group_mut(group, origin, true);
-        // A set: declaration order kept, membership checked in O(1) (ranges can be 100k hosts).
+        // A set: declaration order kept, membership checked in O(1) (ranges can be 10k hosts).
         g.hosts.insert(host.to_owned());
+        Ok(())
     }
 
     /// Set a host variable from the inventory file.
@@ -298,14 +330,15 @@ pub fn detect_format(path: &Path, text: &str) -> Format {
 /// Parse the inventory file and the `group_vars/` and `host_vars/` beside it, without validating.
 pub fn load_raw(path: &Path) -> Result<RawInventory, InventoryError> {
     let file = locate(path)?;
-    let text = source::read_text(&file)?;
+    let mut budget = source::ReadBudget::default();
+    let text = source::read_text(&file, &mut budget)?;
     let file = Arc::new(file);
     let mut raw = match detect_format(&file, &text) {
         Format::Yaml => yaml::parse(&text, &file)?,
         Format::Ini => ini::parse(&text, &file)?,
     };
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    vars_files::load_beside(&mut raw, &dir)?;
+    vars_files::load_beside(&mut raw, &dir, &mut budget)?;
     Ok(raw)
 }
 

@@ -1,13 +1,20 @@
 //! Ansible host ranges: `node[01:20]`, `node[a:f]`, `web[1:10:2]`.
 
-/// The most hosts one pattern may expand to.
-pub const MAX_EXPANSION: usize = 100_000;
+/// The most hosts one pattern may expand to (the inventory's own limits are tighter in total:
+/// see [`super::MAX_HOSTS`] and [`super::MAX_HOST_ENTRIES`]).
+pub const MAX_EXPANSION: usize = super::MAX_HOSTS;
 
 /// The most `[a:b]` ranges one host name may hold.
 pub const MAX_RANGES: usize = 8;
 
 /// Expand one Ansible host range in a host name; a name without `[` is returned as is.
 pub fn expand(name: &str) -> Result<Vec<String>, String> {
+    expand_at_most(name, MAX_EXPANSION)
+}
+
+/// [`expand`], failing as soon as more than `limit` names would be produced, so a hostile
+/// pattern costs no more than `limit` strings.
+pub fn expand_at_most(name: &str, limit: usize) -> Result<Vec<String>, String> {
     let Some(open) = name.find('[') else {
         return Ok(vec![name.to_owned()]);
     };
@@ -38,13 +45,13 @@ pub fn expand(name: &str) -> Result<Vec<String>, String> {
             ));
         }
     };
-    let tails = expand(tail)?;
+    let tails = expand_at_most(tail, limit)?;
     let mut out = Vec::new();
     let mut push = |item: String| -> Result<(), String> {
         for t in &tails {
-            if out.len() >= MAX_EXPANSION {
+            if out.len() >= limit {
                 return Err(format!(
-                    "host range `{name}` expands to more than {MAX_EXPANSION} hosts"
+                    "host range `{name}` expands to more than {limit} hosts"
                 ));
             }
             out.push(format!("{head}{item}{t}"));

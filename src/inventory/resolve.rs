@@ -83,9 +83,37 @@ pub fn resolve(mut raw: RawInventory) -> Result<Inventory, InventoryError> {
 
     let mut hosts = Vec::new();
     let mut bastion = None;
+    // One warning per place a password is set, however many hosts inherit it.
+    let mut passwords: IndexMap<String, Diagnostic> = IndexMap::new();
     for (name, rh) in &raw.hosts {
+        // The name becomes the Kubernetes node name and part of local paths (render dirs, saved
+        // facts): anything but an RFC 1123 name is refused before it can steer either.
+        if let Err(why) = node_name(name) {
+            diags.push(
+                Diagnostic::error(format!(
+                    "host `{}` is not a valid node name: {why}",
+                    name.escape_debug()
+                ))
+                .at(&rh.origin)
+                .field(name.escape_debug().to_string())
+                .hint("use lowercase letters, digits, `-` and `.` (an RFC 1123 name, as Kubernetes requires for nodes); put the address in `ansible_host`"),
+            );
+            continue;
+        }
         let gs = host_groups.get(name.as_str()).cloned().unwrap_or_default();
         let vars = effective_vars(&raw, name, &gs);
+        for pw in crate::secrets::PASSWORD_VARS {
+            if let Some(v) = vars.get(*pw) {
+                passwords.entry(v.origin.to_string()).or_insert_with(|| {
+                    Diagnostic::warning(format!(
+                        "`{pw}` is set, but kubedrill never uses passwords: it logs in with SSH keys (ansible_ssh_private_key_file, ssh-agent, ~/.ssh) and needs passwordless sudo for become. The value is ignored and never shown"
+                    ))
+                    .at(&v.origin)
+                    .field(*pw)
+                    .hint("remove it, or keep it in Ansible Vault for Kubespray; kubedrill does not read it")
+                });
+            }
+        }
         let cp = in_group(groups::CONTROL_PLANE, name);
         let node = in_group(groups::NODE, name);
         if in_group(groups::BASTION, name) {
@@ -172,6 +200,9 @@ pub fn resolve(mut raw: RawInventory) -> Result<Inventory, InventoryError> {
         });
     }
 
+    for (_, d) in passwords {
+        diags.push(d);
+    }
     check_hosts(&hosts, &members, &raw, &mut diags);
     if diags.has_errors() {
         return Err(InventoryError::Invalid(diags));
@@ -540,6 +571,40 @@ fn expand_home(p: &str) -> PathBuf {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),
     }
+}
+
+/// Check a host name is an RFC 1123 subdomain, as Kubernetes requires of node names: at most
+/// 253 characters, dot-separated labels of 1–63 lowercase letters, digits and `-`, each
+/// starting and ending with a letter or digit.
+pub fn node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!("it is {} characters long; at most 253", name.len()));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("it has an empty label (`..`, or a leading or trailing `.`)".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label `{label}` is longer than 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Err(if c.is_ascii_uppercase() {
+                format!("`{c}` is uppercase; node names are lowercase")
+            } else {
+                format!("`{}` is not allowed", c.escape_debug())
+            });
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label `{label}` starts or ends with `-`"));
+        }
+    }
+    Ok(())
 }
 
 /// Inventory-wide rules: a control plane exists, addresses are unique, etcd has a quorum-friendly size.

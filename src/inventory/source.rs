@@ -10,25 +10,50 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Files larger than this are refused: an inventory is text a person wrote.
-pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Read a whole file as UTF-8 text; errors name the file (and the line of a bad byte).
-pub fn read_text(path: &Path) -> Result<String, InventoryError> {
-    let io = |source| InventoryError::Io {
-        path: path.to_path_buf(),
-        source,
+/// The most bytes read for one inventory: its file plus every `group_vars/`/`host_vars/` file.
+pub const MAX_TOTAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The most files read for one inventory (`group_vars/` and `host_vars/` included).
+pub const MAX_FILES: usize = 10_000;
+
+/// What one inventory load has read so far, so a tree of many files stays bounded in total.
+#[derive(Debug, Default)]
+pub struct ReadBudget {
+    bytes: u64,
+    files: usize,
+}
+
+/// Read a whole file as UTF-8 text within the budget; errors name the file (and the line of a
+/// bad byte). A FIFO, device or socket is refused rather than read forever.
+pub fn read_text(path: &Path, budget: &mut ReadBudget) -> Result<String, InventoryError> {
+    let refuse = |message: String| InventoryError::Parse {
+        origin: Origin::at(&Arc::new(path.to_path_buf()), None),
+        message,
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(InventoryError::Parse {
-            origin: Origin::at(&Arc::new(path.to_path_buf()), None),
-            message: format!(
-                "file is {} bytes, more than the {MAX_FILE_BYTES} accepted",
-                meta.len()
-            ),
-        });
+    if budget.files >= MAX_FILES {
+        return Err(refuse(format!(
+            "more than {MAX_FILES} inventory and vars files; kubedrill reads at most {MAX_FILES}"
+        )));
     }
-    let bytes = std::fs::read(path).map_err(io)?;
+    let left = MAX_TOTAL_BYTES.saturating_sub(budget.bytes);
+    let limit = MAX_FILE_BYTES.min(left);
+    let bytes = crate::files::read_bounded(path, limit).map_err(|source| match source.kind() {
+        std::io::ErrorKind::InvalidData if limit < MAX_FILE_BYTES => refuse(format!(
+            "the inventory's files exceed {MAX_TOTAL_BYTES} bytes in total"
+        )),
+        std::io::ErrorKind::InvalidData => refuse(format!(
+            "file is more than the {MAX_FILE_BYTES} bytes accepted"
+        )),
+        std::io::ErrorKind::InvalidInput => refuse(source.to_string()),
+        _ => InventoryError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    budget.files += 1;
+    budget.bytes += bytes.len() as u64;
     String::from_utf8(bytes).map_err(|e| {
         let good = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..good].iter().filter(|b| **b == b'\n').count() + 1;

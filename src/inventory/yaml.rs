@@ -1,7 +1,7 @@
 //! Ansible YAML inventories: `all: { hosts: {...}, vars: {...}, children: {...} }`, nested children.
 
 use super::source::{Node, line_of, parse_yaml};
-use super::{Format, InventoryError, RawInventory, Var, groups, pattern};
+use super::{Format, InventoryError, RawInventory, Var, groups};
 use crate::diag::{Diagnostic, Origin};
 use serde_saphyr::Spanned;
 use std::path::PathBuf;
@@ -141,16 +141,22 @@ fn parse_hosts(
                 message: format!("a host name must be a string, found {}", hk.value.kind()),
             });
         };
-        let names = pattern::expand(&pattern_text).map_err(|message| InventoryError::Parse {
-            origin: origin.clone(),
-            message,
-        })?;
+        let names = inv
+            .expand_hosts(&pattern_text)
+            .map_err(|message| InventoryError::Parse {
+                origin: origin.clone(),
+                message,
+            })?;
         let vars = match &hv.value {
             Node::Null => vec![],
             _ => mapping_vars(hv, file, &format!("host {pattern_text}"))?,
         };
         for host in names {
-            inv.add_host(group, &host, &origin);
+            inv.add_host(group, &host, &origin)
+                .map_err(|message| InventoryError::Parse {
+                    origin: origin.clone(),
+                    message,
+                })?;
             for (k, v) in &vars {
                 inv.set_host_var(&host, k.clone(), v.value.clone(), v.origin.clone());
             }

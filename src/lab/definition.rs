@@ -268,7 +268,10 @@ pub struct Lab {
 impl Lab {
     /// Total guest memory, MiB.
     pub fn memory_mib(&self) -> u64 {
-        self.vms.iter().map(|v| v.size.memory_mib).sum()
+        // Bounded by validation (≤ 256 VMs × 1 TiB), saturating all the same.
+        self.vms
+            .iter()
+            .fold(0u64, |a, v| a.saturating_add(v.size.memory_mib))
     }
 
     /// The host side of the lab network (its first address).
@@ -295,6 +298,17 @@ pub enum LabError {
     Invalid(Diagnostics),
 }
 
+/// The largest lab file read: a lab is a page of YAML a person wrote.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The most VMs one lab may define.
+pub const MAX_VMS: usize = 256;
+
+/// Per-VM upper bounds: 1 TiB of memory, 64 TiB of disk.
+pub const MAX_MEMORY_MIB: u64 = 1024 * 1024;
+/// See [`MAX_MEMORY_MIB`].
+pub const MAX_DISK_GIB: u64 = 64 * 1024;
+
 /// Find a lab: a path to a file, or a name under `labs/` (`quickstart` → `labs/quickstart.yaml`).
 pub fn locate(arg: &str) -> PathBuf {
     let p = PathBuf::from(arg);
@@ -306,10 +320,11 @@ pub fn locate(arg: &str) -> PathBuf {
 
 /// Read and validate a lab definition (and the inventory it mirrors).
 pub fn load(path: &Path) -> Result<Lab, LabError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LabError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::files::read_text_bounded(path, MAX_FILE_BYTES).map_err(|source| LabError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     parse(path, &text)
 }
 
@@ -495,17 +510,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Lab, LabError> {
             VmRole::Worker => worker_size,
         };
         let size = group_size.overlay(&size_spec);
-        if !(1..=64).contains(&size.vcpus) || size.memory_mib < 512 || size.disk_gib < 4 {
+        if !(1..=64).contains(&size.vcpus)
+            || !(512..=MAX_MEMORY_MIB).contains(&size.memory_mib)
+            || !(4..=MAX_DISK_GIB).contains(&size.disk_gib)
+        {
             d.push(err(
                 &file,
                 None,
                 &format!("sizing ({name})"),
                 format!(
-                    "{name}: {} vCPU, {} MiB, {} GiB is out of range (1–64 vCPU, ≥ 512 MiB, ≥ 4 GiB)",
+                    "{name}: {} vCPU, {} MiB, {} GiB is out of range (1–64 vCPU, 512–{MAX_MEMORY_MIB} MiB, 4–{MAX_DISK_GIB} GiB)",
                     size.vcpus, size.memory_mib, size.disk_gib
                 ),
             ));
             continue;
+        }
+        if vms.len() >= MAX_VMS {
+            d.push(err(
+                &file,
+                line_of("hosts"),
+                "hosts",
+                format!("more than {MAX_VMS} VMs; a lab holds at most {MAX_VMS}"),
+            ));
+            break;
         }
         let offset = FIRST_HOST + i as u32;
         if offset + 1 >= capacity {

@@ -123,12 +123,24 @@ pub fn write_iso(seed: &Seed, iso: &Path) -> Result<(), String> {
         ("meta-data", &seed.meta_data),
         ("network-config", &seed.network_config),
     ] {
-        std::fs::write(dir.path().join(name), text).map_err(|e| e.to_string())?;
+        crate::files::write_private(&dir.path().join(name), text.as_bytes())
+            .map_err(|e| e.to_string())?;
     }
+    // genisoimage creates its output world-readable: build it in a 0700 directory beside the
+    // destination, make it 0600, and only then rename it into place.
+    let parent = iso
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staging = tempfile::Builder::new()
+        .prefix(".seed-")
+        .tempdir_in(parent)
+        .map_err(|e| e.to_string())?;
+    let staged = staging.path().join("seed.iso");
     let out = Command::new("genisoimage")
         .arg("-quiet")
         .arg("-output")
-        .arg(iso)
+        .arg(&staged)
         .args(["-volid", "cidata", "-joliet", "-rock"])
         .arg(dir.path().join("user-data"))
         .arg(dir.path().join("meta-data"))
@@ -144,8 +156,9 @@ pub fn write_iso(seed: &Seed, iso: &Path) -> Result<(), String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(iso, std::fs::Permissions::from_mode(0o600))
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| e.to_string())?;
     }
+    std::fs::rename(&staged, iso).map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -153,8 +153,10 @@ pub fn values_file(spec: &ClusterSpec, node_count: usize) -> Result<RenderedFile
     );
     Ok(RenderedFile {
         path: VALUES_PATH.to_owned(),
-        mode: 0o644,
+        mode: 0o600,
         content,
+        // 0600: cilium_extra_values can hold keys and passwords. Not `sensitive`: the
+        // file stays on the node so a re-run can see it unchanged.
         sensitive: false,
     })
 }

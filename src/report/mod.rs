@@ -127,10 +127,12 @@ pub struct Written {
 
 /// Read and check a run record.
 pub fn load(path: &Path) -> Result<RunRecord, ReportError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::files::read_text_bounded(path, crate::files::MAX_RECORD_BYTES).map_err(
+        |source| ReportError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
     parse(&text, path)
 }
 
@@ -213,27 +215,11 @@ pub(crate) fn write_loaded(
 
 /// Write a file through a temporary file in the same directory and a rename.
 pub(crate) fn write_file(path: &Path, content: &str) -> Result<(), ReportError> {
-    let err = |source| ReportError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".kubedrill-report-")
-        .tempfile_in(dir)
-        .map_err(err)?;
-    std::io::Write::write_all(&mut tmp, content.as_bytes()).map_err(err)?;
-    // tempfile creates 0600; a report is meant to be read by others.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(err)?;
-    }
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    // A report is meant to be read by others: 0644.
+    crate::files::write_atomic(path, content.as_bytes(), 0o644).map_err(|source| {
+        ReportError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }

@@ -70,7 +70,7 @@ pub fn fingerprint(key: &PublicKey) -> String {
 impl KnownHosts {
     /// Read a file; a missing file is an empty set (so `accept-new` can create it).
     pub fn load(path: &Path) -> std::io::Result<Self> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::files::read_text_bounded(path, crate::files::MAX_RECORD_BYTES) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
