@@ -24,10 +24,12 @@ pub mod inventory;
 pub mod k8s;
 pub mod kernel;
 pub mod lab;
+pub mod lock;
 pub mod plan;
 pub mod render;
 /// Drill run records and their reports: HTML with an SVG timeline, Markdown, run comparison.
 pub mod report;
+pub mod secrets;
 pub mod spec;
 pub mod ssh;
 pub mod status;

@@ -86,7 +86,7 @@ pub async fn read(
     spec: &ClusterSpec,
     host_keys: &HostKeySettings,
 ) -> Result<ClusterStatus, StatusError> {
-    let kubeconfig = crate::apply::cluster_dir(spec).join("admin.conf");
+    let kubeconfig = crate::apply::cluster_dir(inv).join("admin.conf");
     if !kubeconfig.exists() {
         return Err(StatusError::NoKubeconfig(kubeconfig));
     }

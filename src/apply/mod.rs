@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod journal;
 pub mod node;
 pub mod reset;
+pub mod state;
 
 use crate::check::{self, HostKeySettings};
 use crate::fleet::{self, Connector, Progress};
@@ -268,11 +269,10 @@ pub enum ApplyError {
     State(PathBuf, std::io::Error),
 }
 
-/// The state directory of a cluster: `<state>/clusters/<label>`.
-pub fn cluster_dir(spec: &ClusterSpec) -> PathBuf {
-    crate::lab::state::state_root()
-        .join("clusters")
-        .join(&spec.label)
+/// The state directory of the inventory's cluster: `<state>/clusters/<label>-<hash>`, or
+/// `<state>/clusters/lab-<lab>` for a lab's own inventory (see [`state::ClusterState`]).
+pub fn cluster_dir(inv: &Inventory) -> PathBuf {
+    state::ClusterState::of(inv).dir
 }
 
 /// Everything a phase needs.
@@ -298,6 +298,8 @@ pub struct Run<'a> {
     phases: Vec<PhaseReport>,
     failures: Vec<Failure>,
     kubeconfig: Option<PathBuf>,
+    /// The lock on every connected node, held until the run ends.
+    node_locks: Vec<crate::ssh::node_lock::NodeLock>,
 }
 
 /// Run the apply.
@@ -351,6 +353,7 @@ pub async fn apply(
         phases: Vec::new(),
         failures: Vec::new(),
         kubeconfig: None,
+        node_locks: Vec::new(),
     };
     run.connect().await?;
     for def in crate::plan::PHASES.iter().skip(1) {
@@ -385,6 +388,7 @@ pub async fn apply(
             other => run.skip_phase(other, "not implemented"),
         }
     }
+    crate::ssh::node_lock::release_all(std::mem::take(&mut run.node_locks)).await;
     for s in run.sessions.values() {
         s.close().await;
     }
@@ -466,6 +470,22 @@ impl Run<'_> {
                     self.failures.push(f);
                 }
             }
+        }
+        // One kubedrill per node: another apply, reset or drill (from any machine) holds it.
+        let (locks, refused) = crate::ssh::node_lock::lock_all(&self.sessions).await;
+        self.node_locks = locks;
+        for (host, e) in refused {
+            report.hosts.retain(|h| h.host != host);
+            let f = Failure {
+                host: host.clone(),
+                phase: name.into(),
+                command: "node lock".into(),
+                status: None,
+                stderr: e.to_string(),
+                hint: None,
+            };
+            self.journal.record(name, &host, "failed", 0.0, &f.stderr);
+            self.failures.push(f);
         }
         self.phases.push(report);
         Ok(())

@@ -3,6 +3,8 @@
 //! kubedrill's own files. Packages, containerd and sysctls stay (a re-apply reuses them).
 
 use crate::fleet::{self, Connector, Progress};
+use crate::lock::Holder;
+use crate::ssh::node_lock::NODE_LOCK_DIR;
 use crate::ssh::{Command, HostKeyPolicy, Options, SshError};
 use serde::Serialize;
 use std::sync::Arc;
@@ -60,6 +62,7 @@ pub async fn reset(
         .filter(|d| only.is_empty() || only.contains(&d.name))
         .map(|d| (d.name.clone(), d))
         .collect();
+    let holder = Holder::current();
     let results = fleet::run(
         "resetting",
         inputs,
@@ -68,8 +71,14 @@ pub async fn reset(
         |v: &Vec<String>| format!("{} removed", v.len()),
         |dest, p| {
             let c = connector.clone();
+            let holder = holder.clone();
             async move {
                 let s = c.connect(dest).await.map_err(|e| e.to_string())?;
+                // Not under another kubedrill's apply, reset or drill on this node.
+                let lock = s
+                    .lock_node(NODE_LOCK_DIR, &holder)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 p.set("kubeadm reset, CNI and Cilium leftovers");
                 let o = s
                     .exec(
@@ -80,6 +89,7 @@ pub async fn reset(
                     )
                     .await
                     .map_err(|e| e.to_string())?;
+                lock.release().await;
                 s.close().await;
                 if !o.success() {
                     return Err(format!("reset script failed: {}", o.stderr_tail(5)));

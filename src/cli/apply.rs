@@ -4,6 +4,7 @@
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context;
 use clap::Args;
+use kubedrill::apply::state::ClusterState;
 use kubedrill::apply::{self, ApplyOptions, Selection, node::PackageSource};
 use kubedrill::bundle::Bundle;
 use kubedrill::check;
@@ -94,6 +95,15 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
         eprintln!("not confirmed; nothing done");
         return Ok(ExitCode::from(1));
     }
+    // One apply per cluster (and lab) at a time, held until this process ends.
+    let cluster = ClusterState::of(&inv);
+    let _lock = kubedrill::lock::cluster(&cluster).context("apply")?;
+    if let Some(note) = cluster.legacy_note() {
+        eprintln!("{note}");
+    }
+    cluster
+        .prepare()
+        .with_context(|| format!("apply: state directory {}", cluster.dir.display()))?;
     let host_keys =
         match check::host_key_settings(&inv, a.known_hosts.as_deref(), a.host_key_checking) {
             Ok(s) => s,
@@ -109,7 +119,7 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
         allow_degraded: a.allow_degraded,
         host_keys,
         connect_timeout: Duration::from_secs(a.connect_timeout),
-        state_dir: apply::cluster_dir(&spec),
+        state_dir: cluster.dir.clone(),
         delete_kube_proxy: a.delete_kube_proxy,
     };
     let progress = if out == Output::Json {

@@ -4,6 +4,7 @@
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use kubedrill::apply::state::ClusterState;
 use kubedrill::cilium::helm::Helm;
 use kubedrill::drill::definition::Overrides;
 use kubedrill::drill::engine::{self, DrillInput, Timeouts};
@@ -122,6 +123,17 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
     if out == Output::Text {
         print_diagnostics(&diags);
     }
+    // The lab and its cluster, until this process ends: a `lab reset`, `lab down`, `apply` or
+    // another drill meanwhile fails at once, naming this one.
+    let cluster = ClusterState::of(&inventory);
+    let _locks = kubedrill::lock::cluster(&cluster).context("drill run")?;
+    let _lab_lock = match cluster.lab.as_deref() == Some(lab.name.as_str()) {
+        true => None,
+        false => Some(kubedrill::lock::lab(&lab.name).context("drill run")?),
+    };
+    if let Some(note) = cluster.legacy_note() {
+        eprintln!("{note}");
+    }
     let host_keys = match kubedrill::check::host_key_settings(&inventory, None, None) {
         Ok(h) => h,
         Err(d) => {
@@ -134,7 +146,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
             .runs_dir
             .clone()
             .unwrap_or_else(|| engine::default_runs_dir(&lab.name)),
-        kubeconfig: kubedrill::apply::cluster_dir(&spec).join("admin.conf"),
+        kubeconfig: cluster.kubeconfig(),
         lab,
         drill,
         inventory,

@@ -2,6 +2,7 @@
 //! addresses, NIC queues, the accelerator that would be used) and can print its libvirt XML.
 
 use super::{Output, print_json};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use kubedrill::fleet::Progress;
 use kubedrill::lab::accel::{self, HostVirt};
@@ -110,6 +111,7 @@ pub fn run(cmd: LabCmd, out: Output) -> anyhow::Result<ExitCode> {
         LabCmd::Up(a) => up(a, out),
         LabCmd::Down(a) => {
             let name = lab_name(&a.lab);
+            let _lock = kubedrill::lock::lab(&name).context("lab down")?;
             match lifecycle::down(&name) {
                 Ok(td) => {
                     if out == Output::Json {
@@ -144,10 +146,11 @@ pub fn run(cmd: LabCmd, out: Output) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LabCmd::Snapshot(a) => timed(
-            "snapshot",
-            lifecycle::snapshot(&lab_name(&a.lab), &a.snapshot),
-        ),
+        LabCmd::Snapshot(a) => {
+            let name = lab_name(&a.lab);
+            let _lock = kubedrill::lock::lab(&name).context("lab snapshot")?;
+            timed("snapshot", lifecycle::snapshot(&name, &a.snapshot))
+        }
         LabCmd::Reset(a) => reset(a, out),
     }
 }
@@ -187,6 +190,8 @@ fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
     let Some(lab) = load_lab(&a.lab) else {
         return Ok(ExitCode::from(1));
     };
+    // Two `lab up` at once would both define VMs and one record would lose the other's.
+    let _lock = kubedrill::lock::lab(&lab.name).context("lab up")?;
     let opts = lifecycle::UpOptions {
         accel: a.accel.map(|x| match x {
             AccelArg::Auto => definition::Accel::Auto,
@@ -255,6 +260,8 @@ fn reset(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let name = lab_name(&a.lab);
+    // Never under a running drill or apply on this lab.
+    let _lock = kubedrill::lock::lab(&name).context("lab reset")?;
     let timeout = std::time::Duration::from_secs(a.ssh_timeout);
     match rt.block_on(lifecycle::reset(&name, &a.snapshot, timeout, &progress)) {
         Ok(r) => {

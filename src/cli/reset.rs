@@ -1,8 +1,10 @@
 //! `kubedrill reset`: `kubeadm reset -f` and Cilium/CNI leftovers on the inventory's nodes.
 
 use super::{Output, print_diagnostics, print_json};
+use anyhow::Context;
 use clap::Args;
 use kubedrill::apply;
+use kubedrill::apply::state::ClusterState;
 use kubedrill::check;
 use kubedrill::fleet::{DEFAULT_CONCURRENCY, Progress};
 use kubedrill::ssh::HostKeyMode;
@@ -60,6 +62,12 @@ pub fn run(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
         eprintln!("not confirmed; nothing done");
         return Ok(ExitCode::from(1));
     }
+    // Never while an apply or a drill works on this cluster (or its lab).
+    let cluster = ClusterState::of(&inv);
+    let _lock = kubedrill::lock::cluster(&cluster).context("reset")?;
+    if let Some(note) = cluster.legacy_note() {
+        eprintln!("{note}");
+    }
     let host_keys =
         match check::host_key_settings(&inv, a.known_hosts.as_deref(), a.host_key_checking) {
             Ok(s) => s,
@@ -85,7 +93,7 @@ pub fn run(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
     ))?;
     // The local kubeconfig of a cluster that no longer exists.
     if a.only_host.is_empty() {
-        let _ = std::fs::remove_file(apply::cluster_dir(&spec).join("admin.conf"));
+        let _ = std::fs::remove_file(cluster.kubeconfig());
     }
     let failed = results.iter().filter(|r| r.result.is_err()).count();
     if out == Output::Json {

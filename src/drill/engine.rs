@@ -477,6 +477,8 @@ struct Ctx<'a> {
     rollback_reasons: Option<Vec<String>>,
     rolled_back: bool,
     leaks: Vec<(String, LeakVerdict)>,
+    /// The lock on every node, held from connect to the end of the run.
+    node_locks: Vec<crate::ssh::node_lock::NodeLock>,
 }
 
 /// Run the drill. Returns an error only when no report can be written; a failed drill is an
@@ -543,6 +545,7 @@ pub async fn run(d: &DrillInput, progress: &Progress) -> Result<DrillReport, Dri
         rollback_reasons: None,
         rolled_back: false,
         leaks: Vec::new(),
+        node_locks: Vec::new(),
     };
     c.say(&format!(
         "drill {} on lab {}: Cilium {} → {} ({}); run {run_id}",
@@ -729,6 +732,15 @@ impl Ctx<'_> {
             }
         }
         if failed {
+            return Err(Stop);
+        }
+        // One kubedrill per node for the whole drill (an apply or reset from anywhere waits).
+        let (locks, refused) = crate::ssh::node_lock::lock_all(&self.sessions).await;
+        self.node_locks = locks;
+        if !refused.is_empty() {
+            for (host, e) in refused {
+                self.fail(&host, phase, "node lock", e);
+            }
             return Err(Stop);
         }
         // Facts, for the datapath the kernels allow (as `apply` judges it).
@@ -1802,6 +1814,7 @@ impl Ctx<'_> {
                 .await;
         }
         self.forward = None;
+        crate::ssh::node_lock::release_all(std::mem::take(&mut self.node_locks)).await;
         for s in self.sessions.values() {
             s.close().await;
         }

@@ -13,6 +13,7 @@
 mod auth;
 pub mod forward;
 pub mod known_hosts;
+pub mod node_lock;
 pub mod shell;
 
 pub use auth::default_identities;
