@@ -213,7 +213,7 @@ grep -q 'resuming: the previous apply' "$WORK/logs/apply-2.log" || die "the seco
 stage "apply: resumed, init + join"
 
 # 5. The cluster as the API and the nodes show it.
-KC="$KUBEDRILL_STATE_DIR/clusters/$(basename "$(dirname "$(dirname "$INV")")")"
+KC="$KUBEDRILL_STATE_DIR/clusters/lab-$(basename "$(dirname "$(dirname "$INV")")")"
 KUBECONFIG_FILE=$(find "$KUBEDRILL_STATE_DIR/clusters" -name admin.conf | head -n1)
 [ -n "$KUBECONFIG_FILE" ] || die "no admin.conf fetched under $KUBEDRILL_STATE_DIR/clusters ($KC)"
 [ "$(stat -c %a "$KUBECONFIG_FILE")" = 600 ] || die "$KUBECONFIG_FILE is not 0600"

@@ -504,24 +504,6 @@ fn holder(pid: u32, command: &str) -> Holder {
     }
 }
 
-/// Try to lock until it works (sshd notices a dead connection asynchronously).
-async fn lock_within(
-    s: &Session,
-    dir: &str,
-    h: &Holder,
-    limit: Duration,
-) -> Result<node_lock::NodeLock, NodeLockError> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match s.lock_node(dir, h).await {
-            Ok(l) => return Ok(l),
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(NodeLockError::Held { .. }) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_lock_holds_against_a_second_session_until_released_dropped_or_killed() {
     if !sshd::skip_unless_available("node lock") {
@@ -549,6 +531,13 @@ async fn a_node_lock_holds_against_a_second_session_until_released_dropped_or_ki
             .expect("holder file")
             .contains("pid=1111\n")
     );
+    // With a grace period it still fails once the grace is over.
+    let t0 = Instant::now();
+    let e = s2
+        .lock_node_within(dir, &h2, Duration::from_secs(1))
+        .await
+        .expect_err("still held after the grace");
+    assert!(matches!(e, NodeLockError::Held { .. }) && t0.elapsed() >= Duration::from_secs(1));
     // Released: the second takes it, and the first's record is gone.
     l1.release().await;
     let l2 = s2.lock_node(dir, &h2).await.expect("free after release");
@@ -566,7 +555,8 @@ async fn a_node_lock_holds_against_a_second_session_until_released_dropped_or_ki
         Err(NodeLockError::Held { .. })
     ));
     s1.close().await;
-    let l2 = lock_within(&s2, dir, &h2, Duration::from_secs(15))
+    let l2 = s2
+        .lock_node_within(dir, &h2, Duration::from_secs(15))
         .await
         .expect("free once the holder's connection is gone");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -599,7 +589,8 @@ async fn a_node_lock_holds_against_a_second_session_until_released_dropped_or_ki
     assert!(e.to_string().contains("PID 3333"), "{e}");
     child.kill().expect("kill -9");
     let _ = child.wait();
-    let l2 = lock_within(&s2, dir, &h2, Duration::from_secs(15))
+    let l2 = s2
+        .lock_node_within(dir, &h2, Duration::from_secs(15))
         .await
         .expect("free after the holder was killed");
     l2.release().await;

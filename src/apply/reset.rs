@@ -4,7 +4,7 @@
 
 use crate::fleet::{self, Connector, Progress};
 use crate::lock::Holder;
-use crate::ssh::node_lock::NODE_LOCK_DIR;
+use crate::ssh::node_lock::{NODE_LOCK_DIR, NODE_LOCK_GRACE};
 use crate::ssh::{Command, HostKeyPolicy, Options, SshError};
 use serde::Serialize;
 use std::sync::Arc;
@@ -76,7 +76,7 @@ pub async fn reset(
                 let s = c.connect(dest).await.map_err(|e| e.to_string())?;
                 // Not under another kubedrill's apply, reset or drill on this node.
                 let lock = s
-                    .lock_node(NODE_LOCK_DIR, &holder)
+                    .lock_node_within(NODE_LOCK_DIR, &holder, NODE_LOCK_GRACE)
                     .await
                     .map_err(|e| e.to_string())?;
                 p.set("kubeadm reset, CNI and Cilium leftovers");

@@ -35,6 +35,11 @@ const TAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a release waits for the node to confirm the lock is gone.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long [`lock_all`] keeps trying a node whose lock is held: a holder that was just killed
+/// lets go only once the node's sshd has seen its connection close, which on a slow (emulated)
+/// guest can take a moment — an apply killed and run again at once must not fail for that.
+pub const NODE_LOCK_GRACE: Duration = Duration::from_secs(5);
+
 /// Exit status of `flock -n -E` when another process holds the lock.
 const HELD_STATUS: u32 = 75;
 
@@ -235,30 +240,49 @@ impl Session {
     }
 }
 
+impl Session {
+    /// [`Session::lock_node`], trying again while the lock is held for up to `grace`.
+    pub async fn lock_node_within(
+        &self,
+        dir: &str,
+        holder: &Holder,
+        grace: Duration,
+    ) -> Result<NodeLock, NodeLockError> {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            match self.lock_node(dir, holder).await {
+                Err(NodeLockError::Held { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
 fn keep(buf: &mut Vec<u8>, data: &[u8], limit: usize) {
     let room = limit.saturating_sub(buf.len());
     buf.extend_from_slice(&data[..data.len().min(room)]);
 }
 
-/// Lock every node (in parallel) in [`NODE_LOCK_DIR`] for this process: the locks taken, and
-/// each host that could not be locked with why.
+/// Lock every node (in parallel) in [`NODE_LOCK_DIR`] for this process, allowing
+/// [`NODE_LOCK_GRACE`]: the locks taken, and each host that could not be locked with why.
 pub async fn lock_all(
     sessions: &BTreeMap<String, Arc<Session>>,
 ) -> (Vec<NodeLock>, Vec<(String, NodeLockError)>) {
-    lock_all_in(sessions, NODE_LOCK_DIR, &Holder::current()).await
+    lock_all_in(sessions, NODE_LOCK_DIR, &Holder::current(), NODE_LOCK_GRACE).await
 }
 
-/// [`lock_all`] with another directory and holder (tests).
+/// [`lock_all`] with another directory, holder and grace (tests).
 pub async fn lock_all_in(
     sessions: &BTreeMap<String, Arc<Session>>,
     dir: &str,
     holder: &Holder,
+    grace: Duration,
 ) -> (Vec<NodeLock>, Vec<(String, NodeLockError)>) {
-    let results = futures::future::join_all(
-        sessions
-            .iter()
-            .map(|(host, s)| async move { (host.clone(), s.lock_node(dir, holder).await) }),
-    )
+    let results = futures::future::join_all(sessions.iter().map(|(host, s)| async move {
+        (host.clone(), s.lock_node_within(dir, holder, grace).await)
+    }))
     .await;
     let (mut locks, mut failed) = (Vec::new(), Vec::new());
     for (host, r) in results {
