@@ -97,7 +97,11 @@ fn mutate_yaml(text: &str, ms: &[Mutation]) -> String {
                 if let Some(&i) = with_value.get(n % with_value.len().max(1)) {
                     // Replace after the first `: ` (flow mappings get their first value replaced).
                     let (k, rest) = lines[i].split_once(": ").unwrap_or((&lines[i], ""));
-                    let tail = if rest.trim_end().ends_with('}') { "}" } else { "" };
+                    let tail = if rest.trim_end().ends_with('}') {
+                        "}"
+                    } else {
+                        ""
+                    };
                     lines[i] = format!("{k}: {v}{tail}");
                 }
             }
@@ -248,5 +252,8 @@ fn mutated_samples_still_load_sometimes() {
         }
     }
     assert!(labs_ok > 10, "only {labs_ok} of 200 mutated labs loaded");
-    assert!(records_ok > 10, "only {records_ok} of 200 mutated records rendered");
+    assert!(
+        records_ok > 10,
+        "only {records_ok} of 200 mutated records rendered"
+    );
 }
