@@ -119,7 +119,7 @@ pub fn lock_script(dir: &str, record: &str) -> String {
     let f = shell::quote(&format!("{dir}/{NODE_LOCK_FILE}"));
     let rec = shell::quote(record);
     format!(
-        "umask 077; mkdir -p {d} || exit 71\n\
+        "umask 022; mkdir -p {d} || exit 71; umask 077\n\
          command -v flock >/dev/null 2>&1 || {{ echo 'flock(1) is missing on this node (package util-linux)' >&2; exit 72; }}\n\
          flock -n -E {HELD_STATUS} {f} sh -c 'printf \"%s\" \"$1\" > \"$2.holder.tmp\" && mv -f \"$2.holder.tmp\" \"$2.holder\" || exit 73; echo LOCKED; cat >/dev/null; rm -f \"$2.holder\"' kubedrill-node-lock {rec} {f}\n\
          rc=$?\n\
