@@ -197,17 +197,27 @@ pub enum GatherError {
     Task(#[from] fleet::TaskFailed),
 }
 
-/// How long the facts script may run on one host.
+/// How long the facts script may run on one host (default).
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Gather facts on one connected host: one round trip, the script on stdin.
 pub async fn gather(session: &crate::ssh::Session) -> Result<Facts, GatherError> {
+    gather_with(session, GATHER_TIMEOUT).await
+}
+
+/// [`gather`] with another time limit. The script's stdout is parsed, so it is held to the
+/// default [`crate::ssh::OutputLimit::STDOUT`]: a node printing more fails with
+/// [`SshError::OutputTruncated`] (naming host and limit) instead of being half-parsed.
+pub async fn gather_with(
+    session: &crate::ssh::Session,
+    timeout: Duration,
+) -> Result<Facts, GatherError> {
     let host = session.destination().name.clone();
     let out = session
         .exec(
             &Command::script_on_stdin(facts::GATHER_SCRIPT)
                 .label("facts script (sh -s)")
-                .timeout(GATHER_TIMEOUT)
+                .timeout(timeout)
                 .idempotent(),
         )
         .await?;
@@ -221,12 +231,14 @@ pub async fn gather(session: &crate::ssh::Session) -> Result<Facts, GatherError>
     facts::parse(&out.stdout_text()).map_err(|source| GatherError::Parse { host, source })
 }
 
-/// Run the check on every host with at most `concurrency` at once.
+/// Run the check on every host with at most `concurrency` at once; the facts script may run
+/// `gather_timeout` on each.
 pub async fn run(
     inv: &Inventory,
     spec: &ClusterSpec,
     host_keys: HostKeySettings,
     connect_timeout: Duration,
+    gather_timeout: Duration,
     concurrency: usize,
     progress: &Progress,
 ) -> Result<CheckReport, SshError> {
@@ -256,7 +268,7 @@ pub async fn run(
                 let name = dest.name.clone();
                 let s = c.connect(dest).await?;
                 p.set("gathering facts");
-                let f = gather(&s).await?;
+                let f = gather_with(&s, gather_timeout).await?;
                 s.close().await;
                 let report = kernel::evaluate(&spec, &name, &f);
                 Ok::<_, GatherError>((Box::new(f), Box::new(report)))

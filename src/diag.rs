@@ -1,9 +1,142 @@
 //! Diagnostics: errors and warnings that point at a file, a line and a field.
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Text from outside kubedrill (host names, inventory values, what nodes print) made safe for a
+/// terminal: control characters become visible escapes, so a node or an inventory cannot move
+/// the cursor, clear the screen, retitle the window or hide text in what kubedrill prints.
+///
+/// Escaped: C0 controls (`\x1b` for ESC, `\r`, …) except `\n` and `\t`, DEL (`\x7f`), C1
+/// controls U+0080–U+009F (`\u{9b}`: a lone CSI starts an escape sequence on many terminals),
+/// and the Unicode bidirectional overrides and isolates (`\u{202e}`), which reorder what is
+/// shown. `\n` and `\t` stay because error texts and journal excerpts are multi-line; use
+/// [`escape_terminal_line`] where one line is expected. Plain text is returned as is.
+pub fn escape_terminal(s: &str) -> Cow<'_, str> {
+    escape_with(s, true)
+}
+
+/// Like [`escape_terminal`], and `\n` and `\t` are escaped as well: for table cells,
+/// progress lines and other places where text must stay on one line.
+pub fn escape_terminal_line(s: &str) -> Cow<'_, str> {
+    escape_with(s, false)
+}
+
+/// A `Display` wrapper that prints its text through [`escape_terminal`].
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&escape_terminal(self.0))
+    }
+}
+
+fn needs_escape(c: char, multi_line: bool) -> bool {
+    match c {
+        '\n' | '\t' => !multi_line,
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' => true,
+        // Bidi embeddings/overrides (LRE…RLO) and isolates (LRI…PDI).
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => true,
+        _ => false,
+    }
+}
+
+fn escape_with(s: &str, multi_line: bool) -> Cow<'_, str> {
+    if !s.chars().any(|c| needs_escape(c, multi_line)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if !needs_escape(c, multi_line) {
+            out.push(c);
+            continue;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Pretty JSON that is also safe on a terminal. serde_json escapes C0 controls but writes DEL,
+/// C1 controls (U+0080–U+009F) and bidi overrides raw; here they become `\uXXXX` as well. The
+/// document means exactly the same to any JSON reader.
+pub fn json_pretty(v: &impl Serialize) -> serde_json::Result<String> {
+    let mut buf = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut buf,
+        TerminalSafeJson(serde_json::ser::PrettyFormatter::new()),
+    );
+    v.serialize(&mut ser)?;
+    // serde_json writes only UTF-8 (input is `str`, escapes are ASCII).
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// A [`serde_json::ser::PrettyFormatter`] whose strings escape what [`escape_terminal`] does.
+struct TerminalSafeJson<'a>(serde_json::ser::PrettyFormatter<'a>);
+
+impl serde_json::ser::Formatter for TerminalSafeJson<'_> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            // C0 never reaches here: serde_json escapes it before calling this.
+            if needs_escape(c, true) {
+                w.write_all(&fragment.as_bytes()[start..i])?;
+                write!(w, "\\u{:04x}", c as u32)?;
+                start = i + c.len_utf8();
+            }
+        }
+        w.write_all(&fragment.as_bytes()[start..])
+    }
+
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
 
 /// Where a value or declaration came from: a file and, where the format has one, a line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,9 +173,12 @@ impl Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // File names come from the command line and from include lists in inventories.
+        let file = self.file.display().to_string();
+        let file = escape_terminal_line(&file);
         match self.line {
-            Some(line) => write!(f, "{}:{}", self.file.display(), line),
-            None => write!(f, "{}", self.file.display()),
+            Some(line) => write!(f, "{file}:{line}"),
+            None => write!(f, "{file}"),
         }
     }
 }
@@ -135,12 +271,13 @@ impl fmt::Display for Diagnostic {
         if let Some(o) = &self.origin {
             write!(f, "{o}: ")?;
         }
+        // Messages and fields quote inventory values and names: escaped for the terminal.
         if let Some(field) = &self.field {
-            write!(f, "`{field}`: ")?;
+            write!(f, "`{}`: ", escape_terminal_line(field))?;
         }
-        write!(f, "{}", self.message)?;
+        write!(f, "{}", Escaped(&self.message))?;
         if let Some(h) = &self.hint {
-            write!(f, " (hint: {h})")?;
+            write!(f, " (hint: {})", Escaped(h))?;
         }
         Ok(())
     }
@@ -189,5 +326,71 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "{d}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_borrowed_unchanged() {
+        let s = "node1: kernel 6.1.0-28-amd64 · ok\n\tnext line, ünïcödé";
+        assert!(matches!(escape_terminal(s), Cow::Borrowed(_)));
+        assert_eq!(escape_terminal(s), s);
+    }
+
+    #[test]
+    fn controls_become_visible() {
+        assert_eq!(escape_terminal("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(escape_terminal("\u{9b}31m"), "\\u{9b}31m");
+        assert_eq!(
+            escape_terminal("x\u{7f}\u{0}\u{7}\r"),
+            "x\\x7f\\x00\\x07\\r"
+        );
+        assert_eq!(
+            escape_terminal("\u{85}\u{9f}\u{a0}"),
+            "\\u{85}\\u{9f}\u{a0}"
+        );
+        assert_eq!(escape_terminal("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(escape_terminal("l1\nl2\tx"), "l1\nl2\tx");
+        assert_eq!(escape_terminal_line("l1\nl2\tx"), "l1\\nl2\\tx");
+        assert_eq!(
+            Escaped("\x1b]0;title\x07").to_string(),
+            "\\x1b]0;title\\x07"
+        );
+        let out = escape_terminal("\x1b\u{9b}\u{80}\x7f");
+        assert!(!out.chars().any(|c| c.is_control()), "{out}");
+    }
+
+    #[test]
+    fn json_escapes_c1_and_bidi_and_means_the_same() {
+        let v = serde_json::json!({"release": "6.1\u{1b}[2J\u{9b}1m\u{7f}\u{202e}x", "n": [1, 2]});
+        let text = json_pretty(&v).expect("json");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text}");
+        assert!(!text.contains('\u{202e}'), "{text}");
+        assert!(
+            text.contains(r#""6.1\u001b[2J\u009b1m\u007f\u202ex""#),
+            "{text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, v);
+        // Plain documents look exactly as serde_json's pretty printer writes them.
+        let plain = serde_json::json!({"a": [1, {"b": "c"}], "d": {}, "e": []});
+        assert_eq!(
+            json_pretty(&plain).expect("json"),
+            serde_json::to_string_pretty(&plain).expect("json")
+        );
+    }
+
+    #[test]
+    fn diagnostics_escape_what_they_quote() {
+        let d = Diagnostic::error("host `a\x1b[2J` is not valid")
+            .field("x\u{9b}y")
+            .hint("rename \x1b]0;t\x07");
+        let text = d.to_string();
+        assert!(!text.chars().any(|c| c.is_control()), "{text}");
+        assert!(text.contains("a\\x1b[2J"), "{text}");
+        assert!(text.contains("`x\\u{9b}y`"), "{text}");
     }
 }

@@ -2,6 +2,7 @@
 //! when stderr is not a terminal), and every host's outcome kept — one failure never hides the
 //! others.
 
+use crate::diag::{escape_terminal, escape_terminal_line};
 use crate::ssh::{Destination, Options, Session, SshError};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fmt::Display;
@@ -55,14 +56,15 @@ impl Progress {
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
-            b.set_prefix(host.to_string());
-            b.set_message(step.to_string());
+            // Host names and step texts may carry what a node printed: escaped, one line.
+            b.set_prefix(escape_terminal_line(host).into_owned());
+            b.set_message(escape_terminal_line(step).into_owned());
             b.enable_steady_tick(Duration::from_millis(120));
             Some(b)
         };
         HostProgress {
             bar,
-            host: host.to_string(),
+            host: escape_terminal_line(host).into_owned(),
             quiet: self.quiet,
             start: Instant::now(),
         }
@@ -73,6 +75,7 @@ impl Progress {
         if self.quiet {
             return;
         }
+        let line = escape_terminal(line);
         if self.plain {
             eprintln!("{line}");
         } else {
@@ -93,7 +96,7 @@ impl HostProgress {
     /// Show what the host is doing now.
     pub fn set(&self, msg: &str) {
         if let Some(b) = &self.bar {
-            b.set_message(msg.to_string());
+            b.set_message(escape_terminal_line(msg).into_owned());
         }
     }
 
@@ -101,6 +104,8 @@ impl HostProgress {
     pub fn finish(&self, ok: bool, msg: &str) {
         let secs = self.start.elapsed().as_secs_f64();
         let mark = if ok { "ok" } else { "FAILED" };
+        // Final messages quote errors and node output (kernel release, stderr).
+        let msg = escape_terminal(msg);
         match &self.bar {
             Some(b) => {
                 b.set_style(

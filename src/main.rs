@@ -16,7 +16,9 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote node output and inventory values: escaped for the terminal.
+            let text = format!("{e:#}");
+            eprintln!("error: {}", kubedrill::diag::escape_terminal(&text));
             ExitCode::from(1)
         }
     }

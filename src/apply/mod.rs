@@ -804,7 +804,9 @@ pub async fn run_change(
             &Command::new(c.apply.clone())
                 .privileged()
                 .label(c.apply_label.clone())
-                .timeout(Duration::from_secs(c.timeout_secs)),
+                .timeout(Duration::from_secs(c.timeout_secs))
+                // Package managers and kubeadm can be chatty; stdout is only shown on failure.
+                .lossy_stdout(),
         )
         .await
         .map_err(|e| exec_failure(&host, phase, &c.apply_label, &e, redactor))?;

@@ -188,11 +188,13 @@ impl HelmCommand {
     }
 
     /// The command for [`ssh::Session::exec`]: privileged, labelled, and idempotent when it
-    /// only reads.
+    /// only reads. Stdout may hold a whole release document (`helm status -o json` carries the
+    /// chart's templates and manifest), so it gets the large output limit.
     pub fn ssh_command(&self) -> ssh::Command {
         let cmd = ssh::Command::new(self.shell())
             .privileged()
-            .label(self.shell());
+            .label(self.shell())
+            .stdout_limit(ssh::OutputLimit::LARGE);
         if self.read_only {
             cmd.idempotent()
         } else {

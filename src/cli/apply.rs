@@ -8,6 +8,7 @@ use kubedrill::apply::state::ClusterState;
 use kubedrill::apply::{self, ApplyOptions, Selection, node::PackageSource};
 use kubedrill::bundle::Bundle;
 use kubedrill::check;
+use kubedrill::diag::Escaped;
 use kubedrill::fleet::{DEFAULT_CONCURRENCY, Progress};
 use kubedrill::ssh::HostKeyMode;
 use std::path::PathBuf;
@@ -145,7 +146,8 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
             println!("{:<28} {}", p.phase, summary.join(", "));
         }
         for f in &report.failures {
-            eprintln!("\nerror: {f}");
+            // Failures quote what the node printed (stderr, journal lines).
+            eprintln!("\nerror: {}", Escaped(&f.to_string()));
         }
         if let Some(k) = &report.kubeconfig {
             println!("kubeconfig: {} (mode 0600)", k.display());

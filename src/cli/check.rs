@@ -5,6 +5,7 @@ use super::{Output, print_diagnostics, print_json};
 use anyhow::Context;
 use clap::Args;
 use kubedrill::check::{self, CheckReport, HostOutcome};
+use kubedrill::diag::{escape_terminal, escape_terminal_line};
 use kubedrill::fleet::{DEFAULT_CONCURRENCY, Progress};
 use kubedrill::kernel::{self, Feature, Status};
 use kubedrill::ssh::HostKeyMode;
@@ -33,8 +34,12 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
     /// Seconds allowed for connect, handshake and authentication per host.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
     pub connect_timeout: u64,
+    /// Seconds the facts script may run per host (a node that streams or stalls is stopped
+    /// after this).
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub gather_timeout: u64,
     /// Also write each host's facts as DIR/<host>.json.
     #[arg(long, value_name = "DIR")]
     pub save_facts: Option<PathBuf>,
@@ -82,6 +87,7 @@ pub fn run(args: CheckArgs, out: Output) -> anyhow::Result<ExitCode> {
         &spec,
         settings,
         Duration::from_secs(args.connect_timeout.max(1)),
+        Duration::from_secs(args.gather_timeout),
         usize::from(args.concurrency),
         &progress,
     ))?;
@@ -109,8 +115,9 @@ fn save_facts(r: &CheckReport, dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for h in &r.hosts {
         if let HostOutcome::Checked { facts, .. } = &h.outcome {
-            let p = dir.join(format!("{}.json", h.host));
-            std::fs::write(&p, serde_json::to_vec_pretty(facts)?)
+            // Host names are validated at load; join_name keeps it so if that ever changes.
+            let p = kubedrill::files::join_name(dir, &format!("{}.json", h.host))?;
+            kubedrill::files::write_atomic(&p, &serde_json::to_vec_pretty(facts)?, 0o644)
                 .with_context(|| format!("writing {}", p.display()))?;
         }
     }
@@ -137,17 +144,20 @@ fn cell(v: Option<&kernel::Verdict>) -> String {
     }
 }
 
+/// Everything printed here that came from nodes or the inventory (host names, kernel releases,
+/// NIC names, errors quoting stderr) goes through the terminal escaper: the table cells in
+/// [`print_table`], the notes and errors where they are printed.
 fn print_text(r: &CheckReport) {
     println!(
         "check {} · Kubernetes {} · Cilium {} · host keys {} ({})",
-        r.cluster,
+        escape_terminal_line(&r.cluster),
         r.kubernetes,
         r.cilium,
         serde_json::to_value(r.host_keys.mode)
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default(),
-        r.host_keys.file.display()
+        escape_terminal_line(&r.host_keys.file.display().to_string())
     );
     if r.host_keys_learned > 0 {
         println!(
@@ -220,7 +230,7 @@ fn print_text(r: &CheckReport) {
     if !notes.is_empty() {
         println!("\nfindings on requested features:");
         for n in notes {
-            println!("{n}");
+            println!("{}", escape_terminal(&n));
         }
     }
 
@@ -247,7 +257,7 @@ fn print_text(r: &CheckReport) {
         println!("\nnot checked:");
         for (_, err) in &failed {
             // Errors start with the host name.
-            println!("  {err}");
+            println!("  {}", escape_terminal(err));
         }
     }
     let checked = r.hosts.len() - failed.len();
@@ -286,6 +296,16 @@ fn short(f: Feature) -> &'static str {
 }
 
 fn print_table(rows: &[Vec<String>]) {
+    // Cells are escaped before widths are measured, so columns line up with what is shown.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| escape_terminal_line(c).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = &rows;
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {

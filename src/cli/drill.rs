@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use kubedrill::apply::state::ClusterState;
 use kubedrill::cilium::helm::Helm;
+use kubedrill::diag::Escaped;
 use kubedrill::drill::definition::Overrides;
 use kubedrill::drill::engine::{self, DrillInput, Timeouts};
 use kubedrill::fleet::Progress;
@@ -175,8 +176,9 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
     if out == Output::Json {
         print_json(&r)?;
     } else {
+        // Failures, reasons and notes quote node and cluster output: escaped.
         for f in &r.failures {
-            eprintln!("error: {f}");
+            eprintln!("error: {}", Escaped(&f.to_string()));
         }
         println!(
             "drill {}: verdict {}{}",
@@ -185,11 +187,11 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
             if r.rolled_back { " (rolled back)" } else { "" }
         );
         for reason in &r.verdict.reasons {
-            println!("  - {reason}");
+            println!("  - {}", Escaped(reason));
         }
         if r.verdict.outcome != Outcome::Pass {
             for n in &r.notes {
-                println!("  note: {n}");
+                println!("  note: {}", Escaped(n));
             }
         }
         print_written(&r.written);

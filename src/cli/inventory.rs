@@ -242,7 +242,11 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
             println!("\nGROUPS");
             for (g, members) in &inv.groups {
                 if !members.is_empty() {
-                    println!("  {g:<20} {}", summarize(members));
+                    println!(
+                        "  {:<20} {}",
+                        kubedrill::diag::escape_terminal_line(g),
+                        summarize(members)
+                    );
                 }
             }
             println!("\nHOSTS");
@@ -253,7 +257,7 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
                     h.role.label(),
                     h.ip,
                     h.access_ip,
-                    h.ssh.address,
+                    kubedrill::diag::escape_terminal_line(&h.ssh.address),
                     h.ssh.port,
                     h.etcd_member_name
                         .as_deref()
@@ -269,6 +273,8 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
                     } else {
                         p.value.to_string()
                     };
+                    // Values are inventory text: escaped for the terminal, one line.
+                    let value = kubedrill::diag::escape_terminal_line(&value);
                     println!("  {:<26} {:<30} {}", p.setting, value, p.source);
                 }
                 if !s.cilium_extra_values.is_empty() {
@@ -291,6 +297,9 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
                     } else {
                         short(&secrets::redact_json(&v.value))
                     };
+                    // Names and values are inventory text: escaped for the terminal.
+                    let k = kubedrill::diag::escape_terminal_line(k);
+                    let value = kubedrill::diag::escape_terminal_line(&value);
                     println!("  {k:<34} {value:<30} {}", v.origin);
                 }
             }

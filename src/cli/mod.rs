@@ -94,6 +94,7 @@ pub fn print_diagnostics(d: &Diagnostics) {
 
 /// Print a JSON document to stdout.
 pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    // Terminal-safe: strings from nodes may carry C1 controls, which serde_json writes raw.
+    println!("{}", kubedrill::diag::json_pretty(v)?);
     Ok(())
 }

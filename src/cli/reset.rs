@@ -6,6 +6,7 @@ use clap::Args;
 use kubedrill::apply;
 use kubedrill::apply::state::ClusterState;
 use kubedrill::check;
+use kubedrill::diag::{Escaped, escape_terminal_line};
 use kubedrill::fleet::{DEFAULT_CONCURRENCY, Progress};
 use kubedrill::ssh::HostKeyMode;
 use std::path::PathBuf;
@@ -101,9 +102,14 @@ pub fn run(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
     } else {
         for r in &results {
             match &r.result {
-                Ok(v) if v.is_empty() => println!("{}: nothing to remove", r.host),
-                Ok(v) => println!("{}: removed {}", r.host, v.join(", ")),
-                Err(e) => eprintln!("{}: error: {e}", r.host),
+                // Host names and the node's list of what it removed are outside text.
+                Ok(v) if v.is_empty() => println!("{}: nothing to remove", Escaped(&r.host)),
+                Ok(v) => println!(
+                    "{}: removed {}",
+                    Escaped(&r.host),
+                    escape_terminal_line(&v.join(", "))
+                ),
+                Err(e) => eprintln!("{}: error: {}", Escaped(&r.host), Escaped(e)),
             }
         }
     }

@@ -4,6 +4,7 @@
 use super::{Output, print_diagnostics, print_json};
 use clap::Args;
 use kubedrill::check;
+use kubedrill::diag::{Escaped, escape_terminal_line};
 use kubedrill::ssh::HostKeyMode;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,9 +103,10 @@ pub fn run(a: StatusArgs, out: Output) -> anyhow::Result<ExitCode> {
                     )
                 }
             };
+            // Node names, versions and messages come from the cluster: escaped, one line each.
             println!(
                 "{:<14} {:<6} {:<10} {:<9} {:<26} {:<14} {:<10} {:<12}",
-                n.node,
+                escape_terminal_line(&n.node),
                 if !n.registered {
                     "absent"
                 } else if n.ready {
@@ -112,18 +114,18 @@ pub fn run(a: StatusArgs, out: Output) -> anyhow::Result<ExitCode> {
                 } else {
                     "NO"
                 },
-                n.kubelet.as_deref().unwrap_or("-"),
-                version,
+                escape_terminal_line(n.kubelet.as_deref().unwrap_or("-")),
+                escape_terminal_line(&version),
                 agent,
                 kpr,
                 lb,
                 xdp
             );
             for m in &n.mismatches {
-                println!("    {m}");
+                println!("    {}", Escaped(m));
             }
             if let Some(e) = n.agent.as_ref().and_then(|a| a.error.as_ref()) {
-                println!("    agent status: {e}");
+                println!("    agent status: {}", Escaped(e));
             }
         }
     }

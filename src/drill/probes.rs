@@ -3,7 +3,7 @@
 //! the host namespace or inside pods' network namespaces (found through the container runtime, so
 //! pods that run only the `pause` image can be probed) — and reads its JSON events.
 
-use crate::ssh::{Command, Session, SshError, shell::quote};
+use crate::ssh::{Command, OutputLimit, Session, SshError, shell::quote};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -306,7 +306,9 @@ pub async fn run(
             .stdin(spec)
             .privileged()
             .label("kubedrill-probe run")
-            .timeout(duration + Duration::from_secs(30)),
+            .timeout(duration + Duration::from_secs(30))
+            // Events grow with the run's length.
+            .stdout_limit(OutputLimit::LARGE),
         )
         .await?;
     agent_ok(s, "run", &o)?;
@@ -446,7 +448,9 @@ pub async fn run_detached(
                 .stdin(spec)
                 .privileged()
                 .label(format!("kubedrill-probe run ({tag})"))
-                .timeout(max + Duration::from_secs(60)),
+                .timeout(max + Duration::from_secs(60))
+                // A `stats` line per probe per second, for the whole run.
+                .stdout_limit(OutputLimit::LARGE),
         )
         .await?;
     agent_ok(s, "run", &o)?;
@@ -484,7 +488,8 @@ pub async fn peek(s: &Session, tag: &str) -> Result<ProbeRun, ProbeError> {
             &Command::new(Detached::NODE.peek_script(tag))
                 .privileged()
                 .label(format!("read kubedrill-probe events ({tag})"))
-                .idempotent(),
+                .idempotent()
+                .stdout_limit(OutputLimit::LARGE),
         )
         .await?;
     Ok(parse_events(&o.stdout_text()))

@@ -6,8 +6,13 @@
 //! - Authentication: the inventory's `ansible_ssh_private_key_file`, then ssh-agent, then the
 //!   default keys in `~/.ssh`.
 //! - Jump host: a [`Session`] can be opened through another one (`direct-tcpip`).
-//! - [`Session::exec`] returns status, stdout, stderr and duration, with a per-command timeout;
-//!   [`Session::upload`] writes a file atomically and checks its SHA-256 on the node.
+//! - [`Session::exec`] returns status, stdout, stderr and duration, with a per-command timeout
+//!   that covers the whole exchange (channel open, stdin, output); [`Session::upload`] writes a
+//!   file atomically and checks its SHA-256 on the node.
+//! - What a node prints is bounded ([`OutputLimit`]): of stdout and of stderr only the first
+//!   and the last bytes are kept, and [`Output`] counts what was dropped, so a node that streams
+//!   gigabytes cannot exhaust this machine's memory. A command whose stdout is parsed (the
+//!   default) fails with [`SshError::OutputTruncated`] instead of handing a parser a cut text.
 //! - A dropped connection is re-established once before the host is given up.
 
 mod auth;
@@ -24,6 +29,7 @@ use russh::keys::{PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Sig, kex};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -222,6 +228,152 @@ fn local_user() -> String {
         .unwrap_or_else(|_| "root".into())
 }
 
+/// How much of one output stream of a command is kept in memory: the first `head` bytes and
+/// the last `tail` bytes; what lies between is counted and dropped.
+///
+/// Why head *and* tail: the head holds what a parser reads and the first error, the tail the
+/// last lines (where tools print why they failed). Memory per command is bounded by
+/// `head + tail` for stdout plus the same for stderr, whatever the node sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct OutputLimit {
+    /// Bytes kept from the start of the stream.
+    pub head: usize,
+    /// Bytes kept from the end of the stream.
+    pub tail: usize,
+}
+
+impl OutputLimit {
+    /// Default for stdout: 1 MiB head + 256 KiB tail. The largest stdout kubedrill parses with
+    /// this limit is the facts script's (a few KiB; ~100 KiB for a node with hundreds of NICs),
+    /// `cat` of a kubeconfig (~6 KiB), `helm get values` and reset/checksum listings.
+    pub const STDOUT: OutputLimit = OutputLimit {
+        head: 1 << 20,
+        tail: 256 << 10,
+    };
+    /// Default for stderr: 64 KiB head + 64 KiB tail. Stderr is only shown (its last lines,
+    /// kubelet journal excerpts of ~15 lines) or searched for sudo's refusal.
+    pub const STDERR: OutputLimit = OutputLimit {
+        head: 64 << 10,
+        tail: 64 << 10,
+    };
+    /// For stdout that grows with run time: probe-agent event streams (a `stats` line per probe
+    /// per second for a whole drill) and full Helm release documents (`helm status -o json`
+    /// carries the chart's templates and the rendered manifest, 1–3 MiB for Cilium).
+    pub const LARGE: OutputLimit = OutputLimit {
+        head: 32 << 20,
+        tail: 1 << 20,
+    };
+
+    /// `head + tail`.
+    pub fn total(&self) -> usize {
+        self.head.saturating_add(self.tail)
+    }
+}
+
+impl fmt::Display for OutputLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (first {} + last {})",
+            human_bytes(self.total() as u64),
+            human_bytes(self.head as u64),
+            human_bytes(self.tail as u64)
+        )
+    }
+}
+
+/// `1.5 MiB`-style sizes for messages.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    let s = format!("{v:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s} {unit}")
+}
+
+/// The marker put where bytes were dropped from shown output.
+pub fn dropped_marker(dropped: u64) -> String {
+    format!("[… {dropped} bytes dropped …]")
+}
+
+/// One output stream as it arrives: the head, a sliding tail, and the count dropped between.
+#[derive(Debug)]
+struct Capture {
+    limit: OutputLimit,
+    head: Vec<u8>,
+    tail: VecDeque<u8>,
+    dropped: u64,
+}
+
+impl Capture {
+    fn new(limit: OutputLimit) -> Self {
+        Capture {
+            limit,
+            head: Vec::new(),
+            tail: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Keep what fits in the head, slide the rest through the tail, count what falls out.
+    fn push(&mut self, mut data: &[u8]) {
+        let room = self.limit.head.saturating_sub(self.head.len());
+        if room > 0 {
+            let n = room.min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+        if data.is_empty() {
+            return;
+        }
+        let cap = self.limit.tail;
+        if data.len() >= cap {
+            // Everything in the tail so far and the front of `data` fall out.
+            self.dropped += (self.tail.len() + data.len() - cap) as u64;
+            self.tail.clear();
+            self.tail.extend(&data[data.len() - cap..]);
+        } else {
+            let over = (self.tail.len() + data.len()).saturating_sub(cap);
+            self.tail.drain(..over);
+            self.dropped += over as u64;
+            self.tail.extend(data);
+        }
+    }
+
+    /// Bytes received so far.
+    fn received(&self) -> u64 {
+        (self.head.len() + self.tail.len()) as u64 + self.dropped
+    }
+
+    /// The latest bytes kept: the tail once there is one, else the head (for timeout messages).
+    fn tail_or_head(&self) -> Vec<u8> {
+        if self.tail.is_empty() {
+            self.head.clone()
+        } else {
+            self.tail.iter().copied().collect()
+        }
+    }
+
+    /// Head and tail joined, the gap's offset, and the count dropped there.
+    fn finish(self) -> (Vec<u8>, usize, u64) {
+        let gap = self.head.len();
+        let mut v = self.head;
+        v.extend(self.tail);
+        (v, gap, self.dropped)
+    }
+}
+
 /// One remote command.
 #[derive(Clone)]
 pub struct Command {
@@ -231,6 +383,9 @@ pub struct Command {
     privileged: bool,
     label: Option<String>,
     retry_on_drop: bool,
+    stdout_limit: OutputLimit,
+    stderr_limit: OutputLimit,
+    lossy_stdout: bool,
 }
 
 impl fmt::Debug for Command {
@@ -252,6 +407,9 @@ impl Command {
             privileged: false,
             label: None,
             retry_on_drop: false,
+            stdout_limit: OutputLimit::STDOUT,
+            stderr_limit: OutputLimit::STDERR,
+            lossy_stdout: false,
         }
     }
 
@@ -290,6 +448,21 @@ impl Command {
         self
     }
 
+    /// Keep more (or less) of stdout than [`OutputLimit::STDOUT`]. There is always a limit:
+    /// raise it only for output that legitimately grows (event streams, Helm documents).
+    pub fn stdout_limit(mut self, limit: OutputLimit) -> Self {
+        self.stdout_limit = limit;
+        self
+    }
+
+    /// Stdout is only shown to people, never parsed: when it exceeds the limit keep its head
+    /// and tail (with a `[… N bytes dropped …]` marker) instead of failing with
+    /// [`SshError::OutputTruncated`].
+    pub fn lossy_stdout(mut self) -> Self {
+        self.lossy_stdout = true;
+        self
+    }
+
     /// The text used in messages: the label, or the script's first line, shortened.
     pub fn label_text(&self) -> String {
         self.describe()
@@ -322,8 +495,44 @@ pub struct Output {
     /// Standard error.
     #[serde(skip)]
     pub stderr: Vec<u8>,
+    /// Bytes of stdout dropped between the kept head and tail (0: `stdout` is complete).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub stdout_dropped: u64,
+    /// Bytes of stderr dropped between the kept head and tail.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub stderr_dropped: u64,
+    /// Offset in `stdout` where the dropped bytes were.
+    #[serde(skip)]
+    pub stdout_gap: usize,
+    /// Offset in `stderr` where the dropped bytes were.
+    #[serde(skip)]
+    pub stderr_gap: usize,
     /// Wall time from channel open to close.
     pub duration: Duration,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Bytes as text (lossy), with the dropped-bytes marker at the gap.
+fn text_with_gap(bytes: &[u8], gap: usize, dropped: u64) -> String {
+    if dropped == 0 {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let gap = gap.min(bytes.len());
+    // Each side decoded on its own: the cut may split a UTF-8 sequence.
+    let head = String::from_utf8_lossy(&bytes[..gap]);
+    let tail = String::from_utf8_lossy(&bytes[gap..]);
+    let mut s = String::with_capacity(bytes.len() + 40);
+    s.push_str(&head);
+    if !head.is_empty() && !head.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str(&dropped_marker(dropped));
+    s.push('\n');
+    s.push_str(&tail);
+    s
 }
 
 impl Output {
@@ -332,19 +541,30 @@ impl Output {
         self.status == Some(0)
     }
 
-    /// Stdout as text (lossy).
+    /// Stdout as text (lossy); where bytes were dropped, a `[… N bytes dropped …]` line.
     pub fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
+        text_with_gap(&self.stdout, self.stdout_gap, self.stdout_dropped)
     }
 
-    /// Stderr as text (lossy).
+    /// Stderr as text (lossy); where bytes were dropped, a `[… N bytes dropped …]` line.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
+        text_with_gap(&self.stderr, self.stderr_gap, self.stderr_dropped)
     }
 
-    /// The last `n` lines of stderr, for error messages.
+    /// The last `n` lines of stderr, for error messages. When bytes were dropped before them,
+    /// the first line says how many, so a reader knows the excerpt is not the whole story.
     pub fn stderr_tail(&self, n: usize) -> String {
-        tail_lines(&self.stderr_text(), n)
+        let tail = tail_lines(&self.stderr_text(), n);
+        if self.stderr_dropped > 0 && !tail.contains(&dropped_marker(self.stderr_dropped)) {
+            format!("{}\n{tail}", dropped_marker(self.stderr_dropped))
+        } else {
+            tail
+        }
+    }
+
+    /// Whether stdout and stderr arrived whole (nothing dropped).
+    pub fn is_complete(&self) -> bool {
+        self.stdout_dropped == 0 && self.stderr_dropped == 0
     }
 }
 
@@ -482,8 +702,26 @@ pub enum SshError {
         command: String,
         /// Limit.
         after: Duration,
-        /// Stderr so far (last lines).
+        /// Stderr so far (last lines), and how much output was dropped.
         stderr: String,
+    },
+    /// A command printed more on stdout than its [`OutputLimit`], and its stdout is parsed: a
+    /// cut text is never handed to a parser.
+    #[error(
+        "{host}: `{command}` printed {received} bytes on stdout, more than the {limit} kept per command \
+         ({dropped} bytes dropped); the output was not used"
+    )]
+    OutputTruncated {
+        /// Host.
+        host: String,
+        /// Command label.
+        command: String,
+        /// Bytes received on stdout.
+        received: u64,
+        /// Bytes dropped.
+        dropped: u64,
+        /// The limit in force.
+        limit: OutputLimit,
     },
     /// The connection dropped while a command ran (not retried: not idempotent).
     #[error("{host}: connection lost while running `{command}`; it may or may not have completed")]
@@ -748,43 +986,76 @@ impl Session {
     ) -> Result<Output, Attempt> {
         let host = &self.dest.name;
         let start = Instant::now();
-        let mut ch = handle
-            .channel_open_session()
-            .await
-            .map_err(|e| Attempt::NotStarted(SshError::Russh(e)))?;
-        ch.exec(true, line)
-            .await
-            .map_err(|e| Attempt::NotStarted(SshError::Russh(e)))?;
-        if let Some(data) = &cmd.stdin {
-            ch.data_bytes(data.as_ref().clone())
-                .await
-                .map_err(|_| Attempt::Dropped)?;
-        }
-        ch.eof().await.map_err(|_| Attempt::Dropped)?;
-
-        let mut out = Output {
-            status: None,
-            signal: None,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            duration: Duration::ZERO,
-        };
         let limit = cmd.timeout.unwrap_or(self.opts.command_timeout);
+        // One deadline for the whole exchange: a node that never confirms the channel, never
+        // reads its stdin or never closes is stopped by the same limit as a slow command.
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut stdout = Capture::new(cmd.stdout_limit);
+        let mut stderr = Capture::new(cmd.stderr_limit);
+        let timed_out = |stderr: &Capture, stdout: &Capture| {
+            let mut tail = tail_lines(&String::from_utf8_lossy(&stderr.tail_or_head()), 5);
+            let dropped = stdout.dropped + stderr.dropped;
+            if dropped > 0 {
+                let note = format!(
+                    "{} bytes of output received, {}",
+                    stdout.received() + stderr.received(),
+                    dropped_marker(dropped)
+                );
+                tail = if tail.is_empty() {
+                    note
+                } else {
+                    format!("{tail}\n{note}")
+                };
+            }
+            Attempt::Failed(SshError::CommandTimeout {
+                host: host.clone(),
+                command: cmd.describe(),
+                after: limit,
+                stderr: tail,
+            })
+        };
+
+        let mut ch = match tokio::time::timeout_at(deadline, handle.channel_open_session()).await {
+            Ok(Ok(ch)) => ch,
+            Ok(Err(e)) => return Err(Attempt::NotStarted(SshError::Russh(e))),
+            Err(_) => return Err(timed_out(&stderr, &stdout)),
+        };
+        let started = async {
+            ch.exec(true, line)
+                .await
+                .map_err(|e| Attempt::NotStarted(SshError::Russh(e)))?;
+            if let Some(data) = &cmd.stdin {
+                ch.data_bytes(data.as_ref().clone())
+                    .await
+                    .map_err(|_| Attempt::Dropped)?;
+            }
+            ch.eof().await.map_err(|_| Attempt::Dropped)
+        };
+        match tokio::time::timeout_at(deadline, started).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                abandon(&ch).await;
+                return Err(timed_out(&stderr, &stdout));
+            }
+        }
+
+        let mut status = None;
+        let mut signal = None;
         let mut finished = false;
         let collect = async {
-            // Read until the channel closes: exit-status may come before the last data.
+            // Read until the channel closes: exit-status may come before the last data. Past
+            // the limits, bytes are counted and dropped, never buffered.
             while let Some(msg) = ch.wait().await {
                 match msg {
-                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        out.stderr.extend_from_slice(&data)
-                    }
+                    ChannelMsg::Data { data } => stdout.push(&data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => stderr.push(&data),
                     ChannelMsg::ExitStatus { exit_status } => {
-                        out.status = Some(exit_status);
+                        status = Some(exit_status);
                         finished = true;
                     }
                     ChannelMsg::ExitSignal { signal_name, .. } => {
-                        out.signal = Some(format!("{signal_name:?}"));
+                        signal = Some(format!("{signal_name:?}"));
                         finished = true;
                     }
                     ChannelMsg::Failure => {
@@ -799,24 +1070,39 @@ impl Session {
             }
             Ok(())
         };
-        match tokio::time::timeout(limit, collect).await {
+        match tokio::time::timeout_at(deadline, collect).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                let _ = ch.signal(Sig::KILL).await;
-                let _ = ch.close().await;
-                return Err(Attempt::Failed(SshError::CommandTimeout {
-                    host: host.clone(),
-                    command: cmd.describe(),
-                    after: limit,
-                    stderr: tail_lines(&String::from_utf8_lossy(&out.stderr), 5),
-                }));
+                abandon(&ch).await;
+                return Err(timed_out(&stderr, &stdout));
             }
         }
         if !finished {
             return Err(Attempt::Dropped);
         }
-        out.duration = start.elapsed();
+        if stdout.dropped > 0 && !cmd.lossy_stdout {
+            return Err(Attempt::Failed(SshError::OutputTruncated {
+                host: host.clone(),
+                command: cmd.describe(),
+                received: stdout.received(),
+                dropped: stdout.dropped,
+                limit: cmd.stdout_limit,
+            }));
+        }
+        let (stdout, stdout_gap, stdout_dropped) = stdout.finish();
+        let (stderr, stderr_gap, stderr_dropped) = stderr.finish();
+        let out = Output {
+            status,
+            signal,
+            stdout,
+            stderr,
+            stdout_dropped,
+            stderr_dropped,
+            stdout_gap,
+            stderr_gap,
+            duration: start.elapsed(),
+        };
         if cmd.privileged
             && out.status == Some(1)
             && let Some(bu) = &self.dest.become_user
@@ -909,6 +1195,14 @@ impl Session {
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
     }
+}
+
+/// Stop a command that ran out of time: kill it and close the channel, without waiting on a
+/// node that may not answer (each step has its own short limit).
+async fn abandon(ch: &russh::Channel<client::Msg>) {
+    let grace = Duration::from_secs(2);
+    let _ = tokio::time::timeout(grace, ch.signal(Sig::KILL)).await;
+    let _ = tokio::time::timeout(grace, ch.close()).await;
 }
 
 enum Attempt {
@@ -1010,4 +1304,68 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture(limit: OutputLimit, chunks: &[&[u8]]) -> (Vec<u8>, usize, u64) {
+        let mut c = Capture::new(limit);
+        for ch in chunks {
+            c.push(ch);
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn capture_keeps_everything_within_the_limit() {
+        let l = OutputLimit { head: 4, tail: 3 };
+        assert_eq!(
+            capture(l, &[b"ab", b"cde", b"fg"]),
+            (b"abcdefg".to_vec(), 4, 0)
+        );
+    }
+
+    #[test]
+    fn capture_keeps_head_and_tail_and_counts_the_rest() {
+        let l = OutputLimit { head: 4, tail: 3 };
+        // One big chunk, and the same bytes trickling in one at a time: same result.
+        let all = b"0123456789";
+        assert_eq!(capture(l, &[all]), (b"0123789".to_vec(), 4, 3));
+        let bytes: Vec<&[u8]> = all.chunks(1).collect();
+        assert_eq!(capture(l, &bytes), (b"0123789".to_vec(), 4, 3));
+        let l = OutputLimit { head: 2, tail: 0 };
+        assert_eq!(capture(l, &[b"abc", b"de"]), (b"ab".to_vec(), 2, 3));
+    }
+
+    #[test]
+    fn shown_text_marks_the_gap() {
+        let l = OutputLimit { head: 4, tail: 4 };
+        let (stderr, gap, dropped) = capture(l, &[b"one\ntwo\nthree\nfour\n"]);
+        let o = Output {
+            status: Some(1),
+            signal: None,
+            stdout: Vec::new(),
+            stderr,
+            stdout_dropped: 0,
+            stderr_dropped: dropped,
+            stdout_gap: 0,
+            stderr_gap: gap,
+            duration: Duration::ZERO,
+        };
+        assert_eq!(o.stderr_text(), "one\n[… 11 bytes dropped …]\nour\n");
+        assert!(!o.is_complete());
+        assert_eq!(o.stderr_tail(1), "[… 11 bytes dropped …]\nour");
+    }
+
+    #[test]
+    fn limits_read_well() {
+        assert_eq!(
+            OutputLimit::STDOUT.to_string(),
+            "1.25 MiB (first 1 MiB + last 256 KiB)"
+        );
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1_500_000_000), "1.4 GiB");
+    }
 }

@@ -146,6 +146,8 @@ pub struct SshHost {
     pid_file: PathBuf,
     child: Option<Child>,
     spawned_at: Instant,
+    /// Lines appended to this host's `sshd_config` (see [`SshLab::set_host_config`]).
+    extra_config: String,
 }
 
 impl SshHost {
@@ -177,6 +179,7 @@ impl SshHost {
         let _ = writeln!(s, "PidFile {}", self.pid_file.display());
         let _ = writeln!(s, "AuthorizedKeysFile {}", cfg.authorized_keys.display());
         s.push_str(SSHD_CONFIG_COMMON);
+        s.push_str(&self.extra_config);
         if cfg.per_source_penalties {
             // OpenSSH ≥ 9.8 penalises sources that fail auth: negative tests would then slow
             // down or lock out every later test from 127.0.0.0/8.
@@ -390,6 +393,7 @@ impl SshLabBuilder {
                 host_key,
                 child: None,
                 spawned_at: Instant::now(),
+                extra_config: String::new(),
             });
         }
         ssh_keygen_all(&keygen);
@@ -540,6 +544,20 @@ impl SshLab {
     /// (Re)start node `i` on the same address, port and host key.
     pub fn restart_host(&mut self, i: usize) {
         assert!(i < self.nodes);
+        self.restart_server(i);
+    }
+
+    /// Append `lines` to node `i`'s `sshd_config` (replacing earlier extra lines) and restart
+    /// it. Used to make a hostile node, e.g. `ForceCommand /path/script` so every command runs
+    /// a script that streams, stalls or lies (sshd passes the requested command to it in
+    /// `SSH_ORIGINAL_COMMAND`).
+    pub fn set_host_config(&mut self, i: usize, lines: &str) {
+        assert!(i < self.nodes);
+        let mut text = lines.to_owned();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        self.servers[i].extra_config = text;
         self.restart_server(i);
     }
 
