@@ -553,8 +553,10 @@ pub async fn cilium_install(run: &mut Run<'_>) {
     };
     let values_file = RenderedFile {
         path: cilium::VALUES_PATH.into(),
-        mode: 0o644,
+        mode: 0o600,
         content,
+        // 0600: cilium_extra_values can hold keys and passwords. Not `sensitive`: the
+        // file stays on the node so a re-run can see it unchanged.
         sensitive: false,
     };
     let kc = format!("--kubeconfig {ADMIN_CONF}");

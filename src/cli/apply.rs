@@ -52,7 +52,7 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "MODE", value_parser = |s: &str| s.parse::<HostKeyMode>())]
     pub host_key_checking: Option<HostKeyMode>,
     /// Seconds allowed for connect, handshake and authentication per host.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
     pub connect_timeout: u64,
 }
 

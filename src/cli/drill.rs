@@ -52,10 +52,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub runs_dir: Option<PathBuf>,
     /// Seconds allowed for the agents to roll out after an upgrade or a rollback.
-    #[arg(long, default_value_t = 900, value_name = "SECS")]
+    #[arg(long, default_value_t = 900, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub rollout_timeout: u64,
     /// Seconds allowed for SSH connect, handshake and authentication per node.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
     pub connect_timeout: u64,
 }
 

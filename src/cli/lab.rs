@@ -39,7 +39,7 @@ pub struct UpArgs {
     #[arg(long, value_enum)]
     pub accel: Option<AccelArg>,
     /// Seconds to wait for every VM to answer SSH.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ssh_timeout: u64,
     /// Isolated network (no NAT to the outside).
     #[arg(long)]
@@ -81,16 +81,22 @@ pub struct ResetArgs {
     /// Snapshot name.
     pub snapshot: String,
     /// Seconds to wait for every VM to answer SSH after the revert.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ssh_timeout: u64,
 }
 
 /// The lab name from an argument that may be a file.
-fn lab_name(arg: &str) -> String {
+/// A lab that is not a loadable file must be a plain lab name: never a path, which would
+/// steer what `lab down` deletes.
+fn lab_name(arg: &str) -> anyhow::Result<String> {
     let p = definition::locate(arg);
     match definition::load(&p) {
-        Ok(l) => l.name,
-        Err(_) => arg.to_string(),
+        Ok(l) => Ok(l.name),
+        Err(_) if definition::is_dns_label(arg) => Ok(arg.to_string()),
+        Err(e) => anyhow::bail!(
+            "`{}` is neither a lab name (lowercase letters, digits and `-`) nor a lab file that loads: {e}",
+            arg.escape_debug()
+        ),
     }
 }
 
@@ -110,7 +116,7 @@ pub fn run(cmd: LabCmd, out: Output) -> anyhow::Result<ExitCode> {
         LabCmd::Show(a) => show(a, out),
         LabCmd::Up(a) => up(a, out),
         LabCmd::Down(a) => {
-            let name = lab_name(&a.lab);
+            let name = lab_name(&a.lab)?;
             let _lock = kubedrill::lock::lab(&name).context("lab down")?;
             match lifecycle::down(&name) {
                 Ok(td) => {
@@ -147,7 +153,7 @@ pub fn run(cmd: LabCmd, out: Output) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Snapshot(a) => {
-            let name = lab_name(&a.lab);
+            let name = lab_name(&a.lab)?;
             let _lock = kubedrill::lock::lab(&name).context("lab snapshot")?;
             timed("snapshot", lifecycle::snapshot(&name, &a.snapshot))
         }
@@ -259,7 +265,7 @@ fn reset(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let name = lab_name(&a.lab);
+    let name = lab_name(&a.lab)?;
     // Never under a running drill or apply on this lab.
     let _lock = kubedrill::lock::lab(&name).context("lab reset")?;
     let timeout = std::time::Duration::from_secs(a.ssh_timeout);

@@ -283,7 +283,7 @@ pub fn earlier_runs(base: &Path, drill: &str, reset: Option<&str>, except: &Path
         .map(|e| e.path())
         .filter(|p| p != except && p.join(report::RUN_FILE).is_file())
         .filter(|p| {
-            std::fs::read_to_string(p.join(RUN_INFO))
+            crate::files::read_text_bounded(&p.join(RUN_INFO), crate::files::MAX_RECORD_BYTES)
                 .ok()
                 .and_then(|t| serde_json::from_str::<RunInfo>(&t).ok())
                 .is_some_and(|i| i.drill == drill && i.reset.as_deref() == reset)

@@ -248,7 +248,7 @@ pub async fn up(
     let client = seed::ed25519(&format!("kubedrill-lab-{}", lab.name)).map_err(local("key"))?;
     let key_path = dir.join("id_ed25519");
     write_private(&key_path, &client.private)?;
-    std::fs::write(dir.join("id_ed25519.pub"), format!("{}\n", client.public))
+    crate::files::write(dir.join("id_ed25519.pub"), format!("{}\n", client.public))
         .map_err(|e| local("key")(e.to_string()))?;
     let t = Templates::load()?;
     let mut known_hosts = String::new();
@@ -263,7 +263,7 @@ pub async fn up(
     }
     step("NoCloud seeds written");
     let kh_path = dir.join("known_hosts");
-    std::fs::write(&kh_path, &known_hosts).map_err(|e| local("known_hosts")(e.to_string()))?;
+    write_private(&kh_path, &known_hosts)?;
 
     // Storage on the hypervisor: the lab's pool (recorded before it is defined), the base image,
     // kernel and initrd uploaded into it, one overlay and one seed volume per VM. Nothing in a
@@ -516,7 +516,8 @@ fn write_inventory(
         "    k8s_cluster:\n      children:\n        kube_control_plane:\n        kube_node:\n",
     );
     let path = inv_dir.join("hosts.yaml");
-    std::fs::write(&path, y).map_err(|e| local("inventory")(e.to_string()))?;
+    crate::files::write_private(&path, y.as_bytes())
+        .map_err(|e| local("inventory")(e.to_string()))?;
     if let Some(src) = &lab.mirrors {
         let src_dir = if src.is_dir() {
             src.clone()
@@ -665,10 +666,25 @@ impl From<fleet::TaskFailed> for String {
 
 /// Remove the lab: exactly its marked domains and recorded network, then its files.
 pub fn down(lab_name: &str) -> Result<Teardown, LifecycleError> {
+    // The name picks a directory to delete: only a lab name (never a path) can do that, and
+    // only when kubedrill's own record there says it is that lab.
+    if !super::definition::is_dns_label(lab_name) {
+        return Err(local("lab name")(format!(
+            "`{}` is not a lab name (lowercase letters, digits and `-`)",
+            lab_name.escape_debug()
+        )));
+    }
     let dir = lab_dir(lab_name);
     let st = LabState::load(&dir)
         .map_err(|e| local("reading the lab state")(e.to_string()))?
         .ok_or_else(|| LifecycleError::NotUp(lab_name.to_string(), dir.clone()))?;
+    if st.instance.lab != lab_name {
+        return Err(local("reading the lab state")(format!(
+            "{} records lab `{}`, not `{lab_name}`; nothing was removed",
+            dir.display(),
+            st.instance.lab.escape_debug()
+        )));
+    }
     let hv = Hypervisor::open(&st.uri)?;
     let td = hv.teardown(&st);
     if !td.refused.is_empty() {

@@ -77,7 +77,7 @@ impl LabState {
 
     /// Load the state of a lab, if it exists.
     pub fn load(dir: &Path) -> std::io::Result<Option<LabState>> {
-        match std::fs::read(Self::file(dir)) {
+        match crate::files::read_bounded(&Self::file(dir), crate::files::MAX_RECORD_BYTES) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
                 .map_err(|e| std::io::Error::other(format!("{}: {e}", Self::file(dir).display()))),
