@@ -10,7 +10,6 @@
 //! Run with `cargo bench --bench check_memory` (as root, openssh-server installed).
 
 #[path = "../tests/common/sshd.rs"]
-#[allow(dead_code, unused_imports)]
 mod sshd;
 
 use sshd::SshLab;
@@ -29,6 +28,8 @@ struct Measure {
 }
 
 /// Run `kubedrill check` on the lab and measure it.
+// The child is reaped with `wait4` (which also returns its rusage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run_check(lab: &SshLab) -> Measure {
     let t = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_kubedrill"))

@@ -67,6 +67,8 @@ struct Run {
 
 /// Run `kubedrill ARGS`, measure its peak memory, and kill it (by PID: it is our child) if it
 /// outlives `limit`, so a hanging kubedrill fails the test instead of hanging it.
+// The child is reaped with `wait4` (which also returns its rusage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn kubedrill(args: &[&str], inventory: &Path, limit: Duration) -> Run {
     let t = Instant::now();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kubedrill"))
