@@ -268,7 +268,7 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
             if let Some(s) = &spec {
                 println!("\nEFFECTIVE SETTINGS (and where each came from)");
                 for p in &s.provenance {
-                    let value = if secrets::is_secret_path(&p.setting) {
+                    let value = if secrets::is_secret_path(p.setting) {
                         secrets::REDACTED.to_owned()
                     } else {
                         p.value.to_string()

@@ -135,13 +135,14 @@ fn redact_private_files(mut v: serde_json::Value) -> serde_json::Value {
                     || m.get("mode")
                         .and_then(|x| x.as_u64())
                         .is_some_and(|mode| mode & 0o077 == 0);
-                if private && m.contains_key("path") {
-                    if let Some(c) = m.get_mut("content") {
-                        *c = serde_json::Value::String(format!(
-                            "{} (private file: see --render-dir)",
-                            kubedrill::secrets::REDACTED
-                        ));
-                    }
+                if private
+                    && m.contains_key("path")
+                    && let Some(c) = m.get_mut("content")
+                {
+                    *c = serde_json::Value::String(format!(
+                        "{} (private file: see --render-dir)",
+                        kubedrill::secrets::REDACTED
+                    ));
                 }
                 m.values_mut().for_each(walk);
             }

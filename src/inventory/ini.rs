@@ -120,7 +120,7 @@ pub fn parse(text: &str, file: &Arc<PathBuf>) -> Result<RawInventory, InventoryE
                 inv.group_mut(&group, &origin, false).vars.insert(
                     k.to_owned(),
                     super::Var {
-                        value,
+                        value: value.into(),
                         origin: origin.clone(),
                     },
                 );

@@ -65,8 +65,9 @@ pub enum InventoryError {
 /// One variable's value and where it was set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Var {
-    /// The value as Ansible would see it.
-    pub value: Value,
+    /// The value as Ansible would see it. Shared: a group variable is inherited by every host
+    /// of the group, and copying a large value per host would cost hosts × bytes of memory.
+    pub value: Arc<Value>,
     /// Where it was set.
     pub origin: Origin,
 }
@@ -261,9 +262,21 @@ impl RawInventory {
     }
 
     /// Set a host variable from the inventory file.
-    pub fn set_host_var(&mut self, host: &str, key: String, value: Value, origin: Origin) {
+    pub fn set_host_var(
+        &mut self,
+        host: &str,
+        key: String,
+        value: impl Into<Arc<Value>>,
+        origin: Origin,
+    ) {
         if let Some(h) = self.hosts.get_mut(host) {
-            h.vars.insert(key, Var { value, origin });
+            h.vars.insert(
+                key,
+                Var {
+                    value: value.into(),
+                    origin,
+                },
+            );
         }
     }
 

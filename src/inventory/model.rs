@@ -155,7 +155,7 @@ impl Var {
 
     /// A boolean, with Ansible's `| bool` spellings (`yes`, `on`, `1`, `true`, any case).
     pub fn bool(&self, name: &str) -> Result<bool, Diagnostic> {
-        match &self.value {
+        match &*self.value {
             Value::Bool(b) => Ok(*b),
             Value::Number(n) if n.as_i64() == Some(1) => Ok(true),
             Value::Number(n) if n.as_i64() == Some(0) => Ok(false),
@@ -171,7 +171,7 @@ impl Var {
     /// A string; numbers are accepted and written out (Ansible would template them).
     /// A Jinja expression other than a plain `{{ var }}` reference (resolved earlier) is an error.
     pub fn string(&self, name: &str) -> Result<String, Diagnostic> {
-        match &self.value {
+        match &*self.value {
             Value::String(s) if s.contains("{{") || s.contains("{%") => Err(Diagnostic::error(
                 format!("\"{s}\" is a Jinja expression, which kubedrill does not evaluate"),
             )
@@ -186,7 +186,7 @@ impl Var {
 
     /// A TCP port, 1–65535.
     pub fn port(&self, name: &str) -> Result<u16, Diagnostic> {
-        let n = match &self.value {
+        let n = match &*self.value {
             Value::Number(n) => n.as_u64(),
             Value::String(s) => s.trim().parse::<u64>().ok(),
             _ => None,
@@ -198,7 +198,7 @@ impl Var {
 
     /// An unsigned integer.
     pub fn uint(&self, name: &str) -> Result<u64, Diagnostic> {
-        match &self.value {
+        match &*self.value {
             Value::Number(n) => n.as_u64(),
             Value::String(s) => s.trim().parse::<u64>().ok(),
             _ => None,

@@ -420,7 +420,7 @@ fn effective_vars(raw: &RawInventory, host: &str, gs: &[&str]) -> Vars {
     vars.insert(
         "inventory_hostname".to_owned(),
         Var {
-            value: Value::String(host.to_owned()),
+            value: Value::String(host.to_owned()).into(),
             origin: Origin::builtin("inventory host name"),
         },
     );

@@ -187,7 +187,7 @@ pub fn mapping_vars(
                 Ok((
                     key,
                     Var {
-                        value: v.value.to_json(),
+                        value: v.value.to_json().into(),
                         origin,
                     },
                 ))

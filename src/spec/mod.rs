@@ -517,7 +517,7 @@ impl<'a> Builder<'a> {
         // cilium_extra_values: read the keys kubedrill understands, keep the rest for the final merge.
         let mut extra = match self.get("cilium_extra_values") {
             None => None,
-            Some((v, _)) => match &v.value {
+            Some((v, _)) => match &*v.value {
                 Value::Object(m) => Some((m.clone(), v.origin.clone())),
                 Value::Null => None,
                 other => {
@@ -586,7 +586,7 @@ impl<'a> Builder<'a> {
         let s = match self.get(name) {
             None => Setting::new(default, Source::Default),
             Some((v, src)) => {
-                let parsed = match &v.value {
+                let parsed = match &*v.value {
                     Value::Number(n) if n.is_f64() => Err(format!(
                         "{n} is a number (YAML reads 1.30 as 1.3); quote the full version, e.g. \"1.30.4\""
                     )),
@@ -664,7 +664,7 @@ impl<'a> Builder<'a> {
             port: Option<u16>,
         }
         if let Some((v, src)) = self.get("loadbalancer_apiserver") {
-            let lb: Lb = match serde_json::from_value(v.value.clone()) {
+            let lb: Lb = match serde_json::from_value((*v.value).clone()) {
                 Ok(lb) => lb,
                 Err(e) => {
                     diags.push(
@@ -745,7 +745,7 @@ impl<'a> Builder<'a> {
     fn runtime(&self, diags: &mut Diagnostics, prov: &mut Vec<Provenance>) -> ContainerRuntime {
         let mut mirrors = Vec::new();
         if let Some((v, src)) = self.get("containerd_registries_mirrors") {
-            match serde_json::from_value::<Vec<RegistryMirror>>(v.value.clone()) {
+            match serde_json::from_value::<Vec<RegistryMirror>>((*v.value).clone()) {
                 Ok(m) => {
                     for (i, mirror) in m.iter().enumerate() {
                         let valid = !mirror.prefix.is_empty()
