@@ -691,8 +691,8 @@ fn host_range_expansion_is_bounded() {
 fn largest_accepted_range_parses() {
     isolated("largest_accepted_range_parses", || {
         let file = Arc::new(PathBuf::from("/fuzz/inventory.ini"));
-        let raw = ini::parse("[kube_control_plane]\nn[00001:10000]\n", &file)
-            .expect("within MAX_HOSTS");
+        let raw =
+            ini::parse("[kube_control_plane]\nn[00001:10000]\n", &file).expect("within MAX_HOSTS");
         assert_eq!(raw.hosts.len(), kubedrill::inventory::MAX_HOSTS);
         let e = ini::parse("[kube_control_plane]\nn[00001:10001]\n", &file)
             .expect_err("one more than MAX_HOSTS");
