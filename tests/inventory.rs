@@ -52,14 +52,14 @@ fn lab_3node_yaml_sample_loads() {
     // group_vars/k8s_cluster/ is a directory: every file in it applies.
     for h in &inv.hosts {
         let kv = &h.vars["kube_version"];
-        assert_eq!(kv.value, json!("1.31.4"), "{}", h.name);
+        assert_eq!(*kv.value, json!("1.31.4"), "{}", h.name);
         assert_eq!(
             kv.origin.file.as_path(),
             dir.join("group_vars/k8s_cluster/k8s-cluster.yml")
         );
         assert_eq!(kv.origin.line, Some(2));
         let cv = &h.vars["cilium_version"];
-        assert_eq!(cv.value, json!("1.16.19"));
+        assert_eq!(*cv.value, json!("1.16.19"));
         assert_eq!(
             cv.origin.file.as_path(),
             dir.join("group_vars/k8s_cluster/k8s-net-cilium.yml")
@@ -128,7 +128,7 @@ fn prod_example_ini_sample_loads() {
     assert_eq!(n3.ssh.port, 22);
     assert_eq!(n3.etcd_member_name, None);
     // group_vars/k8s_cluster.yml applies to the legacy-named k8s-cluster group.
-    assert_eq!(n3.vars["cilium_version"].value, json!("1.13.18"));
+    assert_eq!(*n3.vars["cilium_version"].value, json!("1.13.18"));
     assert_eq!(
         n3.vars["kube_version"].origin.file.as_path(),
         dir.join("group_vars/k8s_cluster.yml")
@@ -174,10 +174,10 @@ all:
     let t = TempInv::new("prec", &[("hosts.yaml", hosts)]);
     let inv = t.load_ok();
     let v = &inv.hosts[0].vars;
-    assert_eq!(v["a"].value, json!("all"));
-    assert_eq!(v["b"].value, json!("parent"));
-    assert_eq!(v["c"].value, json!("child"));
-    assert_eq!(v["d"].value, json!("host"));
+    assert_eq!(*v["a"].value, json!("all"));
+    assert_eq!(*v["b"].value, json!("parent"));
+    assert_eq!(*v["c"].value, json!("child"));
+    assert_eq!(*v["d"].value, json!("host"));
     assert_eq!(v["c"].origin.line, Some(line_of(hosts, "c: child")));
     assert_eq!(v["d"].origin.line, Some(line_of(hosts, "d: host")));
 }
@@ -215,10 +215,10 @@ d=all
     let t = TempInv::new("prec", &[("inventory.ini", ini)]);
     let inv = t.load_ok();
     let v = &inv.hosts[0].vars;
-    assert_eq!(v["a"].value, json!("all"));
-    assert_eq!(v["b"].value, json!("parent"));
-    assert_eq!(v["c"].value, json!("child"));
-    assert_eq!(v["d"].value, json!("host"));
+    assert_eq!(*v["a"].value, json!("all"));
+    assert_eq!(*v["b"].value, json!("parent"));
+    assert_eq!(*v["c"].value, json!("child"));
+    assert_eq!(*v["d"].value, json!("host"));
     assert_eq!(v["b"].origin.line, Some(line_of(ini, "b=parent")));
 }
 
@@ -249,8 +249,8 @@ all:
 ";
     let t = TempInv::new("prec", &[("hosts.yaml", hosts)]);
     let v = &t.load_ok().hosts[0].vars;
-    assert_eq!(v["b"].value, json!("parent"));
-    assert_eq!(v["c"].value, json!("child"));
+    assert_eq!(*v["b"].value, json!("parent"));
+    assert_eq!(*v["c"].value, json!("child"));
 
     let ini = "\
 [aa_child]
@@ -270,8 +270,8 @@ c=all
 ";
     let t = TempInv::new("prec", &[("inventory.ini", ini)]);
     let v = &t.load_ok().hosts[0].vars;
-    assert_eq!(v["b"].value, json!("parent"));
-    assert_eq!(v["c"].value, json!("child"));
+    assert_eq!(*v["b"].value, json!("parent"));
+    assert_eq!(*v["c"].value, json!("child"));
 }
 
 /// Sibling groups (same depth): by `ansible_group_priority`, then by name; the later one wins.
@@ -284,7 +284,7 @@ fn precedence_of_sibling_groups_yaml() {
     };
     let t = TempInv::new("prec", &[("hosts.yaml", &hosts(""))]);
     assert_eq!(
-        t.load_ok().hosts[0].vars["x"].value,
+        *t.load_ok().hosts[0].vars["x"].value,
         json!("zeta"),
         "same priority: by name"
     );
@@ -293,7 +293,7 @@ fn precedence_of_sibling_groups_yaml() {
         &[("hosts.yaml", &hosts("        ansible_group_priority: 10\n"))],
     );
     assert_eq!(
-        t.load_ok().hosts[0].vars["x"].value,
+        *t.load_ok().hosts[0].vars["x"].value,
         json!("alpha"),
         "higher priority wins"
     );
@@ -316,7 +316,7 @@ x=alpha
 ";
     let t = TempInv::new("prec", &[("inventory.ini", ini)]);
     assert_eq!(
-        t.load_ok().hosts[0].vars["x"].value,
+        *t.load_ok().hosts[0].vars["x"].value,
         json!("zeta"),
         "same priority: by name"
     );
@@ -328,7 +328,7 @@ x=alpha
         )],
     );
     assert_eq!(
-        t.load_ok().hosts[0].vars["x"].value,
+        *t.load_ok().hosts[0].vars["x"].value,
         json!("alpha"),
         "higher priority wins"
     );
@@ -372,11 +372,11 @@ all:
     );
     let inv = t.load_ok();
     let v = &inv.hosts[0].vars;
-    assert_eq!(v["e"].value, json!("inv-group"));
-    assert_eq!(v["f"].value, json!("gv-all"));
-    assert_eq!(v["g"].value, json!("gv-group"));
-    assert_eq!(v["h"].value, json!("inv-host"));
-    assert_eq!(v["i"].value, json!("hv-file"));
+    assert_eq!(*v["e"].value, json!("inv-group"));
+    assert_eq!(*v["f"].value, json!("gv-all"));
+    assert_eq!(*v["g"].value, json!("gv-group"));
+    assert_eq!(*v["h"].value, json!("inv-host"));
+    assert_eq!(*v["i"].value, json!("hv-file"));
     assert_eq!(v["f"].origin.file.as_path(), t.path("group_vars/all.yml"));
     assert_eq!(
         v["g"].origin.file.as_path(),
@@ -415,20 +415,20 @@ fn group_vars_directory_and_file_and_host_vars() {
     let inv = t.load_ok();
     let cp1 = &inv.hosts[0];
     let w1 = &inv.hosts[1];
-    assert_eq!(cp1.vars["from_all_file"].value, json!(1));
-    assert_eq!(cp1.vars["layered"].value, json!("second"));
+    assert_eq!(*cp1.vars["from_all_file"].value, json!(1));
+    assert_eq!(*cp1.vars["layered"].value, json!("second"));
     assert_eq!(
         cp1.vars["layered"].origin.file.as_path(),
         t.path("group_vars/k8s_cluster/20-second.yaml")
     );
     // PyYAML reads `yes` as a boolean, as Ansible would.
-    assert_eq!(cp1.vars["only_first"].value, json!(true));
+    assert_eq!(*cp1.vars["only_first"].value, json!(true));
     assert!(
         !cp1.vars.contains_key("not"),
         "a .txt file is not a vars file"
     );
     assert!(!cp1.vars.contains_key("worker_flag"));
-    assert_eq!(w1.vars["worker_flag"].value, json!(true));
+    assert_eq!(*w1.vars["worker_flag"].value, json!(true));
     assert_eq!(cp1.ssh.user.as_deref(), Some("alice"));
     assert_eq!(w1.ssh.user.as_deref(), Some("bob"));
     assert_eq!(w1.ssh.port, 2222);
@@ -1020,7 +1020,7 @@ all:
         NodeRole::ControlPlane { also_worker: false }
     );
     assert_eq!(inv.hosts[1].role, NodeRole::Worker);
-    assert_eq!(inv.hosts[1].vars["only_workers"].value, json!(1));
+    assert_eq!(*inv.hosts[1].vars["only_workers"].value, json!(1));
     assert!(!inv.hosts[0].vars.contains_key("only_workers"));
     let d = find_warning(&inv.warnings, "legacy group name `kube-master`");
     assert_eq!(d.origin.as_ref().unwrap().line, Some(3));
@@ -1058,13 +1058,13 @@ gq=\"quoted value\"  # comment
     let t = TempInv::new("lit", &[("inventory.ini", ini)]);
     let inv = t.load_ok();
     let v = &inv.hosts[0].vars;
-    assert_eq!(v["n"].value, json!(2222));
-    assert_eq!(v["b"].value, json!(true));
-    assert_eq!(v["s"].value, json!("2222"));
-    assert_eq!(v["z"].value, json!("0755"));
-    assert_eq!(v["l"].value, json!(["a", "b"]));
-    assert_eq!(v["gn"].value, json!("2222"));
-    assert_eq!(v["gq"].value, json!("quoted value"));
+    assert_eq!(*v["n"].value, json!(2222));
+    assert_eq!(*v["b"].value, json!(true));
+    assert_eq!(*v["s"].value, json!("2222"));
+    assert_eq!(*v["z"].value, json!("0755"));
+    assert_eq!(*v["l"].value, json!(["a", "b"]));
+    assert_eq!(*v["gn"].value, json!("2222"));
+    assert_eq!(*v["gq"].value, json!("quoted value"));
 }
 
 #[test]
@@ -1103,16 +1103,16 @@ all:
     let t = TempInv::new("bools", &[("hosts.yaml", hosts)]);
     let inv = t.load_ok();
     let v = &inv.hosts[0].vars;
-    assert_eq!(v["plain_yes"].value, json!(true));
-    assert_eq!(v["plain_off"].value, json!(false));
+    assert_eq!(*v["plain_yes"].value, json!(true));
+    assert_eq!(*v["plain_off"].value, json!(false));
     assert_eq!(
-        v["plain_y"].value,
+        *v["plain_y"].value,
         json!("y"),
         "PyYAML does not read y/n as booleans"
     );
-    assert_eq!(v["quoted_no"].value, json!("no"));
-    assert_eq!(v["single_quoted_yes"].value, json!("yes"));
-    assert_eq!(v["country"].value, json!("NO"));
+    assert_eq!(*v["quoted_no"].value, json!("no"));
+    assert_eq!(*v["single_quoted_yes"].value, json!("yes"));
+    assert_eq!(*v["country"].value, json!("NO"));
 }
 
 #[test]
