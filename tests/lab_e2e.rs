@@ -163,7 +163,7 @@ async fn lab_up_check_snapshot_reset_down() {
     // 1b. Not enough memory: refused before anything is created.
     let big = std::fs::read_to_string(&lab_file)
         .expect("lab file")
-        .replace("memory_mib: 1536", "memory_mib: 4000000");
+        .replace("memory_mib: 1536", "memory_mib: 1000000");
     let big_file = Path::new(&lab_file).with_file_name("labtest-huge.yaml");
     std::fs::write(&big_file, big).expect("write huge lab");
     let out = kd(&["lab", "up", big_file.to_str().expect("utf8"), "--isolated"]);
