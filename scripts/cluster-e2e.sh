@@ -218,6 +218,13 @@ KUBECONFIG_FILE=$(find "$KUBEDRILL_STATE_DIR/clusters" -name admin.conf | head -
 [ -n "$KUBECONFIG_FILE" ] || die "no admin.conf fetched under $KUBEDRILL_STATE_DIR/clusters ($KC)"
 [ "$(stat -c %a "$KUBECONFIG_FILE")" = 600 ] || die "$KUBECONFIG_FILE is not 0600"
 k() { in_ns "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+# `kubeadm join` returns once the kubelet has its credentials; the Node object follows when that
+# kubelet registers (seconds, longer under TCG): wait for every node, bounded.
+want=$(grep -c 'ansible_host:' "$INV")
+for _ in $(seq 90); do
+  [ "$(k get nodes -o name 2>/dev/null | wc -l)" -ge "$want" ] && break
+  sleep 2
+done
 k get nodes -o wide | tee "$WORK/logs/nodes.txt"
 k get nodes -o json > "$WORK/logs/nodes.json"
 python3 - "$K8S" "$WORK/logs/nodes.json" <<'PY' || die "nodes are not as expected"
