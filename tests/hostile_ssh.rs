@@ -29,15 +29,7 @@ fn options(known_hosts: &Path) -> Arc<Options> {
 }
 
 fn dest(lab: &SshLab, i: usize) -> Destination {
-    let h = lab.host(i);
-    Destination {
-        name: h.name.clone(),
-        address: h.addr.to_string(),
-        port: h.port,
-        user: "root".into(),
-        key: Some(lab.key_path().to_path_buf()),
-        become_user: None,
-    }
+    lab.destination(i, "root")
 }
 
 /// Make node `i` answer kubedrill's facts script (sent on stdin of `sh -s`) with `body` (shell

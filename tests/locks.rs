@@ -12,7 +12,7 @@ mod common;
 use common::sshd::{self, SshLab};
 use kubedrill::lock::Holder;
 use kubedrill::ssh::node_lock::{self, NodeLockError};
-use kubedrill::ssh::{Destination, HostKeyMode, HostKeyPolicy, Options, Session, shell};
+use kubedrill::ssh::{HostKeyMode, HostKeyPolicy, Options, Session, shell};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -481,15 +481,7 @@ fn options(lab: &SshLab) -> Arc<Options> {
 }
 
 async fn connect(lab: &SshLab) -> Arc<Session> {
-    let h = lab.host(0);
-    let dest = Destination {
-        name: h.name.clone(),
-        address: h.addr.to_string(),
-        port: h.port,
-        user: "root".into(),
-        key: Some(lab.key_path().to_path_buf()),
-        become_user: None,
-    };
+    let dest = lab.destination(0, "root");
     Session::connect(dest, None, options(lab))
         .await
         .expect("connect")

@@ -22,15 +22,7 @@ fn options(known_hosts: &Path, mode: HostKeyMode) -> Arc<Options> {
 }
 
 fn dest(lab: &SshLab, i: usize, user: &str) -> Destination {
-    let h = lab.host(i);
-    Destination {
-        name: h.name.clone(),
-        address: h.addr.to_string(),
-        port: h.port,
-        user: user.to_string(),
-        key: Some(lab.key_path().to_path_buf()),
-        become_user: None,
-    }
+    lab.destination(i, user)
 }
 
 /// Kill every per-connection process of node `i` (its listener stays): open connections drop.

@@ -487,6 +487,19 @@ impl SshLab {
         &self.key
     }
 
+    /// How kubedrill reaches node `i` as `user`, with the lab's key.
+    pub fn destination(&self, i: usize, user: &str) -> kubedrill::ssh::Destination {
+        let h = self.host(i);
+        kubedrill::ssh::Destination {
+            name: h.name.clone(),
+            address: h.addr.to_string(),
+            port: h.port,
+            user: user.to_string(),
+            key: Some(self.key_path().to_path_buf()),
+            become_user: None,
+        }
+    }
+
     /// The passphrase-protected client key, if the lab was built with one.
     pub fn encrypted_key_path(&self) -> Option<&Path> {
         self.encrypted_key.as_deref()
