@@ -1,4 +1,4 @@
-//! `kubedrill-probe`: see the crate documentation and README-probe.md.
+//! `kubedrill-probe`: see the crate documentation and docs/probe-agent.md.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

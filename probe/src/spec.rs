@@ -52,7 +52,7 @@ impl Kind {
     /// Default timeout. ICMP/UDP: 500 ms, far above any in-cluster RTT, so only real loss (or a
     /// half-second stall) counts. TCP: 1000 ms, the kernel's initial SYN retransmission timeout:
     /// a SYN lost inside an outage is retransmitted only after the probe has already failed, so a
-    /// retransmission cannot hide the outage's end (see the README's precision section).
+    /// retransmission cannot hide the outage's end (see docs/probe-agent.md, on precision).
     pub fn default_timeout_ms(self) -> u32 {
         match self {
             Kind::Icmp | Kind::Udp => 500,
