@@ -2,94 +2,19 @@
 //! evaluate the kernel verdicts for the chosen Cilium version, and derive the Cilium settings the
 //! whole cluster can safely use.
 
-use crate::diag::Diagnostic;
 use crate::facts::{self, Facts};
 use crate::fleet::{self, Connector, Progress};
 use crate::inventory::Inventory;
 use crate::kernel::{self, EffectiveSettings, NodeReport};
 use crate::spec::ClusterSpec;
-use crate::ssh::{Command, Destination, HostKeyMode, HostKeyPolicy, Options, SshError};
+use crate::ssh::{Command, Destination, HostKeyPolicy, Options, SshError};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Inventory variable naming the known_hosts file (relative to the inventory's directory).
-pub const KNOWN_HOSTS_VAR: &str = "kubedrill_known_hosts";
-/// Inventory variable choosing the host-key mode (`strict`, `accept-new`, `off`).
-pub const HOST_KEY_MODE_VAR: &str = "kubedrill_host_key_checking";
-
-/// Where host keys are checked, and how.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HostKeySettings {
-    /// The known_hosts file.
-    pub file: PathBuf,
-    /// Mode.
-    pub mode: HostKeyMode,
-    /// Where the file setting came from (`--known-hosts`, the inventory variable, or default).
-    pub source: String,
-}
-
-/// Resolve host-key settings: command line, then inventory variables, then `~/.ssh/known_hosts`
-/// in strict mode. The variables are read from the first control plane (set them in `all`).
-pub fn host_key_settings(
-    inv: &Inventory,
-    cli_file: Option<&Path>,
-    cli_mode: Option<HostKeyMode>,
-) -> Result<HostKeySettings, Diagnostic> {
-    let vars = &inv.first_control_plane().vars;
-    let inv_dir = inv.path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let (file, source) = match cli_file {
-        Some(f) => (f.to_path_buf(), "--known-hosts".to_string()),
-        None => match vars.get(KNOWN_HOSTS_VAR) {
-            Some(v) => {
-                let s = v.string(KNOWN_HOSTS_VAR)?;
-                let p = expand_home(&s);
-                let p = if p.is_relative() { inv_dir.join(p) } else { p };
-                (p, format!("inventory variable {KNOWN_HOSTS_VAR}"))
-            }
-            None => {
-                let home = std::env::home_dir().ok_or_else(|| {
-                    Diagnostic::error("no home directory for ~/.ssh/known_hosts")
-                        .hint("pass --known-hosts FILE")
-                })?;
-                (home.join(".ssh/known_hosts"), "default".to_string())
-            }
-        },
-    };
-    let mode = match cli_mode {
-        Some(m) => m,
-        None => match vars.get(HOST_KEY_MODE_VAR) {
-            Some(v) => v
-                .string(HOST_KEY_MODE_VAR)?
-                .parse()
-                .map_err(|e: String| Diagnostic::error(e).at(&v.origin).field(HOST_KEY_MODE_VAR))?,
-            None => HostKeyMode::Strict,
-        },
-    };
-    Ok(HostKeySettings { file, mode, source })
-}
-
-fn expand_home(s: &str) -> PathBuf {
-    match (s.strip_prefix("~/"), std::env::home_dir()) {
-        (Some(rest), Some(home)) => home.join(rest),
-        _ => PathBuf::from(s),
-    }
-}
-
-/// SSH destinations for every node and the bastion.
-pub fn destinations(inv: &Inventory) -> (Vec<Destination>, Option<Destination>) {
-    let hosts = inv
-        .hosts
-        .iter()
-        .map(|h| Destination::from_target(&h.name, &h.ssh))
-        .collect();
-    let bastion = inv
-        .bastion
-        .as_ref()
-        .map(|b| Destination::from_target(&b.name, &b.ssh));
-    (hosts, bastion)
-}
+pub use crate::connect::{
+    HOST_KEY_MODE_VAR, HostKeySettings, KNOWN_HOSTS_VAR, destinations, host_key_settings,
+};
 
 /// What `check` found on one host.
 #[derive(Debug, Serialize)]
@@ -201,7 +126,7 @@ pub enum GatherError {
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Gather facts on one connected host: one round trip, the script on stdin.
-pub async fn gather(session: &crate::ssh::Session) -> Result<Facts, GatherError> {
+pub async fn gather(session: &dyn crate::host::Host) -> Result<Facts, GatherError> {
     gather_with(session, GATHER_TIMEOUT).await
 }
 
@@ -209,10 +134,10 @@ pub async fn gather(session: &crate::ssh::Session) -> Result<Facts, GatherError>
 /// default [`crate::ssh::OutputLimit::STDOUT`]: a node printing more fails with
 /// [`SshError::OutputTruncated`] (naming host and limit) instead of being half-parsed.
 pub async fn gather_with(
-    session: &crate::ssh::Session,
+    session: &dyn crate::host::Host,
     timeout: Duration,
 ) -> Result<Facts, GatherError> {
-    let host = session.destination().name.clone();
+    let host = session.name().to_string();
     let out = session
         .exec(
             &Command::script_on_stdin(facts::GATHER_SCRIPT)
@@ -236,16 +161,16 @@ pub async fn gather_with(
 pub async fn run(
     inv: &Inventory,
     spec: &ClusterSpec,
-    host_keys: HostKeySettings,
-    connect_timeout: Duration,
+    ssh: crate::connect::SshSettings,
     gather_timeout: Duration,
     concurrency: usize,
     progress: &Progress,
 ) -> Result<CheckReport, SshError> {
     let start = Instant::now();
+    let host_keys = ssh.host_keys;
     let policy = Arc::new(HostKeyPolicy::load(&host_keys.file, host_keys.mode)?);
     let mut opts = Options::new(policy.clone());
-    opts.connect_timeout = connect_timeout;
+    opts.connect_timeout = ssh.connect_timeout;
     let (dests, bastion) = destinations(inv);
     let connector = Connector::new(Arc::new(opts), bastion);
     let inputs: Vec<(String, Destination)> =
@@ -268,7 +193,7 @@ pub async fn run(
                 let name = dest.name.clone();
                 let s = c.connect(dest).await?;
                 p.set("gathering facts");
-                let f = gather_with(&s, gather_timeout).await?;
+                let f = gather_with(s.as_ref(), gather_timeout).await?;
                 s.close().await;
                 let report = kernel::evaluate(&spec, &name, &f);
                 Ok::<_, GatherError>((Box::new(f), Box::new(report)))

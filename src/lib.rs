@@ -13,18 +13,21 @@ pub mod apply;
 pub mod bundle;
 pub mod check;
 pub mod cilium;
+pub mod connect;
 pub mod diag;
 /// Upgrade drills: upgrade paths, Helm values migration, probes, and `drill run` itself.
 pub mod drill;
 pub mod facts;
 pub mod files;
 pub mod fleet;
+pub mod host;
 pub mod images;
 pub mod inventory;
 pub mod k8s;
 pub mod kernel;
 pub mod lab;
 pub mod lock;
+pub mod phase;
 pub mod plan;
 pub mod render;
 /// Drill run records and their reports: HTML with an SVG timeline, Markdown, run comparison.

@@ -4,12 +4,9 @@
 //! The API server is reached through the first control plane's SSH connection (a local forward)
 //! with the kubeconfig `apply` fetched.
 
-use crate::check::{self, HostKeySettings};
-use crate::fleet::Connector;
 use crate::inventory::Inventory;
 use crate::k8s::{agents, status};
 use crate::spec::ClusterSpec;
-use crate::ssh::{HostKeyPolicy, Options};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
@@ -84,20 +81,18 @@ pub enum StatusError {
 pub async fn read(
     inv: &Inventory,
     spec: &ClusterSpec,
-    host_keys: &HostKeySettings,
+    ssh: &crate::connect::SshSettings,
 ) -> Result<ClusterStatus, StatusError> {
     let kubeconfig = crate::apply::cluster_dir(inv).join("admin.conf");
     if !kubeconfig.exists() {
         return Err(StatusError::NoKubeconfig(kubeconfig));
     }
-    let policy = std::sync::Arc::new(HostKeyPolicy::load(&host_keys.file, host_keys.mode)?);
-    let (dests, bastion) = check::destinations(inv);
+    let (dests, connector) = ssh.connector(inv)?;
     let cp = inv.first_control_plane().name.clone();
     let dest = dests
         .into_iter()
         .find(|d| d.name == cp)
         .ok_or_else(|| StatusError::Api(format!("{cp}: not in the inventory")))?;
-    let connector = Connector::new(std::sync::Arc::new(Options::new(policy)), bastion);
     let session = connector.connect(dest).await?;
     let (client, fwd) =
         crate::k8s::client::client_via_ssh(&kubeconfig, session.clone(), Duration::from_secs(15))

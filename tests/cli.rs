@@ -121,7 +121,10 @@ fn plan_lists_phases_in_order() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    let expected: Vec<&str> = kubedrill::plan::PHASES.iter().map(|p| p.name).collect();
+    let expected: Vec<String> = kubedrill::plan::phases()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     assert_eq!(names, expected);
     assert!(names.starts_with(&["preflight/connect", "preflight/kernel"]));
     let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
@@ -158,8 +161,17 @@ fn plan_render_dir_writes_files_with_modes_and_keeps_a_generated_seed() {
         std::fs::metadata(&seed_file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    assert!(
-        first.contains(&format!("hashSeed: {}", seed.trim())),
+    // The values file apply writes (JSON, which is YAML) carries the saved seed.
+    let values: serde_json::Value = serde_json::from_str(
+        first
+            .split_once('\n')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default(),
+    )
+    .unwrap();
+    assert_eq!(
+        values["maglev"]["hashSeed"].as_str(),
+        Some(seed.trim()),
         "{first}"
     );
     // A second run reuses the saved seed: identical values.
@@ -351,4 +363,64 @@ fn bundle_build_takes_kubesprays_files_repo_and_names_a_missing_binary() {
     );
     // It failed before any package download.
     assert!(!err.contains("resolving dependencies"), "{err}");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_parser() {
+    let o = kubedrill(&["completions", "bash"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let s = text(&o.stdout);
+    assert!(
+        s.contains("_kubedrill()") && s.contains("--skip-phases"),
+        "{s}"
+    );
+    let o = kubedrill(&["completions", "zsh"]);
+    assert!(o.status.success() && text(&o.stdout).contains("#compdef kubedrill"));
+    let o = kubedrill(&["man"]);
+    assert!(o.status.success());
+    assert!(text(&o.stdout).contains(".TH kubedrill 1"));
+    let dir = tempfile::tempdir().unwrap();
+    let o = kubedrill(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(dir.path().join("kubedrill-apply.1").is_file());
+    assert!(kubedrill(&["completions", "tcsh"]).status.code() == Some(2));
+}
+
+#[test]
+fn unknown_phases_are_refused_with_the_tree() {
+    let o = kubedrill(&[
+        "apply",
+        "-i",
+        "inventories/lab-3node",
+        "--dry-run",
+        "--skip-phases",
+        "node/swp",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("unknown phase `node/swp`")
+            && e.contains("node/swap")
+            && e.contains("a group: preflight, node"),
+        "{e}"
+    );
+    // The help lists the tree the names come from.
+    let o = kubedrill(&["apply", "--help"]);
+    assert!(text(&o.stdout).contains("  kubeadm/join-worker"));
+    // The dry run shows the phases that run, with bundle-free online steps.
+    let o = kubedrill(&[
+        "apply",
+        "-i",
+        "inventories/lab-3node",
+        "--dry-run",
+        "--only",
+        "node/sysctl",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let s = text(&o.stdout);
+    assert!(
+        s.contains("preflight/connect") && s.contains("node/sysctl"),
+        "{s}"
+    );
+    assert!(!s.contains("node/swap"), "{s}");
 }

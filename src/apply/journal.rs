@@ -32,6 +32,8 @@ pub struct Entry {
 pub struct Journal {
     path: PathBuf,
     run: u64,
+    /// `apply` or `reset`: the name of the run's start and end entries.
+    kind: &'static str,
 }
 
 /// Milliseconds since the epoch.
@@ -56,11 +58,28 @@ pub struct Unfinished {
 impl Journal {
     /// Open (create) the journal in `dir` for a new run.
     pub fn open(dir: &Path) -> std::io::Result<Journal> {
+        Journal::open_kind(dir, "apply")
+    }
+
+    /// The journal of another kind of run (`reset`: `reset-journal.jsonl`), so that a reset
+    /// is never mistaken for an unfinished apply.
+    pub fn open_kind(dir: &Path, kind: &'static str) -> std::io::Result<Journal> {
         std::fs::create_dir_all(dir)?;
+        let file = if kind == "apply" {
+            "journal.jsonl".to_string()
+        } else {
+            format!("{kind}-journal.jsonl")
+        };
         Ok(Journal {
-            path: dir.join("journal.jsonl"),
+            path: dir.join(file),
             run: now_ms(),
+            kind,
         })
+    }
+
+    /// `apply` or `reset`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     /// The journal file.
@@ -91,7 +110,7 @@ impl Journal {
         let of_run: Vec<&Entry> = entries.iter().filter(|e| e.run == last).collect();
         if of_run
             .iter()
-            .any(|e| e.phase == "apply" && e.outcome == "finished")
+            .any(|e| e.phase == self.kind && e.outcome == "finished")
         {
             return None;
         }
@@ -105,7 +124,7 @@ impl Journal {
             last_phase: of_run
                 .iter()
                 .rev()
-                .find(|e| e.phase != "apply")
+                .find(|e| e.phase != self.kind)
                 .map(|e| e.phase.clone())
                 .unwrap_or_else(|| "start".into()),
         })

@@ -31,22 +31,22 @@ pub fn packages(
     t: &Templates,
     spec: &ClusterSpec,
     source: &PackageSource,
-) -> Result<HostChange, String> {
+) -> Result<HostChange, crate::phase::PhaseError> {
     match source {
         PackageSource::Bundle(b) => {
             if let Some(v) = b.kubernetes_version()
                 && v != spec.kubernetes.to_string()
             {
-                return Err(format!(
+                return Err(crate::phase::PhaseError::Refused(format!(
                     "the bundle {} carries Kubernetes {v}, the inventory asks for {} (kube_version): build a bundle for {}",
                     b.dir.display(),
                     spec.kubernetes,
                     spec.kubernetes
-                ));
+                )));
             }
             let mut c = bundle_packages(b);
             if let Some((v, bins)) = b.kubernetes_binaries() {
-                add_binaries(&mut c, t, b, v, &bins).map_err(|e| e.to_string())?;
+                add_binaries(&mut c, t, b, v, &bins)?;
             }
             Ok(c)
         }

@@ -1,14 +1,18 @@
 //! `kubedrill reset`: undo a cluster on its nodes — `kubeadm reset -f`, then Cilium's and the
 //! CNI's leftovers (links, BPF pins, iptables chains, `/etc/cni/net.d`), kubeconfigs and
 //! kubedrill's own files. Packages, containerd and sysctls stay (a re-apply reuses them).
+//! A phase tree on the same runner as apply: `preflight/connect`, `reset/node`, `reset/local`.
 
-use crate::fleet::{self, Connector, Progress};
-use crate::lock::Holder;
-use crate::ssh::node_lock::{NODE_LOCK_DIR, NODE_LOCK_GRACE};
-use crate::ssh::{Command, HostKeyPolicy, Options, SshError};
-use serde::Serialize;
-use std::sync::Arc;
-use std::time::Duration;
+use super::{ApplyError, ApplyOptions, ApplyReport, Input, Reach, Run};
+use crate::fleet::{self, Progress};
+use crate::inventory::Inventory;
+use crate::phase::step::hosts;
+use crate::phase::{
+    Failure, Group, HostResult, Outcome, Phase, PhaseError, PhaseFuture, Step, Target, Tree,
+};
+use crate::spec::ClusterSpec;
+use crate::ssh::Command;
+use std::time::{Duration, Instant};
 
 /// The script run on every node (as root). Every step tolerates "already gone", so a reset can
 /// be repeated; it prints one line per thing it removed.
@@ -36,74 +40,152 @@ done
 true
 "#;
 
-/// What reset removed on one host.
-#[derive(Debug, Clone, Serialize)]
-pub struct HostReset {
-    /// Host.
-    pub host: String,
-    /// Removed things, one per line of the script's output; or the error.
-    pub result: Result<Vec<String>, String>,
+/// The phases of a reset.
+pub fn tree<'a>() -> Tree<Run<'a>> {
+    Tree {
+        groups: vec![
+            Group {
+                name: "preflight",
+                title: "Connect to the nodes to reset",
+                phases: vec![super::phases::connect::Connect::boxed()],
+            },
+            Group {
+                name: "reset",
+                title: "Undo the cluster",
+                phases: vec![Box::new(Nodes), Box::new(Local)],
+            },
+        ],
+    }
 }
 
-/// Reset every host (in parallel, `concurrency` at a time).
+/// Reset the hosts named in `only` (every host when empty), `opts.concurrency` at a time.
 pub async fn reset(
-    inv: &crate::inventory::Inventory,
-    host_keys: &crate::check::HostKeySettings,
+    inv: &Inventory,
+    spec: &ClusterSpec,
+    opts: &ApplyOptions,
     only: &[String],
-    concurrency: usize,
     progress: &Progress,
-) -> Result<Vec<HostReset>, SshError> {
-    let policy = Arc::new(HostKeyPolicy::load(&host_keys.file, host_keys.mode)?);
-    let opts = Options::new(policy);
-    let (dests, bastion) = crate::check::destinations(inv);
-    let connector = Connector::new(Arc::new(opts), bastion);
-    let inputs = dests
-        .into_iter()
-        .filter(|d| only.is_empty() || only.contains(&d.name))
-        .map(|d| (d.name.clone(), d))
-        .collect();
-    let holder = Holder::current();
-    let results = fleet::run(
-        "resetting",
-        inputs,
-        concurrency,
-        progress,
-        |v: &Vec<String>| format!("{} removed", v.len()),
-        |dest, p| {
-            let c = connector.clone();
-            let holder = holder.clone();
-            async move {
-                let s = c.connect(dest).await.map_err(|e| e.to_string())?;
-                // Not under another kubedrill's apply, reset or drill on this node.
-                let lock = s
-                    .lock_node_within(NODE_LOCK_DIR, &holder, NODE_LOCK_GRACE)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                p.set("kubeadm reset, CNI and Cilium leftovers");
-                let o = s
-                    .exec(
-                        &Command::new(RESET_SCRIPT)
-                            .privileged()
-                            .label("kubedrill reset script")
-                            .timeout(Duration::from_secs(300)),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                lock.release().await;
-                s.close().await;
-                if !o.success() {
-                    return Err(format!("reset script failed: {}", o.stderr_tail(5)));
-                }
-                Ok(o.stdout_text().lines().map(str::to_string).collect())
+) -> Result<ApplyReport, ApplyError> {
+    let reach = Reach::Ssh(opts.ssh.clone(), only.to_vec());
+    super::execute(&tree(), "reset", inv, spec, opts, reach, progress).await
+}
+
+/// `reset/node`: the reset script on every connected node.
+struct Nodes;
+
+impl<'a> Phase<Run<'a>> for Nodes {
+    fn name(&self) -> &str {
+        "node"
+    }
+    fn title(&self) -> String {
+        "kubeadm reset -f, then Cilium and CNI leftovers, on every node".into()
+    }
+    fn unchanged_when(&self) -> &str {
+        "nothing of a cluster is left on the node"
+    }
+    fn steps(&self, input: &Input<'a>) -> Result<Vec<Step>, PhaseError> {
+        Ok(vec![Step::Run {
+            target: hosts(input.inv.hosts.iter()),
+            command: "kubeadm reset -f; delete cilium_*/lxc* links, BPF pins, CILIUM/KUBE- iptables rules, /etc/cni/net.d/*, kubedrill's files".into(),
+            script: Some(RESET_SCRIPT.into()),
+        }])
+    }
+    fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {
+        Box::pin(async move {
+            let inputs = run
+                .hosts
+                .iter()
+                .map(|(h, s)| (h.clone(), s.clone()))
+                .collect();
+            let results = fleet::run(
+                name,
+                inputs,
+                run.opts.concurrency,
+                run.progress,
+                |v: &Vec<String>| format!("{} removed", v.len()),
+                |s, p| async move {
+                    p.set("kubeadm reset, CNI and Cilium leftovers");
+                    let host = s.name().to_string();
+                    let o = s
+                        .exec(
+                            &Command::new(RESET_SCRIPT)
+                                .privileged()
+                                .label("kubedrill reset script")
+                                .timeout(Duration::from_secs(300)),
+                        )
+                        .await
+                        .map_err(|e| Failure::new(&host, "", "kubedrill reset script", e))?;
+                    if !o.success() {
+                        return Err(Failure {
+                            status: o.status,
+                            ..Failure::new(&host, "", "kubedrill reset script", o.stderr_tail(5))
+                        });
+                    }
+                    Ok(o.stdout_text().lines().map(str::to_string).collect())
+                },
+            )
+            .await;
+            let mut out = Vec::new();
+            for r in results {
+                let secs = r.duration.as_secs_f64();
+                let result = r.result.map(|removed| {
+                    let o = if removed.is_empty() {
+                        Outcome::Unchanged
+                    } else {
+                        Outcome::Changed
+                    };
+                    run.removed.insert(r.host.clone(), removed);
+                    o
+                });
+                out.push(HostResult {
+                    host: r.host,
+                    result,
+                    secs,
+                });
             }
-        },
-    )
-    .await;
-    Ok(results
-        .into_iter()
-        .map(|r| HostReset {
-            host: r.host,
-            result: r.result,
+            out
         })
-        .collect())
+    }
+}
+
+/// `reset/local`: the local kubeconfig of a cluster that no longer exists.
+struct Local;
+
+impl<'a> Phase<Run<'a>> for Local {
+    fn name(&self) -> &str {
+        "local"
+    }
+    fn title(&self) -> String {
+        "Remove the fetched kubeconfig (when every node was reset)".into()
+    }
+    fn unchanged_when(&self) -> &str {
+        "there is no local kubeconfig"
+    }
+    fn steps(&self, _: &Input<'a>) -> Result<Vec<Step>, PhaseError> {
+        Ok(vec![Step::run(
+            Target::Local,
+            "rm admin.conf (in the cluster's state directory)",
+        )])
+    }
+    fn skip_reason(&self, run: &Run<'a>) -> Option<String> {
+        (run.hosts.len() < run.input.inv.hosts.len())
+            .then(|| "only some nodes were reset: the cluster may still exist".to_string())
+    }
+    fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {
+        Box::pin(async move {
+            let t = Instant::now();
+            let path = run.opts.state_dir.join("admin.conf");
+            let r = match std::fs::remove_file(&path) {
+                Ok(()) => Ok(Outcome::Changed),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Outcome::Unchanged),
+                Err(e) => Err(Failure::new(
+                    "(local)",
+                    name,
+                    format!("rm {}", path.display()),
+                    e,
+                )),
+            };
+            vec![HostResult::timed("(local)", r, t)]
+        })
+    }
 }

@@ -1,19 +1,16 @@
 //! `kubedrill apply`: run the phase tree on the inventory's nodes (or describe it with
 //! `--dry-run`).
 
+use super::args::{self, SshArgs};
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context;
 use clap::Args;
 use kubedrill::apply::state::ClusterState;
 use kubedrill::apply::{self, ApplyOptions, Selection, node::PackageSource};
 use kubedrill::bundle::Bundle;
-use kubedrill::check;
 use kubedrill::diag::Escaped;
-use kubedrill::fleet::{DEFAULT_CONCURRENCY, Progress};
-use kubedrill::ssh::HostKeyMode;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// `apply` options.
 #[derive(Debug, Args)]
@@ -33,9 +30,6 @@ pub struct ApplyArgs {
     /// Run only these phases (or groups), comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "PHASES")]
     pub only: Vec<String>,
-    /// Hosts worked on at once; workers join in batches of this size.
-    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
-    pub concurrency: u16,
     /// Go on when a requested Cilium feature is blocked on some node (it is turned down).
     #[arg(long)]
     pub allow_degraded: bool,
@@ -45,15 +39,9 @@ pub struct ApplyArgs {
     /// Do not ask before deleting kube-proxy.
     #[arg(long)]
     pub yes: bool,
-    /// known_hosts file (default: inventory variable `kubedrill_known_hosts`, else ~/.ssh/known_hosts).
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
-    /// Host-key checking: strict (default), accept-new, off (dangerous).
-    #[arg(long, value_name = "MODE", value_parser = |s: &str| s.parse::<HostKeyMode>())]
-    pub host_key_checking: Option<HostKeyMode>,
-    /// Seconds allowed for connect, handshake and authentication per host.
-    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub connect_timeout: u64,
+    /// How nodes are reached.
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }
 
 /// Exit code when a phase failed on some host.
@@ -67,7 +55,7 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
     if out == Output::Text {
         print_diagnostics(&diags);
     }
-    let selection = match Selection::new(&a.skip_phases, &a.only) {
+    let selection = match apply::tree().select(&a.skip_phases, &a.only) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -105,33 +93,24 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
     cluster
         .prepare()
         .with_context(|| format!("apply: state directory {}", cluster.dir.display()))?;
-    let host_keys =
-        match check::host_key_settings(&inv, a.known_hosts.as_deref(), a.host_key_checking) {
-            Ok(s) => s,
-            Err(d) => {
-                eprintln!("{d}");
-                return Ok(ExitCode::from(1));
-            }
-        };
+    let ssh = match a.ssh.settings(&inv) {
+        Ok(s) => s,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     let opts = ApplyOptions {
         selection,
-        concurrency: usize::from(a.concurrency),
+        concurrency: a.ssh.concurrency(),
         source,
         allow_degraded: a.allow_degraded,
-        host_keys,
-        connect_timeout: Duration::from_secs(a.connect_timeout),
+        ssh,
         state_dir: cluster.dir.clone(),
         delete_kube_proxy: a.delete_kube_proxy,
     };
-    let progress = if out == Output::Json {
-        Progress::quiet()
-    } else {
-        Progress::stderr()
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let report = rt
+    let progress = args::progress(out);
+    let report = args::runtime()?
         .block_on(apply::apply(&inv, &spec, &opts, &progress))
         .context("apply")?;
     if out == Output::Json {
@@ -193,12 +172,9 @@ fn dry_run(
     source: &PackageSource,
     out: Output,
 ) -> anyhow::Result<ExitCode> {
-    let plan = kubedrill::plan::build(spec, inv).context("rendering the plan")?;
-    let phases: Vec<_> = plan
-        .phases
-        .iter()
-        .filter(|p| selection.runs(p.def.name))
-        .collect();
+    let plan =
+        kubedrill::plan::build_for(spec, inv, source, selection).context("rendering the plan")?;
+    let phases = &plan.phases;
     if out == Output::Json {
         print_json(&phases)?;
         return Ok(ExitCode::SUCCESS);
@@ -223,11 +199,7 @@ fn dry_run(
         }
     );
     for (i, p) in phases.iter().enumerate() {
-        println!("\n[{:>2}] {:<28} {}", i + 1, p.def.name, p.def.title);
-        println!("     skipped (unchanged) when: {}", p.def.unchanged_when);
-        for s in &p.steps {
-            println!("     {}", super::plan::step_line(s));
-        }
+        super::plan::print_phase(i, p, "skipped (unchanged) when");
     }
     Ok(ExitCode::SUCCESS)
 }

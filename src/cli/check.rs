@@ -1,14 +1,13 @@
 //! `kubedrill check`: facts and kernel-feature verdicts for every node, and the Cilium settings
 //! the cluster can safely use.
 
+use super::args::SshArgs;
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context;
 use clap::Args;
 use kubedrill::check::{self, CheckReport, HostOutcome};
 use kubedrill::diag::{escape_terminal, escape_terminal_line};
-use kubedrill::fleet::{DEFAULT_CONCURRENCY, Progress};
 use kubedrill::kernel::{self, Feature, Status};
-use kubedrill::ssh::HostKeyMode;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,18 +23,9 @@ pub struct CheckArgs {
     /// Kubespray inventory file (YAML or INI) or the directory holding it.
     #[arg(short = 'i', long = "inventory")]
     pub inventory: PathBuf,
-    /// known_hosts file (default: inventory variable `kubedrill_known_hosts`, else ~/.ssh/known_hosts).
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
-    /// Host-key checking: strict (default), accept-new (record new hosts), off (dangerous).
-    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
-    pub host_key_checking: Option<HostKeyMode>,
-    /// Hosts worked on at once.
-    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
-    pub concurrency: u16,
-    /// Seconds allowed for connect, handshake and authentication per host.
-    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub connect_timeout: u64,
+    /// How nodes are reached.
+    #[command(flatten)]
+    pub ssh: SshArgs,
     /// Seconds the facts script may run per host (a node that streams or stalls is stopped
     /// after this).
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -43,10 +33,6 @@ pub struct CheckArgs {
     /// Also write each host's facts as DIR/<host>.json.
     #[arg(long, value_name = "DIR")]
     pub save_facts: Option<PathBuf>,
-}
-
-fn parse_mode(s: &str) -> Result<HostKeyMode, String> {
-    s.parse()
 }
 
 /// Run `check`.
@@ -58,37 +44,20 @@ pub fn run(args: CheckArgs, out: Output) -> anyhow::Result<ExitCode> {
     if out == Output::Text {
         print_diagnostics(&diags);
     }
-    let settings =
-        match check::host_key_settings(&inv, args.known_hosts.as_deref(), args.host_key_checking) {
-            Ok(s) => s,
-            Err(d) => {
-                eprintln!("{d}");
-                return Ok(ExitCode::from(1));
-            }
-        };
-    if settings.mode == HostKeyMode::Off {
-        eprintln!(
-            "WARNING: host-key checking is OFF: kubedrill will talk to whatever answers at each \
-             address, including an attacker. Changed keys recorded in {} are still refused.",
-            settings.file.display()
-        );
-    }
-    let progress = if out == Output::Json {
-        Progress::quiet()
-    } else {
-        Progress::stderr()
+    let ssh = match args.ssh.settings(&inv) {
+        Ok(s) => s,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::from(1));
+        }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let report = rt.block_on(check::run(
+    let progress = super::args::progress(out);
+    let report = super::args::runtime()?.block_on(check::run(
         &inv,
         &spec,
-        settings,
-        Duration::from_secs(args.connect_timeout.max(1)),
+        ssh,
         Duration::from_secs(args.gather_timeout),
-        usize::from(args.concurrency),
+        args.ssh.concurrency(),
         &progress,
     ))?;
     if let Some(dir) = &args.save_facts {

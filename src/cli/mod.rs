@@ -2,6 +2,7 @@
 //! library, print).
 
 mod apply;
+mod args;
 mod bundle;
 mod check;
 mod drill;
@@ -10,6 +11,7 @@ mod inventory;
 mod lab;
 mod plan;
 mod reset;
+mod shell;
 pub mod state;
 mod status;
 
@@ -48,6 +50,7 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Provision the cluster: node preparation, kubeadm init/join, Cilium (phases; idempotent,
     /// resumable; `--dry-run` describes).
+    #[command(after_long_help = phases_help("apply", &kubedrill::apply::tree()))]
     Apply(apply::ApplyArgs),
     /// Nodes, versions, Cilium agents and their datapath beside what the inventory asks for.
     Status(status::StatusArgs),
@@ -67,6 +70,10 @@ pub enum Command {
     /// Upgrade drills: run a lab's drill, render a run's report, compare runs.
     #[command(subcommand)]
     Drill(drill::DrillCmd),
+    /// Print the shell completion script (e.g. `kubedrill completions bash > /etc/bash_completion.d/kubedrill`).
+    Completions(shell::CompletionsArgs),
+    /// Print the man page (or write every page with `--dir`).
+    Man(shell::ManArgs),
 }
 
 /// Run the parsed command; the exit code says whether the input was valid.
@@ -82,7 +89,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lab(cmd) => lab::run(cmd, cli.output),
         Command::Image(cmd) => image::run(cmd, cli.output),
         Command::Drill(cmd) => drill::run(cmd, cli.output),
+        Command::Completions(a) => shell::completions(a),
+        Command::Man(a) => shell::man(a),
     }
+}
+
+/// The phase tree as help text for `--only` and `--skip-phases`.
+fn phases_help<C: kubedrill::phase::Context>(
+    what: &str,
+    tree: &kubedrill::phase::Tree<C>,
+) -> String {
+    format!(
+        "Phases of {what} (names for --only and --skip-phases; a group name selects its phases):\n{}",
+        tree.help()
+    )
 }
 
 /// Print diagnostics to stderr (text) — JSON output carries them in the document instead.

@@ -45,11 +45,7 @@ pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
                 plan.nodes, plan.kubernetes, plan.kubeadm_api, plan.cilium, plan.endpoint
             );
             for (i, p) in plan.phases.iter().enumerate() {
-                println!("\n[{:>2}] {:<28} {}", i + 1, p.def.name, p.def.title);
-                println!("     unchanged when: {}", p.def.unchanged_when);
-                for s in &p.steps {
-                    println!("     {}", step_line(s));
-                }
+                print_phase(i, p, "unchanged when");
             }
         }
     }
@@ -61,6 +57,15 @@ fn target_text(t: &Target) -> String {
         Target::Local => "local".to_owned(),
         Target::Hosts(h) if h.len() <= 4 => h.join(","),
         Target::Hosts(h) => format!("{},… ({} hosts)", h[..3].join(","), h.len()),
+    }
+}
+
+/// One phase of a plan as text: number, name, title, when a re-run leaves it alone, steps.
+pub(crate) fn print_phase(i: usize, p: &plan::PlannedPhase, unchanged: &str) {
+    println!("\n[{:>2}] {:<28} {}", i + 1, p.def.name, p.def.title);
+    println!("     {unchanged}: {}", p.def.unchanged_when);
+    for s in &p.steps {
+        println!("     {}", step_line(s));
     }
 }
 
@@ -77,16 +82,19 @@ pub(crate) fn step_line(s: &Step) -> String {
             },
             target_text(target)
         ),
-        Step::Run {
+        Step::Upload {
             target,
-            command,
-            os_family,
+            remote,
+            sha256,
+            ..
         } => format!(
-            "run   {}{} on {}",
-            os_family.map(|f| format!("[{f}] ")).unwrap_or_default(),
-            command,
+            "copy  {remote} (sha256 {}…, unless already there) to {}",
+            sha256.get(..12).unwrap_or(sha256),
             target_text(target)
         ),
+        Step::Run {
+            target, command, ..
+        } => format!("run   {command} on {}", target_text(target)),
         Step::Check { target, what } => format!("check {what} on {}", target_text(target)),
     }
 }

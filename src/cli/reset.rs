@@ -5,10 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use kubedrill::apply;
 use kubedrill::apply::state::ClusterState;
-use kubedrill::check;
 use kubedrill::diag::{Escaped, escape_terminal_line};
-use kubedrill::fleet::{DEFAULT_CONCURRENCY, Progress};
-use kubedrill::ssh::HostKeyMode;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,15 +21,9 @@ pub struct ResetArgs {
     /// Only these hosts (repeatable); default every host.
     #[arg(long = "only-host", value_name = "HOST")]
     pub only_host: Vec<String>,
-    /// Hosts worked on at once.
-    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
-    pub concurrency: u16,
-    /// known_hosts file (default: inventory variable `kubedrill_known_hosts`, else ~/.ssh/known_hosts).
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
-    /// Host-key checking: strict (default), accept-new, off (dangerous).
-    #[arg(long, value_name = "MODE", value_parser = |s: &str| s.parse::<HostKeyMode>())]
-    pub host_key_checking: Option<HostKeyMode>,
+    /// How nodes are reached.
+    #[command(flatten)]
+    pub ssh: super::args::SshArgs,
 }
 
 /// Run `reset`.
@@ -69,48 +60,54 @@ pub fn run(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
     if let Some(note) = cluster.legacy_note() {
         eprintln!("{note}");
     }
-    let host_keys =
-        match check::host_key_settings(&inv, a.known_hosts.as_deref(), a.host_key_checking) {
-            Ok(s) => s,
-            Err(d) => {
-                eprintln!("{d}");
-                return Ok(ExitCode::from(1));
-            }
-        };
-    let progress = if out == Output::Json {
-        Progress::quiet()
-    } else {
-        Progress::stderr()
+    let ssh = match a.ssh.settings(&inv) {
+        Ok(s) => s,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::from(1));
+        }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let results = rt.block_on(apply::reset::reset(
-        &inv,
-        &host_keys,
-        &a.only_host,
-        usize::from(a.concurrency),
-        &progress,
-    ))?;
-    // The local kubeconfig of a cluster that no longer exists.
-    if a.only_host.is_empty() {
-        let _ = std::fs::remove_file(cluster.kubeconfig());
-    }
-    let failed = results.iter().filter(|r| r.result.is_err()).count();
+    let opts = apply::ApplyOptions {
+        selection: apply::Selection::all(),
+        concurrency: a.ssh.concurrency(),
+        source: apply::node::PackageSource::Online,
+        allow_degraded: true,
+        ssh,
+        state_dir: cluster.dir.clone(),
+        delete_kube_proxy: false,
+    };
+    let progress = super::args::progress(out);
+    let report = super::args::runtime()?
+        .block_on(apply::reset::reset(
+            &inv,
+            &spec,
+            &opts,
+            &a.only_host,
+            &progress,
+        ))
+        .context("reset")?;
+    let failed = report.failures.len();
     if out == Output::Json {
-        print_json(&results)?;
+        print_json(&report)?;
     } else {
-        for r in &results {
-            match &r.result {
-                // Host names and the node's list of what it removed are outside text.
-                Ok(v) if v.is_empty() => println!("{}: nothing to remove", Escaped(&r.host)),
-                Ok(v) => println!(
+        for (host, removed) in &report.removed {
+            // Host names and the node's list of what it removed are outside text.
+            if removed.is_empty() {
+                println!("{}: nothing to remove", Escaped(host));
+            } else {
+                println!(
                     "{}: removed {}",
-                    Escaped(&r.host),
-                    escape_terminal_line(&v.join(", "))
-                ),
-                Err(e) => eprintln!("{}: error: {}", Escaped(&r.host), Escaped(e)),
+                    Escaped(host),
+                    escape_terminal_line(&removed.join(", "))
+                );
             }
+        }
+        for f in &report.failures {
+            eprintln!(
+                "{}: error: {}",
+                Escaped(&f.host),
+                Escaped(&format!("{}: {}", f.command, f.stderr))
+            );
         }
     }
     Ok(if failed == 0 {

@@ -3,9 +3,7 @@
 
 use super::{Output, print_diagnostics, print_json};
 use clap::Args;
-use kubedrill::check;
 use kubedrill::diag::{Escaped, escape_terminal_line};
-use kubedrill::ssh::HostKeyMode;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,12 +13,9 @@ pub struct StatusArgs {
     /// Kubespray inventory file (YAML or INI) or the directory holding it.
     #[arg(short = 'i', long = "inventory")]
     pub inventory: PathBuf,
-    /// known_hosts file (default: inventory variable `kubedrill_known_hosts`, else ~/.ssh/known_hosts).
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
-    /// Host-key checking: strict (default), accept-new, off (dangerous).
-    #[arg(long, value_name = "MODE", value_parser = |s: &str| s.parse::<HostKeyMode>())]
-    pub host_key_checking: Option<HostKeyMode>,
+    /// How nodes are reached.
+    #[command(flatten)]
+    pub ssh: super::args::SshArgs,
 }
 
 /// Run `status`: exit 0 when every node is Ready with an agent that runs what was asked for,
@@ -32,18 +27,14 @@ pub fn run(a: StatusArgs, out: Output) -> anyhow::Result<ExitCode> {
     if out == Output::Text {
         print_diagnostics(&diags);
     }
-    let host_keys =
-        match check::host_key_settings(&inv, a.known_hosts.as_deref(), a.host_key_checking) {
-            Ok(s) => s,
-            Err(d) => {
-                eprintln!("{d}");
-                return Ok(ExitCode::from(1));
-            }
-        };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let st = match rt.block_on(kubedrill::status::read(&inv, &spec, &host_keys)) {
+    let ssh = match a.ssh.settings(&inv) {
+        Ok(s) => s,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let st = match super::args::runtime()?.block_on(kubedrill::status::read(&inv, &spec, &ssh)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

@@ -30,7 +30,7 @@ use crate::cilium::helm::{
     self, Chart, Helm, HelmCommand, PreflightOptions, Release, UpgradeValues,
 };
 use crate::cilium::preflight;
-use crate::fleet::{self, Connector, Progress};
+use crate::fleet::Progress;
 use crate::inventory::{Inventory, NodeRole as InvRole};
 use crate::k8s::agents;
 use crate::k8s::client::client_via_ssh;
@@ -50,7 +50,7 @@ use crate::spec::cilium::{KubeProxyReplacement, RoutingMode};
 use crate::spec::{ClusterSpec, Version};
 use crate::ssh::forward::Forward;
 use crate::ssh::shell::quote;
-use crate::ssh::{Command, HostKeyPolicy, Options, Session};
+use crate::ssh::{Command, Session};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -690,35 +690,25 @@ impl Ctx<'_> {
 
     async fn connect(&mut self) -> PhaseResult {
         let phase = "connect";
-        let hk = &self.d.host_keys;
-        let policy = match HostKeyPolicy::load(&hk.file, hk.mode) {
-            Ok(p) => p,
-            Err(e) => {
-                return Err(self.fail(
-                    "(local)",
-                    phase,
-                    &format!("read known_hosts {}", hk.file.display()),
-                    e,
-                ));
-            }
+        let ssh = crate::connect::SshSettings {
+            host_keys: self.d.host_keys.clone(),
+            connect_timeout: self.d.connect_timeout,
         };
-        let mut o = Options::new(Arc::new(policy));
-        o.connect_timeout = self.d.connect_timeout;
-        let (dests, bastion) = check::destinations(&self.d.inventory);
-        let connector = Connector::new(Arc::new(o), bastion);
-        let inputs = dests.into_iter().map(|d| (d.name.clone(), d)).collect();
-        let results = fleet::run(
-            "connecting",
-            inputs,
+        let results = match crate::connect::connect_all(
+            &self.d.inventory,
+            &ssh,
+            &[],
             self.d.concurrency.max(1),
             self.progress,
-            |_: &Arc<Session>| "connected".into(),
-            |dest, _p| {
-                let c = connector.clone();
-                async move { c.connect(dest).await }
-            },
         )
-        .await;
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let file = ssh.host_keys.file.display().to_string();
+                return Err(self.fail("(local)", phase, &format!("read known_hosts {file}"), e));
+            }
+        };
         let mut failed = false;
         for r in results {
             match r.result {
@@ -746,7 +736,7 @@ impl Ctx<'_> {
         // Facts, for the datapath the kernels allow (as `apply` judges it).
         let from_spec = spec_at(&self.d.spec, self.d.drill.from);
         for (host, s) in self.sessions.clone() {
-            match check::gather(&s).await {
+            match check::gather(s.as_ref()).await {
                 Ok(f) => self
                     .node_reports
                     .push(kernel::evaluate(&from_spec, &host, &f)),

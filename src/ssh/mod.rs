@@ -463,6 +463,11 @@ impl Command {
         self
     }
 
+    /// The script (for fakes and tests: it may carry secrets, never print it).
+    pub fn script(&self) -> &str {
+        &self.script
+    }
+
     /// The text used in messages: the label, or the script's first line, shortened.
     pub fn label_text(&self) -> String {
         self.describe()
