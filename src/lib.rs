@@ -26,6 +26,7 @@ pub mod inventory;
 pub mod k8s;
 pub mod kernel;
 pub mod lab;
+pub mod layout;
 pub mod lock;
 pub mod phase;
 pub mod plan;

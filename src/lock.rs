@@ -2,7 +2,7 @@
 //!
 //! Local locks are `flock(2)` locks on files under `<state>/locks/`: `lab-<lab>.lock` and
 //! `cluster-<cluster id>.lock` (the id is the name of the cluster's state directory, see
-//! [`crate::apply::state`]). They are taken without waiting — a second process fails at once,
+//! [`crate::layout::cluster`]). They are taken without waiting — a second process fails at once,
 //! naming the holder — and the kernel drops them when the holder exits, however it exits, so a
 //! crash never leaves a stale lock. The files live outside the directories they protect because
 //! `lab down` removes the lab's directory: a lock file deleted while held would let a later
@@ -14,7 +14,7 @@
 //! The lock on each node, held for the duration of an apply, reset or drill, is in
 //! [`crate::ssh::node_lock`].
 
-use crate::apply::state::ClusterState;
+use crate::layout::cluster::ClusterState;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
@@ -199,7 +199,7 @@ impl Drop for StateLock {
 
 /// `<state>/locks`: every local lock file.
 pub fn locks_dir() -> PathBuf {
-    crate::lab::state::state_root().join("locks")
+    crate::layout::locks_dir()
 }
 
 /// Lock a lab (`lab up|down|reset|snapshot`, `drill run`, and apply/reset on its inventory).

@@ -13,7 +13,8 @@ pub mod journal;
 pub mod node;
 pub mod phases;
 pub mod reset;
-pub mod state;
+/// The cluster's state directory (owned by [`crate::layout`]).
+pub use crate::layout::cluster as state;
 
 pub use crate::phase::{Failure, HostReport, Outcome, PhaseReport, Selection};
 pub use change::{HostChange, Upload, run_change};
@@ -117,10 +118,7 @@ impl ApplyReport {
 
     /// True when every phase that ran was unchanged on every host.
     pub fn unchanged(&self) -> bool {
-        self.phases
-            .iter()
-            .flat_map(|p| &p.hosts)
-            .all(|h| h.outcome != Outcome::Changed)
+        phase::all_unchanged(&self.phases)
     }
 }
 
@@ -349,6 +347,16 @@ impl Run<'_> {
         let name = self.input.first_cp();
         let s = self.hosts.get(&name).cloned();
         (name, s)
+    }
+
+    /// One change on the first control plane, timed, as the phase's only result.
+    pub async fn on_first_cp(&self, phase: &str, change: HostChange) -> Vec<HostResult> {
+        let t = Instant::now();
+        let (host, Some(s)) = self.first_cp() else {
+            return Vec::new();
+        };
+        let r = self.one(s.as_ref(), phase, &change).await;
+        vec![HostResult::timed(host, r, t)]
     }
 
     /// One change on one host, with a progress line.

@@ -5,10 +5,10 @@ use super::args::{self, SshArgs};
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context;
 use clap::Args;
-use kubedrill::apply::state::ClusterState;
 use kubedrill::apply::{self, ApplyOptions, Selection, node::PackageSource};
 use kubedrill::bundle::Bundle;
 use kubedrill::diag::Escaped;
+use kubedrill::layout::cluster::ClusterState;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

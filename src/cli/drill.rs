@@ -4,13 +4,13 @@
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use kubedrill::apply::state::ClusterState;
 use kubedrill::cilium::helm::Helm;
 use kubedrill::diag::Escaped;
 use kubedrill::drill::definition::Overrides;
 use kubedrill::drill::engine::{self, DrillInput, Timeouts};
 use kubedrill::fleet::Progress;
 use kubedrill::lab::{definition, lifecycle};
+use kubedrill::layout::cluster::ClusterState;
 use kubedrill::report::record::Outcome;
 use kubedrill::report::{self, Written};
 use kubedrill::spec::Version;

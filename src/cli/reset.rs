@@ -4,8 +4,8 @@ use super::{Output, print_diagnostics, print_json};
 use anyhow::Context;
 use clap::Args;
 use kubedrill::apply;
-use kubedrill::apply::state::ClusterState;
 use kubedrill::diag::{Escaped, escape_terminal_line};
+use kubedrill::layout::cluster::ClusterState;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -38,7 +38,7 @@ pub fn run(a: StatusArgs, out: Output) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            if let Some(note) = kubedrill::apply::state::ClusterState::of(&inv).legacy_note() {
+            if let Some(note) = kubedrill::layout::cluster::ClusterState::of(&inv).legacy_note() {
                 eprintln!("{note}");
             }
             return Ok(ExitCode::from(1));

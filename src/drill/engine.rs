@@ -178,7 +178,7 @@ pub struct DrillInput {
 
 /// `<state>/drills/<lab>`.
 pub fn default_runs_dir(lab: &str) -> PathBuf {
-    crate::lab::state::state_root().join("drills").join(lab)
+    crate::layout::drill_runs_dir(lab)
 }
 
 /// A failed step: where, in which phase, what ran, and what it said.

@@ -123,6 +123,21 @@ impl FakeHost {
         self.state().files.clone()
     }
 
+    /// The scripted failure for a command labelled so, if any.
+    fn fault(&self, st: &State, label: &str) -> Option<Result<Output, SshError>> {
+        let (_, f) = st
+            .faults
+            .iter()
+            .find(|(l, _)| label.starts_with(l.as_str()))?;
+        Some(match f {
+            Fault::Exit(code, stderr) => Ok(output(*code, "", stderr)),
+            Fault::Drop => Err(SshError::ConnectionLost {
+                host: self.name.clone(),
+                command: label.to_string(),
+            }),
+        })
+    }
+
     /// Forget the calls (keep what is done).
     pub fn clear_calls(&self) {
         self.state().calls.clear();
@@ -142,18 +157,8 @@ impl Host for FakeHost {
             label: label.clone(),
             script: cmd.script().to_string(),
         });
-        if let Some((_, f)) = st
-            .faults
-            .iter()
-            .find(|(l, _)| label.starts_with(l.as_str()))
-        {
-            return match f.clone() {
-                Fault::Exit(code, stderr) => Ok(output(code, "", &stderr)),
-                Fault::Drop => Err(SshError::ConnectionLost {
-                    host: self.name.clone(),
-                    command: label,
-                }),
-            };
+        if let Some(r) = self.fault(&st, &label) {
+            return r;
         }
         if let Some((_, out)) = st
             .replies
@@ -199,18 +204,8 @@ impl Host for FakeHost {
             data: data.to_vec(),
         });
         let label = format!("write {path}");
-        if let Some((_, f)) = st
-            .faults
-            .iter()
-            .find(|(l, _)| label.starts_with(l.as_str()))
-        {
-            return match f.clone() {
-                Fault::Exit(code, stderr) => Ok(output(code, "", &stderr)),
-                Fault::Drop => Err(SshError::ConnectionLost {
-                    host: self.name.clone(),
-                    command: label,
-                }),
-            };
+        if let Some(r) = self.fault(&st, &label) {
+            return r;
         }
         st.files.insert(path.into(), data.to_vec());
         Ok(output(0, "", ""))

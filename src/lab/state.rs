@@ -46,29 +46,7 @@ pub struct VmHost {
     pub address: String,
 }
 
-/// kubedrill's state directory: `$KUBEDRILL_STATE_DIR`, else `/var/lib/kubedrill` as root (QEMU,
-/// running as libvirt-qemu, cannot enter a 0700 `/root`), else `$XDG_STATE_HOME/kubedrill`, else
-/// `~/.local/state/kubedrill`.
-pub fn state_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("KUBEDRILL_STATE_DIR") {
-        return PathBuf::from(d);
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/var/lib/kubedrill");
-    }
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(d).join("kubedrill");
-    }
-    std::env::home_dir()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".local/state/kubedrill")
-}
-
-/// `<state root>/labs/<lab>/`.
-pub fn lab_dir(root: &Path, lab: &str) -> PathBuf {
-    root.join("labs").join(lab)
-}
+pub use crate::layout::{lab_dir, state_root};
 
 impl LabState {
     fn file(dir: &Path) -> PathBuf {

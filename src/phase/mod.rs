@@ -356,6 +356,14 @@ fn matches(pattern: &str, phase: &str) -> bool {
     phase == p || phase.strip_prefix(p).is_some_and(|r| r.starts_with('/'))
 }
 
+/// True when no host changed in any of the phases.
+pub fn all_unchanged(phases: &[PhaseReport]) -> bool {
+    phases
+        .iter()
+        .flat_map(|p| &p.hosts)
+        .all(|h| h.outcome != Outcome::Changed)
+}
+
 /// What a run did.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct RunReport {
@@ -373,10 +381,7 @@ impl RunReport {
 
     /// True when every phase that ran was unchanged on every host.
     pub fn unchanged(&self) -> bool {
-        self.phases
-            .iter()
-            .flat_map(|p| &p.hosts)
-            .all(|h| h.outcome != Outcome::Changed)
+        all_unchanged(&self.phases)
     }
 
     /// Record one phase's results: its report, the journal, the failures (redacted).

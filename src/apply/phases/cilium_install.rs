@@ -3,8 +3,7 @@
 
 use crate::apply::cluster::{effective_values, install_change};
 use crate::apply::{Input, Run};
-use crate::phase::{HostResult, Phase, PhaseError, PhaseFuture, Step, Target};
-use std::time::Instant;
+use crate::phase::{Phase, PhaseError, PhaseFuture, Step, Target};
 
 /// `cilium/install`.
 pub struct Install;
@@ -26,17 +25,11 @@ impl<'a> Phase<Run<'a>> for Install {
     }
     fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {
         Box::pin(async move {
-            let t = Instant::now();
-            let (host, Some(s)) = run.first_cp() else {
-                return Vec::new();
-            };
             let values = effective_values(&run.input, &run.reports);
-            let change = match install_change(&run.input, &values) {
-                Ok(c) => c,
-                Err(e) => return crate::apply::fail_all(name, "values", e),
-            };
-            let r = run.one(s.as_ref(), name, &change).await;
-            vec![HostResult::timed(host, r, t)]
+            match install_change(&run.input, &values) {
+                Ok(c) => run.on_first_cp(name, c).await,
+                Err(e) => crate::apply::fail_all(name, "values", e),
+            }
         })
     }
 }

@@ -40,17 +40,13 @@ pub struct ClusterState {
 impl ClusterState {
     /// The state of the inventory's cluster, under kubedrill's state directory.
     pub fn of(inv: &Inventory) -> ClusterState {
-        Self::under(
-            &crate::lab::state::state_root(),
-            &inv.path,
-            &inv.cluster_label(),
-        )
+        Self::under(&super::state_root(), &inv.path, &inv.cluster_label())
     }
 
     /// The state of the cluster of the inventory file `inventory` (label `label`) under `root`.
     pub fn under(root: &Path, inventory: &Path, label: &str) -> ClusterState {
         let inventory = canonical(inventory);
-        let clusters = root.join("clusters");
+        let clusters = super::clusters_dir(root);
         let lab = lab_of(root, &inventory);
         let id = match &lab {
             Some(lab) => format!("lab-{}", crate::lock::file_safe(lab)),
@@ -126,7 +122,7 @@ fn lab_of(root: &Path, inventory: &Path) -> Option<String> {
         return None;
     }
     let lab_dir = dir.parent()?;
-    let labs = canonical(&root.join("labs"));
+    let labs = canonical(&super::labs_dir(root));
     if lab_dir.parent()? != labs {
         return None;
     }
