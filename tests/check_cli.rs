@@ -6,10 +6,7 @@ use common::sshd::{self, SshLab};
 use std::process::Command;
 
 fn kubedrill() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kubedrill"));
-    // Never the developer's agent: only the inventory's key.
-    c.env_remove("SSH_AUTH_SOCK");
-    c
+    common::kubedrill_command()
 }
 
 fn uname_r() -> String {

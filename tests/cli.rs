@@ -1,20 +1,10 @@
 //! End-to-end tests of the `kubedrill` binary on the sample inventories and on broken ones.
 
+mod common;
+
+use common::{kubedrill, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn kubedrill(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kubedrill"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run kubedrill")
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
 
 #[test]
 fn check_accepts_both_samples() {
@@ -214,11 +204,10 @@ fn plan_refuses_an_invalid_spec() {
     assert!(err.contains(&format!("{}:4", inv.display())), "{err}");
 }
 
-fn kubedrill_env(args: &[&str], state: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kubedrill"))
+fn kubedrill_env(args: &[&str], state: &Path) -> std::process::Output {
+    common::kubedrill_command()
         .args(args)
         .env("KUBEDRILL_STATE_DIR", state)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run kubedrill")
 }

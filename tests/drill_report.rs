@@ -7,13 +7,12 @@
 
 mod common;
 
-use common::{chromium, repo};
+use common::{chromium, kubedrill, repo, text};
 use kubedrill::report::analysis::Analysis;
 use kubedrill::report::leak::{LeakVerdict, MIB};
 use kubedrill::report::record::{AgentEventKind, Outcome, RunRecord};
 use kubedrill::report::{self, ReportError};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -48,18 +47,6 @@ fn tmp() -> TempDir {
         .prefix("kubedrill-report-")
         .tempdir()
         .expect("tempdir")
-}
-
-fn kubedrill(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kubedrill"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run kubedrill")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Text as tera's HTML autoescape writes it.

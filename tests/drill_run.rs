@@ -1495,9 +1495,8 @@ fn the_bundled_labs_define_drills_that_resolve() {
 }
 
 fn kubedrill(args: &[&str], state: &Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_kubedrill"))
+    common::kubedrill_command()
         .args(args)
-        .current_dir(common::repo())
         .env("KUBEDRILL_STATE_DIR", state)
         .output()
         .expect("run kubedrill")

@@ -71,10 +71,9 @@ impl Drop for Proc {
 }
 
 fn kubedrill(args: &[&str], state: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kubedrill"));
+    let mut c = common::kubedrill_command();
     c.args(args)
         .env("KUBEDRILL_STATE_DIR", state)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null());
     c
 }

@@ -43,16 +43,21 @@ pub fn ca_cert_hash(pem: &str) -> Result<String, String> {
 /// Where kubedrill marks a kubeadm init/join it started (`.started`) and saw finish (`.done`).
 pub const MARK_DIR: &str = "/var/lib/kubedrill";
 
-/// Before `kubeadm init`/`join`: resume what an interrupted apply left. A kubeadm still running
-/// from it (its SSH connection was cut) is waited for; if that finished the job (`done_test`),
-/// nothing more is done. If kubedrill itself started a kubeadm here that never finished, its
-/// half-written files would fail kubeadm's preflight, so `kubeadm reset -f` clears them first —
-/// only then: files kubedrill did not mark (a cluster made by someone else) are never reset.
+/// Before `kubeadm init`/`join`: resume what an interrupted apply left. First the uploaded
+/// config (with the token) is moved to a private name, `$cfg`, removed when the script ends:
+/// the script of an interrupted apply may still be running on the node and removes only its own
+/// copy, never the one just uploaded. A kubeadm still running from it (its SSH connection was
+/// cut) is waited for; if that finished the job (`done_test`), nothing more is done. If kubedrill
+/// itself started a kubeadm here that never finished, its half-written files would fail
+/// kubeadm's preflight, so `kubeadm reset -f` clears them first — only then: files kubedrill did
+/// not mark (a cluster made by someone else) are never reset.
 fn resume_prologue(what: &str, done_test: &str, config: &str) -> String {
     format!(
-        "mkdir -p {MARK_DIR}\n\
+        "cfg=$(mktemp {config}.XXXXXX) && mv -f {config} \"$cfg\" || {{ echo '{config} is missing' >&2; exit 1; }}\n\
+         trap 'rm -f \"$cfg\"' EXIT\n\
+         mkdir -p {MARK_DIR}\n\
          i=0; while pgrep -x kubeadm >/dev/null; do [ $i -eq 0 ] && echo 'waiting for a kubeadm {what} still running from an interrupted apply' >&2; i=$((i+1)); [ $i -lt 900 ] || break; sleep 1; done\n\
-         if {done_test}; then rm -f {config}; touch {MARK_DIR}/kubeadm-{what}.done; exit 0; fi\n\
+         if {done_test}; then touch {MARK_DIR}/kubeadm-{what}.done; exit 0; fi\n\
          if [ -f {MARK_DIR}/kubeadm-{what}.started ] && [ ! -f {MARK_DIR}/kubeadm-{what}.done ]; then\n\
          echo 'an earlier kubeadm {what} by kubedrill did not finish: kubeadm reset -f before trying again' >&2\n\
          kubeadm reset -f >/dev/null 2>&1 || true\n\
@@ -162,7 +167,7 @@ pub fn init_change(input: &Input<'_>, secrets: &Secrets) -> Result<HostChange, P
         uploads: Vec::new(),
         // The config (with the token and certificate key) is removed whatever happens.
         apply: format!(
-            "{}kubeadm init --config {f}{upload}; rc=$?; rm -f {f}\n{KUBELET_JOURNAL_ON_FAILURE}{}exit $rc\n",
+            "{}kubeadm init --config \"$cfg\"{upload}; rc=$?\n{KUBELET_JOURNAL_ON_FAILURE}{}exit $rc\n",
             resume_prologue(
                 "init",
                 &format!(
@@ -195,7 +200,7 @@ pub fn join_change(
         files: vec![file],
         uploads: Vec::new(),
         apply: format!(
-            "{}kubeadm join --config {f}; rc=$?; rm -f {f}\n{KUBELET_JOURNAL_ON_FAILURE}{}exit $rc\n",
+            "{}kubeadm join --config \"$cfg\"; rc=$?\n{KUBELET_JOURNAL_ON_FAILURE}{}exit $rc\n",
             resume_prologue("join", "[ -f /etc/kubernetes/kubelet.conf ]", &f),
             mark_done("join"),
         ),
@@ -409,41 +414,51 @@ E1206 02:01:02 run.go:72] \"command failed\" err=\"failed to load kubelet config
 
     #[test]
     fn an_interrupted_kubeadm_is_awaited_or_reset_only_when_kubedrill_started_it() {
-        let p = resume_prologue(
-            "init",
-            "false",
-            "/etc/kubernetes/kubedrill/kubeadm-init.yaml",
-        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let config = dir.path().join("kubeadm-init.yaml");
+        let config = config.display().to_string();
+        let p = resume_prologue("init", "false", &config);
         assert!(p.contains("while pgrep -x kubeadm"), "{p}");
         assert!(
             p.contains("if [ -f /var/lib/kubedrill/kubeadm-init.started ] && [ ! -f /var/lib/kubedrill/kubeadm-init.done ]"),
             "{p}"
         );
-        // The early exit still removes the config with the token.
+        // The uploaded config (with the token) is taken to a private name first.
         assert!(
-            p.contains("if false; then rm -f /etc/kubernetes/kubedrill/kubeadm-init.yaml;"),
+            p.starts_with(&format!("cfg=$(mktemp {config}.XXXXXX) && mv -f {config}")),
             "{p}"
         );
-        let script = format!("{p}exit 7\n");
+        let script = format!("{p}test -f \"$cfg\" || exit 9\nexit 7\n");
         // Run it for real in a scratch root: no marks, so no reset and the start is marked.
-        let dir = tempfile::tempdir().expect("tmp");
-        let s = script.replace(MARK_DIR, &dir.path().display().to_string());
-        let o = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&s)
-            .env("PATH", "/usr/bin:/bin")
-            .output()
-            .expect("sh");
+        let marks = dir.path().join("marks");
+        let s = script.replace(MARK_DIR, &marks.display().to_string());
+        let run = |s: &str| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(s)
+                .env("PATH", "/usr/bin:/bin")
+                .output()
+                .expect("sh")
+        };
+        std::fs::write(&config, "token: secret\n").expect("config");
+        let o = run(&s);
         assert_eq!(o.status.code(), Some(7), "{o:?}");
-        assert!(dir.path().join("kubeadm-init.started").exists());
+        assert!(marks.join("kubeadm-init.started").exists());
         assert!(!String::from_utf8_lossy(&o.stderr).contains("kubeadm reset"));
+        // Neither the uploaded config nor its private copy outlives the script.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("kubeadm-init"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // No config (another run's clean-up took it): a clear error, nothing else done.
+        let o = run(&s);
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("kubeadm-init.yaml is missing"));
         // Started but never done: the next attempt says it resets first.
-        let o = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(s.replace("kubeadm reset -f >/dev/null 2>&1", "echo RESET >&2"))
-            .env("PATH", "/usr/bin:/bin")
-            .output()
-            .expect("sh");
+        std::fs::write(&config, "token: secret\n").expect("config");
+        let o = run(&s.replace("kubeadm reset -f >/dev/null 2>&1", "echo RESET >&2"));
         assert!(
             String::from_utf8_lossy(&o.stderr)
                 .contains("did not finish: kubeadm reset -f before trying again")

@@ -127,6 +127,27 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The kubedrill binary under test, run from the repository, never with the developer's SSH
+/// agent (only the inventory's key counts).
+pub fn kubedrill_command() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kubedrill"));
+    c.current_dir(repo()).env_remove("SSH_AUTH_SOCK");
+    c
+}
+
+/// Run the kubedrill binary with `args` and wait for it.
+pub fn kubedrill(args: &[&str]) -> std::process::Output {
+    kubedrill_command()
+        .args(args)
+        .output()
+        .expect("run kubedrill")
+}
+
+/// Bytes as text (lossy).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 /// A two-node YAML inventory (cp1 control plane + etcd, w1 worker) on 10.0.0.0/24, with
 /// `cluster_vars` written to `group_vars/k8s_cluster.yml`.
 pub fn basic_inventory(cluster_vars: &str) -> TempInv {
