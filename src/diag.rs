@@ -394,3 +394,39 @@ mod tests {
         assert!(text.contains("`x\\u{9b}y`"), "{text}");
     }
 }
+
+/// An error with every cause under it, `outer: cause: cause` — what `{:#}` prints for an
+/// `anyhow::Error`, for the places that print a library error themselves.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        // Some errors repeat their cause in their own message; say it once.
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod chain_tests {
+    #[test]
+    fn chain_keeps_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("seed")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("disk full"));
+        assert_eq!(super::chain(&e), "seed: disk full");
+        #[derive(Debug, thiserror::Error)]
+        #[error("seed: disk full")]
+        struct Repeats(#[source] std::io::Error);
+        assert_eq!(
+            super::chain(&Repeats(std::io::Error::other("disk full"))),
+            "seed: disk full"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 use super::{Output, print_json};
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use kubedrill::diag::Escaped;
 use kubedrill::fleet::Progress;
 use kubedrill::lab::accel::{self, HostVirt};
 use kubedrill::lab::definition::{self, LabError, VmRole};
@@ -131,7 +132,7 @@ pub fn run(cmd: LabCmd, out: Output) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", Escaped(&kubedrill::diag::chain(&e)));
                     Ok(ExitCode::from(1))
                 }
             }
@@ -171,7 +172,7 @@ fn timed(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", Escaped(&kubedrill::diag::chain(&e)));
             Ok(ExitCode::from(1))
         }
     }
@@ -186,7 +187,7 @@ fn load_lab(arg: &str) -> Option<definition::Lab> {
             None
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", Escaped(&kubedrill::diag::chain(&e)));
             None
         }
     }
@@ -244,7 +245,7 @@ fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", Escaped(&kubedrill::diag::chain(&e)));
             if lifecycle::lab_dir(&lab.name).join("state.json").exists() {
                 eprintln!(
                     "(whatever was created is recorded: `kubedrill lab down {}` removes it)",
@@ -289,7 +290,7 @@ fn reset(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", Escaped(&kubedrill::diag::chain(&e)));
             Ok(ExitCode::from(1))
         }
     }
@@ -303,7 +304,7 @@ fn show(a: ShowArgs, out: Output) -> anyhow::Result<ExitCode> {
     let choice = match accel::choose(lab.accel, host, lab.vms.len()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", Escaped(&e));
             return Ok(ExitCode::from(1));
         }
     };

@@ -79,12 +79,25 @@ pub enum LifecycleError {
         /// Why.
         message: String,
     },
+    /// A key or a seed ISO.
+    #[error("{step}")]
+    Seed {
+        /// Step.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: super::seed::SeedError,
+    },
     /// VMs that never answered SSH.
     #[error("{} VM(s) did not answer SSH: {}", .0.len(), .0.join("; "))]
     NotReady(Vec<String>),
     /// Teardown left objects.
     #[error("teardown left: {}", .0.iter().map(|(n, w)| format!("{n} ({w})")).collect::<Vec<_>>().join("; "))]
     Leftovers(Vec<(String, String)>),
+}
+
+fn seed_error(step: &'static str) -> impl Fn(seed::SeedError) -> LifecycleError {
+    move |source| LifecycleError::Seed { step, source }
 }
 
 fn local(step: &str) -> impl Fn(String) -> LifecycleError + '_ {
@@ -245,7 +258,8 @@ pub async fn up(
         .map_err(|e| local("recording the lab")(e.to_string()))?;
 
     // Keys: the client key, and one host key per VM (known before the VM boots).
-    let client = seed::ed25519(&format!("kubedrill-lab-{}", lab.name)).map_err(local("key"))?;
+    let client =
+        seed::ed25519(&format!("kubedrill-lab-{}", lab.name)).map_err(seed_error("key"))?;
     let key_path = dir.join("id_ed25519");
     write_private(&key_path, &client.private)?;
     crate::files::write(dir.join("id_ed25519.pub"), format!("{}\n", client.public))
@@ -254,11 +268,11 @@ pub async fn up(
     let mut known_hosts = String::new();
     let mut seeds = Vec::new();
     for vm in &lab.vms {
-        let hk = seed::ed25519(&vm.name).map_err(local("host key"))?;
+        let hk = seed::ed25519(&vm.name).map_err(seed_error("host key"))?;
         known_hosts.push_str(&format!("{} {}\n", vm.address, hk.public));
         let s = seed::render(&t, lab, vm, &instance, &client.public, &hk)?;
         let iso = dir.join(format!("{}-seed.iso", vm.name));
-        seed::write_iso(&s, &iso).map_err(local("seed"))?;
+        seed::write_iso(&s, &iso).map_err(seed_error("seed"))?;
         seeds.push(iso);
     }
     step("NoCloud seeds written");

@@ -9,6 +9,31 @@ use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
 
+/// Why a key or a seed ISO could not be made; the cause is kept.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    /// Generating or encoding a key.
+    #[error("ssh key")]
+    Key(#[source] russh::keys::ssh_key::Error),
+    /// A file or directory.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// genisoimage ran and failed.
+    #[error("genisoimage failed: {0}")]
+    Genisoimage(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SeedError {
+    let what = what.into();
+    move |source| SeedError::Io { what, source }
+}
+
 /// An SSH key pair in OpenSSH text form.
 pub struct KeyPair {
     /// Private key (OpenSSH PEM-like text). Secret: written 0600, never printed.
@@ -24,15 +49,15 @@ impl std::fmt::Debug for KeyPair {
 }
 
 /// A fresh ed25519 key pair.
-pub fn ed25519(comment: &str) -> Result<KeyPair, String> {
+pub fn ed25519(comment: &str) -> Result<KeyPair, SeedError> {
     let mut key =
-        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| e.to_string())?;
+        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(SeedError::Key)?;
     key.set_comment(comment);
     let private = key
         .to_openssh(LineEnding::LF)
-        .map_err(|e| e.to_string())?
+        .map_err(SeedError::Key)?
         .to_string();
-    let public = key.public_key().to_openssh().map_err(|e| e.to_string())?;
+    let public = key.public_key().to_openssh().map_err(SeedError::Key)?;
     let public = public
         .split_whitespace()
         .take(2)
@@ -116,15 +141,15 @@ pub fn render(
 
 /// Write the seed as a `cidata` ISO 9660 image (Joliet + Rock Ridge) with `genisoimage`, mode 0600
 /// (it holds the VM's private host key).
-pub fn write_iso(seed: &Seed, iso: &Path) -> Result<(), String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+pub fn write_iso(seed: &Seed, iso: &Path) -> Result<(), SeedError> {
+    let dir = tempfile::tempdir().map_err(io("temporary directory"))?;
     for (name, text) in [
         ("user-data", &seed.user_data),
         ("meta-data", &seed.meta_data),
         ("network-config", &seed.network_config),
     ] {
         crate::files::write_private(&dir.path().join(name), text.as_bytes())
-            .map_err(|e| e.to_string())?;
+            .map_err(io(format!("write {name}")))?;
     }
     // genisoimage creates its output world-readable: build it in a 0700 directory beside the
     // destination, make it 0600, and only then rename it into place.
@@ -135,7 +160,7 @@ pub fn write_iso(seed: &Seed, iso: &Path) -> Result<(), String> {
     let staging = tempfile::Builder::new()
         .prefix(".seed-")
         .tempdir_in(parent)
-        .map_err(|e| e.to_string())?;
+        .map_err(io(format!("staging directory in {}", parent.display())))?;
     let staged = staging.path().join("seed.iso");
     let out = Command::new("genisoimage")
         .arg("-quiet")
@@ -146,19 +171,18 @@ pub fn write_iso(seed: &Seed, iso: &Path) -> Result<(), String> {
         .arg(dir.path().join("meta-data"))
         .arg(dir.path().join("network-config"))
         .output()
-        .map_err(|e| format!("cannot run genisoimage (package genisoimage): {e}"))?;
+        .map_err(io("cannot run genisoimage (package genisoimage)"))?;
     if !out.status.success() {
-        return Err(format!(
-            "genisoimage failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+        return Err(SeedError::Genisoimage(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ));
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| e.to_string())?;
+            .map_err(io("chmod 0600 the seed"))?;
     }
-    std::fs::rename(&staged, iso).map_err(|e| e.to_string())?;
+    std::fs::rename(&staged, iso).map_err(io(format!("rename to {}", iso.display())))?;
     Ok(())
 }
