@@ -2,6 +2,7 @@
 //! `--dry-run`).
 
 use super::args::{self, SshArgs};
+use super::exit::Exit;
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context;
 use clap::Args;
@@ -44,13 +45,10 @@ pub struct ApplyArgs {
     pub ssh: SshArgs,
 }
 
-/// Exit code when a phase failed on some host.
-pub const EXIT_FAILED: u8 = 2;
-
 /// Run `apply`.
 pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
     let Some((inv, spec, diags)) = super::inventory::load_for(&a.inventory, out, "apply")? else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     };
     if out == Output::Text {
         print_diagnostics(&diags);
@@ -59,7 +57,7 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Invalid.into());
         }
     };
     let source = match &a.bundle {
@@ -67,7 +65,7 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
             Ok(b) => PackageSource::Bundle(Box::new(b)),
             Err(e) => {
                 eprintln!("error: {e}");
-                return Ok(ExitCode::from(1));
+                return Ok(Exit::Invalid.into());
             }
         },
         None => PackageSource::Online,
@@ -82,7 +80,7 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
         )?
     {
         eprintln!("not confirmed; nothing done");
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     }
     // One apply per cluster (and lab) at a time, held until this process ends.
     let cluster = ClusterState::of(&inv);
@@ -97,7 +95,7 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(d) => {
             eprintln!("{d}");
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Invalid.into());
         }
     };
     let opts = ApplyOptions {
@@ -145,9 +143,9 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if report.ok() {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     } else {
-        ExitCode::from(EXIT_FAILED)
+        Exit::Failed.into()
     })
 }
 
@@ -177,7 +175,7 @@ fn dry_run(
     let phases = &plan.phases;
     if out == Output::Json {
         print_json(&phases)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Ok.into());
     }
     println!(
         "dry run: {} nodes · Kubernetes {} · Cilium {} · packages from {}",
@@ -201,5 +199,5 @@ fn dry_run(
     for (i, p) in phases.iter().enumerate() {
         super::plan::print_phase(i, p, "skipped (unchanged) when");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok.into())
 }

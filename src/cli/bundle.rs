@@ -1,5 +1,6 @@
 //! `kubedrill bundle build|show`: offline bundles for `apply --bundle`.
 
+use super::exit::Exit;
 use super::{Output, print_json};
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -79,7 +80,7 @@ pub fn run(cmd: BundleCmd, out: Output) -> anyhow::Result<ExitCode> {
             };
             if let Some(path) = a.inventory.clone() {
                 let Some((inv, spec, _)) = super::inventory::load_for(&path, out, "bundle")? else {
-                    return Ok(ExitCode::from(1));
+                    return Ok(Exit::Invalid.into());
                 };
                 let vars = &inv.first_control_plane().vars;
                 let var = |name: &str| -> anyhow::Result<Option<String>> {
@@ -150,11 +151,11 @@ pub fn run(cmd: BundleCmd, out: Output) -> anyhow::Result<ExitCode> {
                             t.elapsed().as_secs_f64()
                         );
                     }
-                    Ok(ExitCode::SUCCESS)
+                    Ok(Exit::Ok.into())
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    Ok(ExitCode::from(1))
+                    Ok(Exit::Invalid.into())
                 }
             }
         }
@@ -196,11 +197,11 @@ pub fn run(cmd: BundleCmd, out: Output) -> anyhow::Result<ExitCode> {
                         println!("  {} ({})", a.file, a.source);
                     }
                 }
-                Ok(ExitCode::SUCCESS)
+                Ok(Exit::Ok.into())
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                Ok(ExitCode::from(1))
+                Ok(Exit::Invalid.into())
             }
         },
     }

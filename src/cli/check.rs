@@ -2,6 +2,7 @@
 //! the cluster can safely use.
 
 use super::args::SshArgs;
+use super::exit::Exit;
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context;
 use clap::Args;
@@ -11,11 +12,6 @@ use kubedrill::kernel::{self, Feature, Status};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-
-/// Exit code when some host could not be checked.
-pub const EXIT_UNREACHABLE: u8 = 4;
-/// Exit code when a requested feature is blocked on some node.
-pub const EXIT_BLOCKED: u8 = 3;
 
 /// `check` options.
 #[derive(Debug, Args)]
@@ -39,7 +35,7 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs, out: Output) -> anyhow::Result<ExitCode> {
     let Some((inv, spec, diags)) = super::inventory::load_for(&args.inventory, out, "check")?
     else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     };
     if out == Output::Text {
         print_diagnostics(&diags);
@@ -48,7 +44,7 @@ pub fn run(args: CheckArgs, out: Output) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(d) => {
             eprintln!("{d}");
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Invalid.into());
         }
     };
     let progress = super::args::progress(out);
@@ -72,11 +68,11 @@ pub fn run(args: CheckArgs, out: Output) -> anyhow::Result<ExitCode> {
 
 fn exit_code(r: &CheckReport) -> ExitCode {
     if r.failed().next().is_some() {
-        ExitCode::from(EXIT_UNREACHABLE)
+        Exit::Unreachable.into()
     } else if r.requested_blocked {
-        ExitCode::from(EXIT_BLOCKED)
+        Exit::Differs.into()
     } else {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     }
 }
 

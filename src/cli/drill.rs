@@ -1,6 +1,7 @@
 //! `kubedrill drill …`: upgrade drills. `run` rehearses the lab's drill, `report` re-renders a
 //! run's report from its record, `compare` puts runs of one drill side by side.
 
+use super::exit::Exit;
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -63,9 +64,6 @@ fn parse_version(s: &str) -> Result<Version, String> {
     s.parse()
 }
 
-/// Exit code of a drill whose verdict is `fail`.
-pub const EXIT_FAILED: u8 = 2;
-
 /// `drill run`.
 fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
     let path = definition::locate(&a.lab);
@@ -73,7 +71,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         Ok(l) => l,
         Err(definition::LabError::Invalid(d)) => {
             print_diagnostics(&d);
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Invalid.into());
         }
         Err(e) => return Err(e).context("drill run"),
     };
@@ -83,7 +81,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
             path.display(),
             lab.name
         );
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     };
     if out == Output::Text {
         for w in &def.warnings {
@@ -98,7 +96,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         Ok(d) => d,
         Err(e) => {
             eprintln!("{}", e.diagnostic());
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Invalid.into());
         }
     };
     for w in &drill.warnings {
@@ -115,11 +113,11 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
             lab.name,
             inv_path.display()
         );
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     }
     let Some((inventory, spec, diags)) = super::inventory::load_for(&inv_path, out, "drill")?
     else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     };
     if out == Output::Text {
         print_diagnostics(&diags);
@@ -139,7 +137,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         Ok(h) => h,
         Err(d) => {
             eprintln!("{d}");
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Invalid.into());
         }
     };
     let input = DrillInput {
@@ -200,9 +198,9 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if r.verdict.outcome == Outcome::Pass {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     } else {
-        ExitCode::from(EXIT_FAILED)
+        Exit::Failed.into()
     })
 }
 
@@ -250,7 +248,7 @@ pub fn run(cmd: DrillCmd, out: Output) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok.into())
 }
 
 fn print_written(w: &Written) {

@@ -1,5 +1,6 @@
 //! `kubedrill image`: list, pull and build lab VM images.
 
+use super::exit::Exit;
 use super::{Output, print_json};
 use clap::{Args, Subcommand};
 use kubedrill::images::cache::CACHE_ENV;
@@ -98,7 +99,7 @@ fn report(ready: &Ready, out: Output) -> anyhow::Result<ExitCode> {
             &m.sha256
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok.into())
 }
 
 fn ls(place: &Where, out: Output) -> anyhow::Result<ExitCode> {
@@ -110,7 +111,7 @@ fn ls(place: &Where, out: Output) -> anyhow::Result<ExitCode> {
             "catalog": catalog.entries(),
             "cached": cached,
         }))?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Ok.into());
     }
     println!(
         "{:<14} {:<7} {:<6} {:<6} CACHED",
@@ -138,7 +139,7 @@ fn ls(place: &Where, out: Output) -> anyhow::Result<ExitCode> {
         );
     }
     println!("\ncache: {}", cache.root().display());
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok.into())
 }
 
 fn cached_text(images: &[&CachedImage]) -> String {

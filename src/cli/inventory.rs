@@ -1,5 +1,6 @@
 //! `kubedrill inventory check|show`.
 
+use super::exit::Exit;
 use super::{Output, print_diagnostics, print_json};
 use clap::{Args, Subcommand};
 use kubedrill::diag::Diagnostics;
@@ -196,9 +197,9 @@ fn check(path: &std::path::Path, out: Output) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if valid {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     } else {
-        ExitCode::from(1)
+        Exit::Invalid.into()
     })
 }
 
@@ -218,7 +219,7 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
         } else {
             print_diagnostics(&diags);
         }
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     };
     let host_vars = match host {
         None => None,
@@ -307,9 +308,9 @@ fn show(path: &std::path::Path, host: Option<&str>, out: Output) -> anyhow::Resu
         }
     }
     Ok(if diags.has_errors() || spec.is_none() {
-        ExitCode::from(1)
+        Exit::Invalid.into()
     } else {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     })
 }
 

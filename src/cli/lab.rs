@@ -1,6 +1,7 @@
 //! `kubedrill lab …`: rehearsal labs on libvirt. `show` resolves a lab definition (VMs, sizes,
 //! addresses, NIC queues, the accelerator that would be used) and can print its libvirt XML.
 
+use super::exit::Exit;
 use super::{Output, print_json};
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -129,11 +130,11 @@ pub fn run(cmd: LabCmd, out: Output) -> anyhow::Result<ExitCode> {
                         }
                         println!("lab {name} is down");
                     }
-                    Ok(ExitCode::SUCCESS)
+                    Ok(Exit::Ok.into())
                 }
                 Err(e) => {
                     eprintln!("error: {}", Escaped(&kubedrill::diag::chain(&e)));
-                    Ok(ExitCode::from(1))
+                    Ok(Exit::Invalid.into())
                 }
             }
         }
@@ -151,7 +152,7 @@ pub fn run(cmd: LabCmd, out: Output) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Ok.into())
         }
         LabCmd::Snapshot(a) => {
             let name = lab_name(&a.lab)?;
@@ -169,11 +170,11 @@ fn timed(
     match r {
         Ok(d) => {
             println!("{what} done in {:.1} s", d.as_secs_f64());
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Ok.into())
         }
         Err(e) => {
             eprintln!("error: {}", Escaped(&kubedrill::diag::chain(&e)));
-            Ok(ExitCode::from(1))
+            Ok(Exit::Invalid.into())
         }
     }
 }
@@ -195,7 +196,7 @@ fn load_lab(arg: &str) -> Option<definition::Lab> {
 
 fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
     let Some(lab) = load_lab(&a.lab) else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     };
     // Two `lab up` at once would both define VMs and one record would lose the other's.
     let _lock = kubedrill::lock::lab(&lab.name).context("lab up")?;
@@ -242,7 +243,7 @@ fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
                 println!("inventory: {}", r.inventory.display());
                 println!("next: kubedrill check -i {}", r.inventory.display());
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Ok.into())
         }
         Err(e) => {
             eprintln!("error: {}", Escaped(&kubedrill::diag::chain(&e)));
@@ -252,7 +253,7 @@ fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
                     lab.name
                 );
             }
-            Ok(ExitCode::from(1))
+            Ok(Exit::Invalid.into())
         }
     }
 }
@@ -287,30 +288,30 @@ fn reset(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Ok.into())
         }
         Err(e) => {
             eprintln!("error: {}", Escaped(&kubedrill::diag::chain(&e)));
-            Ok(ExitCode::from(1))
+            Ok(Exit::Invalid.into())
         }
     }
 }
 
 fn show(a: ShowArgs, out: Output) -> anyhow::Result<ExitCode> {
     let Some(lab) = load_lab(&a.lab) else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     };
     let host = HostVirt::probe();
     let choice = match accel::choose(lab.accel, host, lab.vms.len()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {}", Escaped(&e));
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Invalid.into());
         }
     };
     if out == Output::Json {
         print_json(&serde_json::json!({ "lab": lab, "accel": choice, "host": host }))?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Ok.into());
     }
     if let Some(w) = &choice.warning {
         eprintln!("warning: {w}");
@@ -396,5 +397,5 @@ fn show(a: ShowArgs, out: Output) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok.into())
 }

@@ -6,6 +6,7 @@ mod args;
 mod bundle;
 mod check;
 mod drill;
+mod exit;
 mod image;
 mod inventory;
 mod lab;

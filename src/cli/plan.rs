@@ -1,5 +1,6 @@
 //! `kubedrill plan`: the ordered phase tree of an apply, and optionally the files it would write.
 
+use super::exit::Exit;
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context;
 use clap::Args;
@@ -21,7 +22,7 @@ pub struct PlanArgs {
 /// Run `plan`.
 pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
     let Some((inv, spec, diags)) = super::inventory::load_for(&args.inventory, out, "plan")? else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     };
     let plan = plan::build(&spec, &inv).context("rendering the plan")?;
     if let Some(dir) = &args.render_dir {
@@ -49,7 +50,7 @@ pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok.into())
 }
 
 fn target_text(t: &Target) -> String {

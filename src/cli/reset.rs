@@ -1,5 +1,6 @@
 //! `kubedrill reset`: `kubeadm reset -f` and Cilium/CNI leftovers on the inventory's nodes.
 
+use super::exit::Exit;
 use super::{Output, print_diagnostics, print_json};
 use anyhow::Context;
 use clap::Args;
@@ -29,7 +30,7 @@ pub struct ResetArgs {
 /// Run `reset`.
 pub fn run(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
     let Some((inv, spec, diags)) = super::inventory::load_for(&a.inventory, out, "reset")? else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     };
     if out == Output::Text {
         print_diagnostics(&diags);
@@ -37,7 +38,7 @@ pub fn run(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
     for h in &a.only_host {
         if !inv.hosts.iter().any(|x| &x.name == h) {
             eprintln!("error: --only-host {h}: no such host in the inventory");
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Invalid.into());
         }
     }
     let n = if a.only_host.is_empty() {
@@ -52,7 +53,7 @@ pub fn run(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
         ))?
     {
         eprintln!("not confirmed; nothing done");
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     }
     // Never while an apply or a drill works on this cluster (or its lab).
     let cluster = ClusterState::of(&inv);
@@ -64,7 +65,7 @@ pub fn run(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(d) => {
             eprintln!("{d}");
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Invalid.into());
         }
     };
     let opts = apply::ApplyOptions {
@@ -111,8 +112,8 @@ pub fn run(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if failed == 0 {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     } else {
-        ExitCode::from(2)
+        Exit::Failed.into()
     })
 }

@@ -2,6 +2,7 @@
 //! the same clap definitions the parser uses, so they never fall behind the commands.
 
 use super::Cli;
+use super::exit::Exit;
 use anyhow::Context;
 use clap::{Args, CommandFactory};
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ pub struct ManArgs {
 pub fn completions(a: CompletionsArgs) -> anyhow::Result<ExitCode> {
     let mut cmd = Cli::command();
     clap_complete::generate(a.shell, &mut cmd, "kubedrill", &mut std::io::stdout());
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok.into())
 }
 
 /// Print the man page, or write every page into a directory.
@@ -45,5 +46,5 @@ pub fn man(a: ManArgs) -> anyhow::Result<ExitCode> {
             eprintln!("wrote man pages into {}", dir.display());
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok.into())
 }

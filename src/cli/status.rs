@@ -1,6 +1,7 @@
 //! `kubedrill status`: nodes, versions, Cilium agents and their datapath beside what the
 //! inventory asked for.
 
+use super::exit::Exit;
 use super::{Output, print_diagnostics, print_json};
 use clap::Args;
 use kubedrill::diag::{Escaped, escape_terminal_line};
@@ -22,7 +23,7 @@ pub struct StatusArgs {
 /// 3 when something differs, 1 when the status cannot be read.
 pub fn run(a: StatusArgs, out: Output) -> anyhow::Result<ExitCode> {
     let Some((inv, spec, diags)) = super::inventory::load_for(&a.inventory, out, "status")? else {
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Invalid.into());
     };
     if out == Output::Text {
         print_diagnostics(&diags);
@@ -31,7 +32,7 @@ pub fn run(a: StatusArgs, out: Output) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(d) => {
             eprintln!("{d}");
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Invalid.into());
         }
     };
     let st = match super::args::runtime()?.block_on(kubedrill::status::read(&inv, &spec, &ssh)) {
@@ -41,7 +42,7 @@ pub fn run(a: StatusArgs, out: Output) -> anyhow::Result<ExitCode> {
             if let Some(note) = kubedrill::layout::cluster::ClusterState::of(&inv).legacy_note() {
                 eprintln!("{note}");
             }
-            return Ok(ExitCode::from(1));
+            return Ok(Exit::Invalid.into());
         }
     };
     let healthy = st
@@ -121,8 +122,8 @@ pub fn run(a: StatusArgs, out: Output) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if healthy {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     } else {
-        ExitCode::from(3)
+        Exit::Differs.into()
     })
 }
