@@ -544,6 +544,18 @@ impl<'a> crate::phase::Context for Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The image of the probe and burst pods: the drill's, else the cluster's pause image
+    /// (present on every node, so nothing is pulled).
+    fn probe_image(&self) -> String {
+        let d = self.d;
+        d.drill
+            .definition
+            .probes
+            .image
+            .clone()
+            .unwrap_or_else(|| crate::render::containerd::sandbox_image(d.spec.kubernetes))
+    }
+
     fn say(&self, line: &str) {
         self.progress.println(line);
     }
@@ -751,13 +763,7 @@ impl Ctx<'_> {
             return None;
         }
         let nodes: Vec<String> = d.inventory.hosts.iter().map(|h| h.name.clone()).collect();
-        let image = d
-            .drill
-            .definition
-            .probes
-            .image
-            .clone()
-            .unwrap_or_else(|| crate::render::containerd::sandbox_image(d.spec.kubernetes));
+        let image = self.probe_image();
         let id = format!("s{}", step + 1);
         let timeout = d.timeouts.burst;
         // Let the DaemonSet controller start replacing agents before the pods arrive.

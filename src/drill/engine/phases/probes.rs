@@ -27,13 +27,7 @@ impl Ctx<'_> {
             placement.nodeport_target.name,
             placement.nodeport_target.address
         ));
-        let image = d
-            .drill
-            .definition
-            .probes
-            .image
-            .clone()
-            .unwrap_or_else(|| crate::render::containerd::sandbox_image(d.spec.kubernetes));
+        let image = self.probe_image();
         let steps: Result<(), (String, ClusterError)> = async {
             cluster::recreate_namespace(&client, d.timeouts.pods)
                 .await
