@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The real thing, end to end: Kubernetes built from its Go modules, a 2-VM lab (control plane +
-# worker, real TCG guests), and `kubedrill apply` bringing up a kube-proxy-free kubeadm cluster
-# on it, then checked from the outside. Exits non-zero on the first failure.
+# The real thing, end to end: Kubernetes and Cilium built from their Go modules, a 2-VM lab
+# (control plane + worker, real TCG guests), and `kubedrill apply` bringing up a kube-proxy-free
+# kubeadm cluster with Cilium as the kube-proxy replacement on it, then checked from the outside.
+# Exits non-zero on the first failure.
 #
 #   scripts/cluster-e2e.sh [--keep]     run it (root; after scripts/setup.sh)
 #   scripts/cluster-e2e.sh --down NETNS remove what a --keep run left
@@ -9,25 +10,36 @@
 # The upstream builds run in the host namespace; the lab, its private libvirtd and everything that
 # talks to the VMs run inside a network namespace made here, so guest addresses exist only there.
 # What it proves, in order:
-#   1. bundle: kubelet/kubeadm/kubectl/crictl taken as binaries from a local files repository
-#      (Kubespray's files_repo layout, filled by scripts/upstream-build.sh); of the images
+#   1. bundle: kubelet/kubeadm/kubectl/crictl/helm taken as binaries from a local files repository
+#      (Kubespray's files_repo layout, filled by scripts/upstream-build.sh), the Cilium chart from
+#      a local Helm repository, the Cilium agent and operator as image tarballs; of the images
 #      `kubeadm config images list` names, pause and etcd travel as OCI tarballs imported into
 #      containerd, and the API server, controller manager, scheduler and CoreDNS are pulled by
 #      the nodes through a registry mirror: Debian's docker-registry, started here on the lab
 #      network, named in Kubespray's containerd_registries_mirrors (containerd's hosts.toml);
 #   2. apply, killed by PID while kubeadm/init runs, then run again: it resumes and completes
 #      (init with the kube-proxy addon skipped, the worker joined, the kubeconfig fetched 0600);
-#   3. the cluster: both nodes registered at the built version (NotReady: no CNI until Cilium),
-#      the control-plane pods running, no kube-proxy DaemonSet or ConfigMap, no KUBE-SVC /
-#      KUBE-SERVICES iptables chains on any node;
-#   4. a re-run changes nothing; `kubedrill reset` of the worker runs the real `kubeadm reset`,
-#      and the next apply joins it again;
+#   3. the cluster: both nodes Ready at the built version, the control-plane pods running, no
+#      kube-proxy DaemonSet or ConfigMap, no KUBE-SVC / KUBE-SERVICES iptables chains on any node;
+#      every Cilium agent's own status shows kube-proxy replacement, DSR, Maglev, BPF host routing
+#      and masquerading, its XDP mode per node (cp1: 4 NIC queues, w1: 1), the API server's
+#      ClusterIP in its BPF service map; `kubedrill status` shows the same;
+#   3b. traffic through Cilium, measured with kubedrill-probe: pod to pod across nodes (ICMP,
+#      TCP), pod to ClusterIP (TCP, UDP) with the backend on the other node, and from outside the
+#      cluster to a NodePort on cp1 whose backend is on w1 (DSR's path);
+#   4. a re-run changes nothing; `kubedrill reset` of the worker runs the real `kubeadm reset` and
+#      removes Cilium's links, BPF pins and CNI config there; the next apply joins it again and its
+#      agent comes back Ready;
 #   5. no bootstrap token secret in the terminal output, the journal, or any file of the state
 #      directory that is not 0600.
 # With --keep the lab stays up and the last three lines are netns=…, kubeconfig=…, inventory=….
 # Stage timings go to $WORK/timings.tsv and are printed at the end.
 #
-# Environment: KUBEDRILL_E2E_KUBERNETES (default 1.34.4), KUBEDRILL_UPSTREAM_DIR (see
+# Environment: KUBEDRILL_E2E_KUBERNETES (default 1.34.4), KUBEDRILL_E2E_CILIUM (default 1.19.7;
+# `none`: Kubernetes only — no Cilium build, apply with --skip-phases cilium,cluster, nodes
+# NotReady for want of a CNI, the Cilium checks and probes left out, as CI runs it),
+# KUBEDRILL_E2E_KEEP_FAILED=1 (keep the lab and logs of a failed run, for a look),
+# KUBEDRILL_UPSTREAM_DIR (see
 # scripts/upstream-build.sh), KUBEDRILL_CACHE_DIR (images; default /var/cache/kubedrill).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +61,9 @@ if [ "${1:-}" = --down ]; then
   set +a
   # shellcheck source=scripts/lib/lab-netns.sh
   . scripts/lib/lab-netns.sh
-  ip netns exec "$NS" "$KD" lab down "$LAB_NAME" || die "lab down failed: the netns $NS and $WORK are left for a retry"
+  if [ -d "$KUBEDRILL_STATE_DIR/labs/$LAB_NAME" ]; then
+    ip netns exec "$NS" "$KD" lab down "$LAB_NAME" || die "lab down failed: the netns $NS and $WORK are left for a retry"
+  fi
   [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
   lab_netns_stop
   rm -rf "$WORK"
@@ -60,6 +74,9 @@ KEEP=0
 [ "${1:-}" = --keep ] && KEEP=1
 
 K8S="${KUBEDRILL_E2E_KUBERNETES:-1.34.4}"
+CILIUM="${KUBEDRILL_E2E_CILIUM:-1.19.7}"
+WITH_CILIUM=1
+[ "$CILIUM" = none ] && WITH_CILIUM=0
 export KUBEDRILL_CACHE_DIR="${KUBEDRILL_CACHE_DIR:-/var/cache/kubedrill}"
 T0=$(date +%s)
 stage_start=$T0
@@ -74,12 +91,32 @@ stage() { # NAME: record the time since the previous stage under NAME
 # 1. Upstream builds (cached by recipe hash) and kubedrill itself.
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || die "Go is needed to build Kubernetes from its modules (install Go 1.26)"
-./scripts/upstream-build.sh --kubernetes "$K8S" --only kubernetes,etcd,crictl,pause,coredns
+if [ "$WITH_CILIUM" = 1 ]; then
+  ./scripts/upstream-build.sh --kubernetes "$K8S" --cilium "$CILIUM" \
+    --only kubernetes,etcd,crictl,pause,coredns,helm3,cilium
+else
+  ./scripts/upstream-build.sh --kubernetes "$K8S" --only kubernetes,etcd,crictl,pause,coredns
+fi
 UP=$(./scripts/upstream-build.sh --print-dir)
 BIN="$UP/files/dl.k8s.io/release/v$K8S/bin/linux/amd64"
 [ -x "$BIN/kubeadm" ] || die "$BIN/kubeadm is missing after scripts/upstream-build.sh"
+CILIUM_BUNDLE=()
+if [ "$WITH_CILIUM" = 1 ]; then
+  CILIUM_AGENT_TAR="$UP/images/quay.io_cilium_cilium_v$CILIUM.tar"
+  CILIUM_OPERATOR_TAR="$UP/images/quay.io_cilium_operator-generic_v$CILIUM.tar"
+  for f in "$CILIUM_AGENT_TAR" "$CILIUM_OPERATOR_TAR" "$UP/charts/index.yaml"; do
+    [ -f "$f" ] || die "$f is missing after scripts/upstream-build.sh"
+  done
+  HELM_V=$(find "$UP/files/get.helm.sh" -name 'helm-v3.*-linux-amd64.tar.gz' -printf '%f\n' |
+    sed 's/^helm-v\(.*\)-linux-amd64.tar.gz$/\1/' | sort -V | tail -n1)
+  [ -n "$HELM_V" ] || die "no helm 3 in $UP/files/get.helm.sh"
+  CILIUM_BUNDLE=(--helm "$HELM_V" --cilium "$CILIUM" --chart-repo "$UP/charts"
+    --image "$CILIUM_AGENT_TAR" --image "$CILIUM_OPERATOR_TAR")
+fi
 stage "upstream build"
 cargo build --release --locked
+./scripts/build-probe.sh >/dev/null
+PROBE="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/kubedrill-probe"
 stage "kubedrill build"
 
 mkdir -p "$E2E_ROOT"
@@ -88,6 +125,7 @@ mkdir -p "$WORK/logs"
 # QEMU runs as libvirt-qemu: it needs search permission on the way to the lab's overlays.
 chmod 0711 "$E2E_ROOT" "$WORK"
 cp "${CARGO_TARGET_DIR:-target}/release/kubedrill" "$WORK/kubedrill"
+cp "$PROBE" "$WORK/kubedrill-probe"
 KD="$WORK/kubedrill"
 KUBECTL="$BIN/kubectl"
 export KUBEDRILL_STATE_DIR="$WORK/state"
@@ -101,6 +139,10 @@ cleanup() {
   local rc=$?
   set +e
   if [ "$KEEP" = 1 ] && [ "$rc" = 0 ]; then return; fi
+  if [ "${KUBEDRILL_E2E_KEEP_FAILED:-0}" = 1 ] && [ "$rc" != 0 ]; then
+    say "failed; everything is kept for a look: netns=$NS work=$WORK (remove: scripts/cluster-e2e.sh --down $NS)"
+    return
+  fi
   [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
   [ "$rc" = 0 ] || say "failed; logs were in $WORK/logs (removed now; use --keep to keep a passing run)"
   [ "$rc" = 0 ] || tail -n 40 "$WORK"/logs/*.log 2>/dev/null >&2
@@ -140,11 +182,12 @@ while read -r ref; do
 done < <("$BIN/kubeadm" config images list --kubernetes-version "v$K8S")
 crictl_v=$(find "$UP/files/github.com/kubernetes-sigs/cri-tools/releases/download/" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
 "$KD" bundle build -o "$WORK/bundle" --kubernetes "$K8S" --files-repo "$UP/files" \
-  --crictl "$crictl_v" "${images[@]}" 2>&1 | tee "$WORK/logs/bundle.log"
+  --crictl "$crictl_v" "${images[@]}" "${CILIUM_BUNDLE[@]}" 2>&1 | tee "$WORK/logs/bundle.log"
 stage "bundle"
 
 # 3. The lab.
 sed -e "s|^hypervisor:.*|hypervisor: \"$URI\"|" -e "s|^kubernetes_version:.*|kubernetes_version: \"$K8S\"|" \
+  -e "s|^cilium_version:.*|cilium_version: \"${CILIUM/none/1.19.7}\"|" \
   tests/data/labs/cluster-e2e.yaml > "$WORK/lab.yaml"
 in_ns "$KD" lab up "$WORK/lab.yaml" 2>&1 | tee "$WORK/logs/lab-up.log"
 INV="$KUBEDRILL_STATE_DIR/labs/$LAB_NAME/inventory/hosts.yaml"
@@ -186,10 +229,27 @@ containerd_registries_mirrors:
         capabilities: ["pull", "resolve"]
         skip_verify: true
 VARS
+if [ "$WITH_CILIUM" = 1 ]; then
+  cat >> "$(dirname "$INV")/group_vars/k8s_cluster.yml" <<'VARS'
+# Cilium's images by tag (they are imported from the bundle and have their own digests); XDP where
+# the NIC allows it (cp1 has 4 queues, w1 one), as kubedrill check predicts per node.
+quay_image_repo: quay.io
+kubedrill_cilium_lb_acceleration: best-effort
+# What the from-source build leaves out (no Envoy image, so no L7 proxy; no Hubble relay/UI), the
+# way a Kubespray inventory says it: cilium_extra_values, merged last into the chart values.
+# One operator replica: the second one only waits for the leader lease, and on a 2-core host
+# under TCG every client of the API server counts.
+cilium_extra_values:
+  l7Proxy: false
+  envoy: {enabled: false}
+  operator: {replicas: 1}
+VARS
+fi
 stage "registry mirror"
 
+APPLY=(apply -i "$INV" --bundle "$WORK/bundle")
 # shellcheck disable=SC2054 # --skip-phases takes a comma-separated list
-APPLY=(apply -i "$INV" --bundle "$WORK/bundle" --skip-phases cilium,cluster)
+[ "$WITH_CILIUM" = 1 ] || APPLY+=(--skip-phases cilium,cluster)
 # 4. apply, killed while kubeadm init runs.
 # Not through in_ns: $! must be kubedrill itself (ip netns exec execs it), not a subshell.
 ip netns exec "$NS" "$KD" "${APPLY[@]}" > "$WORK/logs/apply-1.log" 2>&1 &
@@ -210,7 +270,7 @@ say "apply killed (PID $apid) during kubeadm/init"
 in_ns "$KD" "${APPLY[@]}" 2>&1 | tee "$WORK/logs/apply-2.log"
 [ "${PIPESTATUS[0]}" = 0 ] || die "the resumed apply failed"
 grep -q 'resuming: the previous apply' "$WORK/logs/apply-2.log" || die "the second apply did not say it resumes"
-stage "apply: resumed, init + join"
+stage "apply: resumed, init + join + Cilium"
 
 # 5. The cluster as the API and the nodes show it.
 KC="$KUBEDRILL_STATE_DIR/clusters/lab-$(basename "$(dirname "$(dirname "$INV")")")"
@@ -227,18 +287,21 @@ for _ in $(seq 90); do
 done
 k get nodes -o wide | tee "$WORK/logs/nodes.txt"
 k get nodes -o json > "$WORK/logs/nodes.json"
-python3 - "$K8S" "$WORK/logs/nodes.json" <<'PY' || die "nodes are not as expected"
+python3 - "$K8S" "$WORK/logs/nodes.json" "$WITH_CILIUM" <<'PY' || die "nodes are not as expected"
 import json, sys
 want = "v" + sys.argv[1]
+cni = sys.argv[3] == "1"
 nodes = {n["metadata"]["name"]: n for n in json.load(open(sys.argv[2]))["items"]}
 assert sorted(nodes) == ["cp1", "w1"], f"nodes: {sorted(nodes)}"
 for name, n in nodes.items():
     v = n["status"]["nodeInfo"]["kubeletVersion"]
     assert v == want, f"{name}: kubelet {v}, want {want}"
     ready = [c for c in n["status"]["conditions"] if c["type"] == "Ready"][0]
-    # No CNI until Cilium (the next issue): NotReady, and for that reason.
-    assert ready["status"] == "False" and "cni" in ready["message"].lower(), f"{name}: {ready}"
-print("nodes: cp1 and w1 at", want, "NotReady (no CNI yet)")
+    if cni:
+        assert ready["status"] == "True", f"{name}: {ready}"
+    else:  # no CNI without Cilium: NotReady, and for that reason
+        assert ready["status"] == "False" and "cni" in ready["message"].lower(), f"{name}: {ready}"
+print("nodes: cp1 and w1 at", want, "Ready" if cni else "NotReady (no CNI)")
 PY
 for p in etcd kube-apiserver kube-controller-manager kube-scheduler; do
   phase=$(k -n kube-system get pod "$p-cp1" -o jsonpath='{.status.phase}')
@@ -263,7 +326,132 @@ done
 say "no KUBE-SVC/KUBE-SERVICES/KUBE-NODEPORTS chains on any node"
 CP_IP=$(k get node cp1 -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
 node_ssh "$CP_IP" "free -m | awk '/Mem:/ {print \"control plane memory used: \" \$3 \" MiB of \" \$2}'" | tee -a "$WORK/logs/nodes.txt"
+W1_IP=$(k get node w1 -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+
+if [ "$WITH_CILIUM" = 1 ]; then
+# Cilium, from the agents themselves: each agent's `cilium-dbg status --verbose`, the lines our
+# users read, against what the lab inventory asks (kubedrill's cluster/verify compared them
+# already; this reads them independently and keeps them in the logs).
+agent_on() { # NODE: the cilium agent pod on NODE
+  k -n kube-system get pods -l k8s-app=cilium --field-selector "spec.nodeName=$1" -o jsonpath='{.items[0].metadata.name}'
+}
+for node in cp1 w1; do
+  pod=$(agent_on "$node")
+  [ -n "$pod" ] || die "no cilium agent pod on $node"
+  k -n kube-system exec "$pod" -c cilium-agent -- cilium-dbg status --verbose > "$WORK/logs/cilium-status-$node.txt" \
+    || die "cilium-dbg status on $node failed"
+  st="$WORK/logs/cilium-status-$node.txt"
+  grep -qE '^KubeProxyReplacement:[[:space:]]+True' "$st" || die "$node: KubeProxyReplacement is not True ($st)"
+  grep -qE '^[[:space:]]+Mode:[[:space:]]+DSR' "$st" || die "$node: load-balancer mode is not DSR"
+  grep -qE '^[[:space:]]+Backend Selection:[[:space:]]+Maglev' "$st" || die "$node: backend selection is not Maglev"
+  # 1.16+ prints `Routing: Network: Native   Host: BPF`, older agents `Host Routing: BPF`.
+  grep -qE '^(Host Routing:[[:space:]]+BPF|Routing:.*Host:[[:space:]]+BPF)' "$st" || die "$node: host routing is not BPF"
+  grep -qE '^Masquerading:[[:space:]]+BPF' "$st" || die "$node: masquerading is not BPF"
+  xdp=$(sed -nE 's/^[[:space:]]+XDP Acceleration:[[:space:]]+(.*)$/\1/p' "$st" | head -n1)
+  say "$node: $(grep -E '^KubeProxyReplacement:' "$st" | tr -s ' ' | cut -c1-60) · $(grep -E '^[[:space:]]+Backend Selection:' "$st" | tr -s ' ') · XDP ${xdp:-?}"
+  echo "$node	xdp	${xdp:-unknown}" >> "$WORK/logs/datapath.tsv"
+  k -n kube-system exec "$pod" -c cilium-agent -- cilium-dbg service list > "$WORK/logs/cilium-services-$node.txt"
+  api=$(k get svc kubernetes -o jsonpath='{.spec.clusterIP}')
+  grep -qF "$api:443" "$WORK/logs/cilium-services-$node.txt" || die "$node: the API server's ClusterIP $api:443 is not in Cilium's service map"
+  # Idle cost of the agent: its resident memory and the CPU time it used since it started.
+  node_ip=$([ "$node" = cp1 ] && echo "$CP_IP" || echo "$W1_IP")
+  node_ssh "$node_ip" "ps -o rss=,etimes=,times= -C cilium-agent | head -n1" |
+    awk -v n="$node" '{printf "%s: cilium-agent RSS %d MiB, CPU %d s over %d s since start\n", n, $1/1024, $3, $2}' |
+    tee -a "$WORK/logs/datapath.tsv"
+done
+say "agents: kube-proxy replacement, DSR, Maglev, BPF host routing and masquerading; API ClusterIP in the BPF service map"
+in_ns "$KD" status -i "$INV" > "$WORK/logs/status.txt" 2>&1 || { cat "$WORK/logs/status.txt" >&2; die "kubedrill status failed"; }
+grep -qi 'cilium' "$WORK/logs/status.txt" || die "kubedrill status shows no Cilium"
+fi
 stage "cluster checks"
+
+if [ "$WITH_CILIUM" = 1 ]; then
+# Traffic through Cilium, measured: kubedrill-probe in two pause pods' network namespaces (client
+# on cp1, server on w1) and in this script's namespace (outside the cluster), 20 s per run.
+PAUSE=$("$BIN/kubeadm" config images list --kubernetes-version "v$K8S" | grep '/pause:')
+cat > "$WORK/probe-pods.yaml" <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: kde2e-probe}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: srv, namespace: kde2e-probe, labels: {app: srv}}
+spec:
+  nodeName: w1
+  containers: [{name: pause, image: "$PAUSE", imagePullPolicy: IfNotPresent}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cli, namespace: kde2e-probe}
+spec:
+  nodeName: cp1
+  tolerations: [{operator: Exists}]
+  containers: [{name: pause, image: "$PAUSE", imagePullPolicy: IfNotPresent}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: srv, namespace: kde2e-probe}
+spec:
+  type: NodePort
+  selector: {app: srv}
+  ports:
+    - {name: tcp, protocol: TCP, port: 7001, targetPort: 7001, nodePort: 30701}
+    - {name: udp, protocol: UDP, port: 7002, targetPort: 7002, nodePort: 30702}
+YAML
+k apply -f "$WORK/probe-pods.yaml" >/dev/null
+k -n kde2e-probe wait --for=condition=Ready pod/srv pod/cli --timeout=600s >/dev/null || die "probe pods not Ready"
+SRV_IP=$(k -n kde2e-probe get pod srv -o jsonpath='{.status.podIP}')
+SVC_IP=$(k -n kde2e-probe get svc srv -o jsonpath='{.spec.clusterIP}')
+pod_pid() { # NODE_IP POD: the PID of the pod's sandbox (its network namespace) on that node
+  node_ssh "$1" "crictl inspectp -o go-template --template '{{.info.pid}}' \$(crictl pods --namespace kde2e-probe --name $2 -q | head -n1)"
+}
+for ip in "$CP_IP" "$W1_IP"; do
+  in_ns scp -q -i "$LABDIR/id_ed25519" -o UserKnownHostsFile="$LABDIR/known_hosts" -o StrictHostKeyChecking=yes \
+    -o BatchMode=yes "$WORK/kubedrill-probe" "root@$ip:/usr/local/bin/kubedrill-probe" || die "copying kubedrill-probe to $ip"
+done
+SRV_PID=$(pod_pid "$W1_IP" srv); CLI_PID=$(pod_pid "$CP_IP" cli)
+[ -n "$SRV_PID" ] && [ -n "$CLI_PID" ] || die "cannot find the probe pods' sandbox PIDs"
+node_ssh "$W1_IP" "nohup kubedrill-probe serve --netns /proc/$SRV_PID/ns/net --tcp 0.0.0.0:7001 --udp 0.0.0.0:7002 --duration 120s </dev/null >/tmp/kde2e-serve.log 2>&1 &"
+sleep 2
+cat > "$WORK/spec-pod.json" <<JSON
+[{"id":"pod-icmp","kind":"icmp","target":"$SRV_IP"},
+ {"id":"pod-tcp","kind":"tcp","target":"$SRV_IP:7001"},
+ {"id":"clusterip-tcp","kind":"tcp","target":"$SVC_IP:7001"},
+ {"id":"clusterip-udp","kind":"udp","target":"$SVC_IP:7002"}]
+JSON
+cat > "$WORK/spec-ext.json" <<JSON
+[{"id":"nodeport-cp1-tcp","kind":"tcp","target":"$CP_IP:30701"},
+ {"id":"nodeport-cp1-udp","kind":"udp","target":"$CP_IP:30702"},
+ {"id":"nodeport-w1-tcp","kind":"tcp","target":"$W1_IP:30701"}]
+JSON
+node_ssh "$CP_IP" "kubedrill-probe run --netns /proc/$CLI_PID/ns/net --duration 20s --stats-interval 0 --spec -" \
+  < "$WORK/spec-pod.json" > "$WORK/logs/probe-pod.jsonl" &
+ppid=$!
+in_ns "$WORK/kubedrill-probe" run --duration 20s --stats-interval 0 --spec "$WORK/spec-ext.json" > "$WORK/logs/probe-ext.jsonl"
+wait "$ppid" || die "the in-cluster probe run failed"
+python3 - "$WORK/logs/probe-pod.jsonl" "$WORK/logs/probe-ext.jsonl" <<'PY' | tee "$WORK/logs/probes.txt" || die "traffic through Cilium lost probes"
+import json, sys
+bad = []
+for f in sys.argv[1:]:
+    for line in open(f):
+        e = json.loads(line)
+        if e.get("event") != "summary":
+            continue
+        r = e["rtt_ms"] or {}
+        print(f'{e["probe"]:18} {e["target"]:22} sent {e["sent"]:4} ok {e["ok"]:4} lost {e["lost"]:3} '
+              f'rtt p50 {r.get("p50", 0):.2f} ms p99 {r.get("p99", 0):.2f} ms')
+        # A first probe may race the very first flow's set-up; anything beyond that is a failure.
+        if e["sent"] == 0 or e["lost"] > 1:
+            bad.append(e["probe"])
+seen = sum(1 for f in sys.argv[1:] for l in open(f) if '"summary"' in l)
+assert seen == 7, f"{seen} probe summaries, want 7"
+assert not bad, f"lost probes: {bad}"
+PY
+say "traffic through Cilium: pod↔pod across nodes, ClusterIP and NodePort (DSR path) answered"
+k delete namespace kde2e-probe --wait=false >/dev/null
+stage "probes"
+fi
 
 # 6. Idempotence, then reset + rejoin of the worker.
 in_ns "$KD" "${APPLY[@]}" --output json > "$WORK/logs/apply-3.json" 2> "$WORK/logs/apply-3.log" || die "the re-run failed"
@@ -277,11 +465,14 @@ PY
 stage "apply: re-run"
 in_ns "$KD" reset -i "$INV" --yes --only-host w1 2>&1 | tee "$WORK/logs/reset.log"
 grep -q 'kubeadm reset -f' "$WORK/logs/reset.log" || die "reset did not run kubeadm reset"
-W1_IP=$(k get node w1 -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
 node_ssh "$W1_IP" "test ! -e /etc/kubernetes/kubelet.conf" || die "w1 still has kubelet.conf after reset"
+left=$(node_ssh "$W1_IP" "ip -o link show | grep -oE 'cilium_[a-z_]+|lxc[0-9a-f]+' | sort -u | tr '\n' ' '; ls /sys/fs/bpf/tc/globals 2>/dev/null | grep -c cilium_; ls /etc/cni/net.d 2>/dev/null | grep -c cilium; ip -d link show | grep -c 'prog/xdp'; true")
+[ "$(echo "$left" | tr -s ' \n' ' ' | sed 's/^ //; s/ $//')" = "0 0 0" ] || die "Cilium leftovers on w1 after reset (links, pins, CNI configs, XDP programs): $left"
+say "reset of w1: kubeadm reset, no Cilium links, BPF pins, CNI config or XDP program left"
 in_ns "$KD" "${APPLY[@]}" 2>&1 | tee "$WORK/logs/apply-4.log"
 [ "${PIPESTATUS[0]}" = 0 ] || die "the apply after reset failed"
 node_ssh "$W1_IP" "test -f /etc/kubernetes/kubelet.conf" || die "w1 did not join again"
+[ "$WITH_CILIUM" = 0 ] || [ -n "$(agent_on w1)" ] || die "no cilium agent on w1 after it joined again"
 stage "reset w1 + rejoin"
 
 # 7. Secrets: the bootstrap tokens the cluster holds now (init's and the joins') must appear in

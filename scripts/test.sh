@@ -43,9 +43,13 @@ if [ "$(id -u)" -eq 0 ] && [ "${KUBEDRILL_SKIP_LAB:-0}" != 1 ]; then
   # The real thing end to end: Kubernetes built from its Go modules, a 2-VM lab, `kubedrill apply`
   # to a kube-proxy-free kubeadm cluster (killed during kubeadm init and resumed), checked from
   # outside, reset and rejoined. Shares lab-test.sh's image cache. KUBEDRILL_SKIP_CLUSTER=1 skips it.
+  # Here it runs without Cilium (KUBEDRILL_E2E_CILIUM=none): the Cilium build (~13 min cold) and
+  # the agents under TCG (image import ~10 min, datapath compile) do not fit CI's 90 minutes; the
+  # full run is `scripts/cluster-e2e.sh` with its default (docs/upstream.md).
   if [ "${KUBEDRILL_SKIP_CLUSTER:-0}" != 1 ]; then
-    echo "== real cluster end to end (scripts/cluster-e2e.sh)"
-    KUBEDRILL_CACHE_DIR="${KUBEDRILL_CACHE_DIR:-$PWD/target/kubedrill-cache}" ./scripts/cluster-e2e.sh
+    echo "== real cluster end to end (scripts/cluster-e2e.sh, Kubernetes only)"
+    KUBEDRILL_E2E_CILIUM="${KUBEDRILL_E2E_CILIUM:-none}" \
+      KUBEDRILL_CACHE_DIR="${KUBEDRILL_CACHE_DIR:-$PWD/target/kubedrill-cache}" ./scripts/cluster-e2e.sh
   fi
 else
   echo "== real-system tests skipped (not root, or KUBEDRILL_SKIP_LAB=1)"

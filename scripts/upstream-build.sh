@@ -585,7 +585,7 @@ image_stage() {
 # ---------------------------------------------------------------------------------------------
 # Cilium (only when asked): binaries from the github.com/cilium/cilium module, an agent image on a
 # Debian userspace, an operator image, the module's Helm chart and the values pointing at them.
-# Layout: bin/cilium-vX/ (binaries), images/ (archives), charts/cilium-X.tgz, cilium/vX/
+# Layout: bin/cilium-vX/ (binaries), images/ (archives), charts/cilium-X.tgz + index.yaml, cilium/vX/
 # (values-images.yaml, bpf-check.tsv), cilium/runtime-SUITE.tar (the shared Debian userspace).
 CILIUM_MOD=github.com/cilium/cilium
 # Binary name and package, as the module's Makefiles build them for the agent image (its
@@ -1139,6 +1139,10 @@ if wanted cilium; then
     cilium_chart_stage "$cv"
     cilium_release_meta "$cv"
   done
+  # charts/ as a Helm repository (index.yaml with each chart's digest): what
+  # `kubedrill bundle build --cilium V --chart-repo DIR` reads, as it would an internal mirror.
+  "$BIN/helm-v$HELM3_VERSION" repo index "$OUT/charts" >"$LOGS/charts-index.log" 2>&1 \
+    || fail_log "$LOGS/charts-index.log" "helm repo index $OUT/charts failed"
 fi
 
 # kubeadm's own image list for each version we have a kubeadm of: record it; in a full build every

@@ -295,8 +295,12 @@ async fn nodes_wait_counts_nodes_that_never_registered() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn forbidden_fails_at_once_and_server_errors_are_retried() {
-    let (client, log) = mock(|_| {
+async fn forbidden_fails_when_the_server_is_ready_and_server_errors_are_retried() {
+    // A ready API server that refuses: final at once.
+    let (client, log) = mock(|r| {
+        if r.path == "/readyz" {
+            return Reply::Text(200, "ok".into());
+        }
         Reply::Json(
             403,
             status_json(
@@ -311,13 +315,49 @@ async fn forbidden_fails_at_once_and_server_errors_are_retried() {
         .expect_err("forbidden");
     assert!(matches!(err, WaitError::Watch { .. }), "{err}");
     assert!(err.to_string().contains("forbidden"), "{err}");
-    assert_eq!(requests(&log).len(), 1, "no retry of a 403");
+    let paths: Vec<String> = requests(&log).iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        ["/api/v1/nodes", "/readyz"],
+        "no retry of a 403 from a ready server"
+    );
 
-    // A 503 (API server restarting behind the tunnel) is retried with backoff.
+    // One that is still starting (its RBAC caches not filled: /readyz fails) is retried until
+    // the wait's own timeout, which then names the refusal.
+    let (client, log) = mock(|r| {
+        if r.path == "/readyz" {
+            return Reply::Text(
+                500,
+                "[-]poststarthook/rbac/bootstrap-roles failed: not finished\nreadyz check failed"
+                    .into(),
+            );
+        }
+        Reply::Json(
+            403,
+            status_json(403, "Forbidden", "nodes is forbidden: RBAC: not yet synced"),
+        )
+    });
+    let err = wait::nodes_ready(&client, 1, Duration::from_secs(120), |_| {})
+        .await
+        .expect_err("times out");
+    assert!(matches!(err, WaitError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("not yet synced"), "{err}");
+    assert!(requests(&log).len() > 4, "retried");
+
+    // A 403 that goes away (the API server's caches filled) and a 503 (API server restarting
+    // behind the tunnel) are retried with backoff.
     let mut calls = 0;
     let (client, _log) = mock(move |r| {
+        if r.path == "/readyz" {
+            return Reply::Text(500, "readyz check failed".into());
+        }
         calls += 1;
         if calls == 1 {
+            Reply::Json(
+                403,
+                status_json(403, "Forbidden", "nodes is forbidden: RBAC: not yet synced"),
+            )
+        } else if calls == 2 {
             Reply::Json(
                 503,
                 status_json(
@@ -347,9 +387,13 @@ async fn forbidden_fails_at_once_and_server_errors_are_retried() {
         }
     })
     .await
-    .expect("ready after one retry");
+    .expect("ready after two retries");
     assert_eq!(r.ready_count(), 1);
-    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert_eq!(retried.len(), 2, "{retried:?}");
+    assert!(
+        retried[0].contains("403") || retried[0].contains("forbidden"),
+        "{retried:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -970,7 +1014,7 @@ fn every_status_sample_parses_to_its_table_row() {
     names.sort();
     assert_eq!(
         names.len(),
-        4,
+        5,
         "{names:?}: add a row below for each new sample"
     );
     for name in &names {
@@ -1009,6 +1053,30 @@ fn every_status_sample_parses_to_its_table_row() {
     assert!(s.devices[0].direct_routing);
     assert_eq!(s.socket_lb, Some(true));
     assert_eq!(s.bandwidth_manager, Some(false));
+
+    // Captured from a live 1.19.7 agent that kubedrill installed on the lab.
+    let s = status_sample("1.19.7-lab-captured-dsr-maglev.txt");
+    assert_eq!(s.cilium_version, Some(Version::new(1, 19, 7)));
+    assert_eq!(s.kube_proxy_replacement, Some(KprStatus::True));
+    assert_eq!(s.lb_mode, Some(LbModeStatus::Dsr));
+    assert_eq!(s.dsr_dispatch, Some(DsrDispatchStatus::IpOption));
+    assert_eq!(
+        s.backend_selection,
+        Some(BackendSelection::Maglev {
+            table_size: Some(16381)
+        })
+    );
+    assert_eq!(s.xdp_acceleration, Some(XdpStatus::Disabled));
+    assert_eq!(s.routing, Some(NetworkRouting::Native));
+    assert_eq!(s.host_routing, Some(HostRoutingStatus::Bpf));
+    let m = s.masquerading.as_ref().expect("masq");
+    assert_eq!(
+        (m.mode.clone(), m.snat_exclusion_cidr.as_deref()),
+        (MasqueradingMode::Bpf, Some("10.233.64.0/18"))
+    );
+    assert_eq!(s.devices.len(), 1);
+    assert_eq!(s.devices[0].name, "eth0");
+    assert!(s.devices[0].direct_routing);
 
     let s = status_sample("1.16.19-dsr-opt-xdp-disabled.txt");
     assert_eq!(s.cilium_version, Some(Version::new(1, 16, 19)));

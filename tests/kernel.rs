@@ -401,6 +401,49 @@ fn fixture_real_lab_guests_queues_decide_native_xdp() {
     assert!(!any_requested_blocked(std::slice::from_ref(&r)));
 }
 
+/// `cluster/verify` holds what is attached on a running node against `check`'s prediction.
+#[test]
+fn attached_xdp_is_compared_with_the_prediction() {
+    use kubedrill::kernel::xdp::{Attached, compare_attached, expected_attach};
+    let s = xdp_spec(Acceleration::BestEffort);
+    let mut cp1 = fixture("lab-guest-cp1.txt");
+    let r = evaluate(&s, "cp1", &cp1);
+    assert_eq!(
+        expected_attach(Acceleration::BestEffort, &r.xdp_devices[0]),
+        Attached::Native
+    );
+    // Nothing attached yet: a mismatch, named with the device and the prediction.
+    let lines = compare_attached(&r.xdp_devices, Acceleration::BestEffort, &cp1);
+    assert_eq!(lines.len(), 1);
+    assert!(!lines[0].1, "{lines:?}");
+    assert!(
+        lines[0]
+            .0
+            .starts_with("eth0: no XDP program attached; check predicted native XDP"),
+        "{lines:?}"
+    );
+    // The agent attached it in the driver: as predicted.
+    cp1.nics.iter_mut().find(|n| n.name == "eth0").unwrap().xdp = Some("xdp".into());
+    let lines = compare_attached(&r.xdp_devices, Acceleration::BestEffort, &cp1);
+    assert!(lines[0].1, "{lines:?}");
+    // Generic mode is not what was asked for.
+    cp1.nics.iter_mut().find(|n| n.name == "eth0").unwrap().xdp = Some("xdpgeneric".into());
+    assert!(!compare_attached(&r.xdp_devices, Acceleration::BestEffort, &cp1)[0].1);
+    // XDP off: any program left on the device is a mismatch.
+    assert!(!compare_attached(&r.xdp_devices, Acceleration::Disabled, &cp1)[0].1);
+    cp1.nics.iter_mut().find(|n| n.name == "eth0").unwrap().xdp = None;
+    assert!(compare_attached(&r.xdp_devices, Acceleration::Disabled, &cp1)[0].1);
+
+    // One queue on a kernel with the locked-TX fallback: still native under best-effort.
+    let w1 = fixture("lab-guest-w1.txt");
+    let r = evaluate(&s, "w1", &w1);
+    assert_eq!(r.xdp_devices[0].outcome, XdpOutcome::NativeSlow);
+    assert_eq!(
+        expected_attach(Acceleration::BestEffort, &r.xdp_devices[0]),
+        Attached::Native
+    );
+}
+
 #[test]
 fn fixture_ubuntu2404_fixed_guest_offloads_block_xdp() {
     let f = fixture("ubuntu2404-kvm-virtio-4q-fixed-guest-offloads.txt");

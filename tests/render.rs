@@ -516,6 +516,50 @@ fn values_for_one_node_have_one_operator() {
     );
 }
 
+#[test]
+fn image_variables_turn_digests_off_and_name_the_images() {
+    let (spec, inv) = try_build(&format!(
+        "cilium_version: \"1.19.7\"\nquay_image_repo: registry.local:5000\ncilium_operator_image_tag: v1.19.7-fix\nkubedrill_cilium_startup_timeout: 30m\nkubedrill_cilium_maglev_hash_seed: \"{SEED}\"\n"
+    ))
+    .unwrap();
+    let v = render::cilium::values(&spec, inv.hosts.len());
+    let agent = json!({"repository": "registry.local:5000/cilium/cilium", "tag": "v1.19.7", "useDigest": false});
+    assert_eq!(v["image"], agent);
+    assert_eq!(v["preflight"]["image"], agent);
+    assert_eq!(
+        v["operator"]["image"],
+        json!({"repository": "registry.local:5000/cilium/operator", "tag": "v1.19.7-fix", "useDigest": false})
+    );
+    assert_eq!(v["operator"]["replicas"], json!(2));
+    // 30 minutes at the chart's 2 s interval.
+    assert_eq!(
+        v["startupProbe"],
+        json!({"failureThreshold": 900, "periodSeconds": 2})
+    );
+
+    // Kubespray's offline fix names the operator image in full: the chart must not add
+    // `-generic` again.
+    let (spec, inv) = try_build(&format!(
+        "cilium_version: \"1.19.7\"\ncilium_operator_image_repo: registry.local/cilium/operator-generic\nkubedrill_cilium_maglev_hash_seed: \"{SEED}\"\n"
+    ))
+    .unwrap();
+    let v = render::cilium::values(&spec, inv.hosts.len());
+    assert_eq!(
+        v["operator"]["image"],
+        json!({"override": "registry.local/cilium/operator-generic:v1.19.7"})
+    );
+    assert_eq!(v["image"]["repository"], json!("quay.io/cilium/cilium"));
+
+    // No image variable: the chart's digest-pinned defaults stay, and no startup probe change.
+    let (spec, inv) = try_build(&format!(
+        "cilium_version: \"1.19.7\"\nkubedrill_cilium_maglev_hash_seed: \"{SEED}\"\n"
+    ))
+    .unwrap();
+    let v = render::cilium::values(&spec, inv.hosts.len());
+    assert!(v.get("image").is_none() && v.get("preflight").is_none());
+    assert!(v["operator"].get("image").is_none() && v.get("startupProbe").is_none());
+}
+
 /// Strings that a YAML 1.1 reader (Helm) would take for booleans, numbers or null must be quoted.
 #[test]
 fn ambiguous_strings_are_quoted_in_values() {
@@ -726,6 +770,8 @@ kubedrill_cilium_maglev_hash_seed: \"{SEED}\"
 kubedrill_cilium_lb_acceleration: native
 kubedrill_cilium_devices: [eth0]
 kubedrill_cilium_direct_routing_device: eth0
+quay_image_repo: registry.local:5000
+kubedrill_cilium_startup_timeout: 30m
 "
     )
 }
@@ -758,6 +804,12 @@ fn other_shapes(c: Version) -> Vec<(&'static str, String)> {
             ),
         ),
     ];
+    v.push((
+        "operator image as a full reference",
+        format!(
+            "cilium_version: \"{c}\"\ncilium_operator_image_repo: registry.local/cilium/operator-generic\nkubedrill_cilium_maglev_hash_seed: \"{SEED}\"\n"
+        ),
+    ));
     if c.at_least(1, 14) {
         v.push(("geneve DSR native", format!("cilium_version: \"{c}\"\nkubedrill_cilium_dsr_dispatch: geneve\nkubedrill_cilium_maglev_hash_seed: \"{SEED}\"\n")));
         v.push(("geneve DSR geneve tunnel", format!("cilium_version: \"{c}\"\ncilium_tunnel_mode: geneve\nkubedrill_cilium_dsr_dispatch: geneve\nkubedrill_cilium_maglev_hash_seed: \"{SEED}\"\n")));

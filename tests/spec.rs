@@ -770,6 +770,65 @@ fn bad_cidrs_and_prefix() {
 }
 
 #[test]
+fn cilium_image_variables_and_startup_timeout() {
+    let (s, _, _) = spec_ok("");
+    assert_eq!((s.cilium_images, s.cilium_startup_timeout), (None, None));
+
+    let (s, _, t) = spec_ok(
+        "cilium_version: \"1.19.7\"\nquay_image_repo: \"registry.local:5000/\"\nkubedrill_cilium_startup_timeout: 40m\n",
+    );
+    let i = s.cilium_images.clone().expect("images");
+    assert_eq!(i.agent_repo, "registry.local:5000/cilium/cilium");
+    assert_eq!(i.operator_repo, "registry.local:5000/cilium/operator");
+    assert_eq!(
+        (i.agent_tag.as_str(), i.operator_tag.as_str()),
+        ("v1.19.7", "v1.19.7")
+    );
+    assert_eq!(s.cilium_startup_timeout, Some(2400));
+    assert!(matches!(
+        source_of(&s, "quay_image_repo"),
+        Source::Var { .. }
+    ));
+    assert!(source_of(&s, "kubedrill_cilium_startup_timeout").is_explicit());
+    drop(t);
+
+    let (s, _, _) = spec_ok(
+        "cilium_image_repo: mirror/cilium\ncilium_image_tag: v1.19.7-patched\ncilium_operator_image_repo: mirror/operator-generic\n",
+    );
+    let i = s.cilium_images.expect("images");
+    assert_eq!(
+        (i.agent_repo.as_str(), i.agent_tag.as_str()),
+        ("mirror/cilium", "v1.19.7-patched")
+    );
+    assert_eq!(i.operator_repo, "mirror/operator-generic");
+
+    for (vars, field) in [
+        ("quay_image_repo: \"https://quay.io\"\n", "quay_image_repo"),
+        ("cilium_image_tag: \"v1 .19\"\n", "cilium_image_tag"),
+        (
+            "cilium_operator_image_repo: \"\"\n",
+            "cilium_operator_image_repo",
+        ),
+        (
+            "kubedrill_cilium_startup_timeout: 10\n",
+            "kubedrill_cilium_startup_timeout",
+        ),
+        (
+            "kubedrill_cilium_startup_timeout: 5h\n",
+            "kubedrill_cilium_startup_timeout",
+        ),
+    ] {
+        let (d, t) = spec_err(vars);
+        let e = d.errors().next().expect("an error");
+        assert_eq!(e.field.as_deref(), Some(field), "{vars}: {d}");
+        assert!(
+            e.origin.as_ref().is_some_and(|o| *o.file == gv(&t)),
+            "{vars}: no origin: {d}"
+        );
+    }
+}
+
+#[test]
 fn registry_mirrors_are_validated() {
     let ok = "containerd_registries_mirrors:\n  - prefix: docker.io\n    mirrors:\n      - host: http://10.0.0.9:5000\n";
     let (s, _, _t) = spec_ok(ok);

@@ -304,6 +304,10 @@ pub fn install_change(input: &Input<'_>, values: &Value) -> Result<HostChange, P
         sensitive: false,
     };
     let kc = format!("--kubeconfig {ADMIN_CONF}");
+    let images_check = match input.source {
+        PackageSource::Bundle(_) => images_present_check(&chart, &version, &input.spec.runtime),
+        PackageSource::Online => String::new(),
+    };
     Ok(HostChange {
         precondition: uploads
             .iter()
@@ -322,7 +326,7 @@ pub fn install_change(input: &Input<'_>, values: &Value) -> Result<HostChange, P
         files: vec![values_file],
         uploads,
         apply: format!(
-            "set -e\n{prepare}helm upgrade --install cilium {} --version {version} --namespace kube-system --values {} {kc}\n",
+            "set -e\n{prepare}{images_check}helm upgrade --install cilium {} --version {version} --namespace kube-system --values {} {kc}\n",
             quote(&chart),
             cilium::VALUES_PATH
         ),
@@ -330,6 +334,43 @@ pub fn install_change(input: &Input<'_>, values: &Value) -> Result<HostChange, P
         timeout_secs: 600,
         error_lines: 0,
     })
+}
+
+/// Offline, an image the chart would run that no node has and no registry mirror serves fails
+/// the install before anything is deployed — instead of pods stuck in ImagePullBackOff (e.g. the
+/// chart's Envoy DaemonSet when the bundle carries no Envoy image). The chart is rendered with
+/// the same values helm is about to install; images are looked for in containerd on this node
+/// (every node imported the same bundle).
+fn images_present_check(
+    chart: &str,
+    version: &str,
+    runtime: &crate::spec::ContainerRuntime,
+) -> String {
+    let mirrored: Vec<String> = runtime.mirrors.iter().map(|m| m.prefix.clone()).collect();
+    format!(
+        "missing=''\n\
+         for img in $(helm template cilium {} --version {version} --namespace kube-system --values {} \\\n\
+           | sed -nE 's/^[[:space:]]*image:[[:space:]]*\"?([^\"[:space:]]+)\"?.*$/\\1/p' | sort -u); do\n\
+           case \"${{img%%/*}}\" in {}) continue ;; esac\n\
+           ctr -n k8s.io images ls -q | grep -qxF \"$img\" || missing=\"$missing $img\"\n\
+         done\n\
+         if [ -n \"$missing\" ]; then\n\
+           echo \"the chart would run images that no node has and no registry mirror serves:$missing\" >&2\n\
+           echo \"add them to the bundle (--image), name a mirror (containerd_registries_mirrors), or turn the component off in cilium_extra_values (e.g. envoy.enabled: false)\" >&2\n\
+           exit 1\n\
+         fi\n",
+        quote(chart),
+        cilium::VALUES_PATH,
+        if mirrored.is_empty() {
+            "''".to_owned()
+        } else {
+            mirrored
+                .iter()
+                .map(|m| quote(m))
+                .collect::<Vec<_>>()
+                .join("|")
+        }
+    )
 }
 
 /// A kube client for the cluster: the fetched admin kubeconfig, with the API server reached
@@ -410,6 +451,63 @@ E1206 02:01:02 run.go:72] \"command failed\" err=\"failed to load kubelet config
         );
         // Nothing recognisable: the last lines as they are.
         assert_eq!(kubeadm_failure_summary("a\nb"), "a\nb");
+    }
+
+    #[test]
+    fn offline_install_refuses_images_no_node_has() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let bin = dir.path();
+        // A chart that renders three images (one digest-pinned, as the chart's Envoy is), and a
+        // containerd that holds the two the bundle imported.
+        std::fs::write(
+            bin.join("helm"),
+            "#!/bin/sh\ncat <<'Y'\n      containers:\n        - name: cilium-agent\n          image: \"quay.io/cilium/cilium:v1.19.7\"\n          image: quay.io/cilium/operator-generic:v1.19.7\n          image: \"quay.io/cilium/cilium-envoy:v1.35.9@sha256:abc\"\n          imagePullPolicy: IfNotPresent\nY\n",
+        )
+        .expect("helm");
+        std::fs::write(
+            bin.join("ctr"),
+            "#!/bin/sh\nprintf '%s\\n' quay.io/cilium/cilium:v1.19.7 quay.io/cilium/operator-generic:v1.19.7 registry.k8s.io/pause:3.10.1\n",
+        )
+        .expect("ctr");
+        for f in ["helm", "ctr"] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(bin.join(f), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+        let run = |mirrors: Vec<crate::spec::RegistryMirror>| {
+            let rt = crate::spec::ContainerRuntime {
+                mirrors,
+                config_path: "/etc/containerd/certs.d".into(),
+            };
+            let script = format!(
+                "{}echo INSTALL\n",
+                images_present_check("/c/cilium-1.19.7.tgz", "1.19.7", &rt)
+            );
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .output()
+                .expect("sh")
+        };
+        let o = run(Vec::new());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        assert!(
+            err.contains(
+                "no registry mirror serves: quay.io/cilium/cilium-envoy:v1.35.9@sha256:abc\n"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("envoy.enabled: false"), "{err}");
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("INSTALL"));
+        // A mirror for quay.io serves what the nodes lack: helm may go ahead.
+        let o = run(vec![crate::spec::RegistryMirror {
+            prefix: "quay.io".into(),
+            mirrors: Vec::new(),
+        }]);
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("INSTALL"));
     }
 
     #[test]

@@ -299,16 +299,29 @@ pub async fn execute<'a>(
         ));
     }
     journal.record(kind, "", "started", 0.0, &spec.label);
-    if let Some(t) = spec.kubeadm_timeout.as_ref().filter(|_| kind == "apply") {
-        let from = spec
-            .provenance
-            .iter()
-            .find(|p| p.setting == "kubedrill_kubeadm_timeout")
-            .map(|p| p.source.to_string())
-            .unwrap_or_default();
-        progress.println(&format!(
-            "note: kubeadm's waits are raised to {t} ({from}); production uses kubeadm's defaults unless its inventory sets it too"
-        ));
+    if kind == "apply" {
+        // Waits raised for slow machines (a lab under TCG sets them): said at the start, never a
+        // silent difference from production.
+        let from = |setting: &str| {
+            spec.provenance
+                .iter()
+                .find(|p| p.setting == setting)
+                .map(|p| p.source.to_string())
+                .unwrap_or_default()
+        };
+        if let Some(t) = &spec.kubeadm_timeout {
+            progress.println(&format!(
+                "note: kubeadm's waits are raised to {t} ({}); production uses kubeadm's defaults unless its inventory sets it too",
+                from("kubedrill_kubeadm_timeout")
+            ));
+        }
+        if let Some(secs) = spec.cilium_startup_timeout {
+            progress.println(&format!(
+                "note: the Cilium agent's startup probe allows {} min ({}); production uses the chart's default unless its inventory sets it too",
+                secs.div_ceil(60),
+                from("kubedrill_cilium_startup_timeout")
+            ));
+        }
     }
     let mut run = Run {
         input: Input::new(inv, spec, &opts.source)?,

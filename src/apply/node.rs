@@ -310,9 +310,16 @@ pub fn containerd(
         } else {
             format!("systemctl restart containerd; ctr images import ({} tarballs)", images.len())
         },
-        timeout_secs: 600,
+        timeout_secs: import_timeout_secs(images.iter().map(|a| a.size)),
         error_lines: 0,
     })
+}
+
+/// Time allowed for restarting containerd and importing the image tarballs: 10 minutes, plus
+/// 4 s per MiB of tarball. `ctr import` decompresses and unpacks every layer; a Cilium agent
+/// image (≈300 MB of gzip, ≈1 GB unpacked) took ≈10 minutes on a lab VM under TCG emulation.
+pub fn import_timeout_secs(sizes: impl Iterator<Item = u64>) -> u64 {
+    600 + sizes.map(|b| b.div_ceil(1 << 20)).sum::<u64>() * 4
 }
 
 /// `node/kernel-modules`: overlay and br_netfilter, now and at boot.

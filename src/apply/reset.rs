@@ -25,6 +25,17 @@ rm -f /var/lib/kubedrill/kubeadm-init.* /var/lib/kubedrill/kubeadm-join.*
 for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(cilium_|lxc)'); do
   ip link delete "$l" 2>/dev/null && echo "link $l"
 done
+# Programs the agent attached to the node's own devices outlive it: XDP (native or generic) and
+# its tc clsact hooks. Only hooks whose programs Cilium named (cil_*) are removed.
+for d in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -vE '^(lo|cilium_|lxc)'); do
+  if ip -d link show dev "$d" 2>/dev/null | grep -qE 'prog/xdp.* name cil_|xdp.*cil_'; then
+    ip link set dev "$d" xdp off 2>/dev/null; ip link set dev "$d" xdpgeneric off 2>/dev/null
+    echo "XDP program on $d"
+  fi
+  if tc filter show dev "$d" ingress 2>/dev/null | grep -q 'cil_' || tc filter show dev "$d" egress 2>/dev/null | grep -q 'cil_'; then
+    tc qdisc del dev "$d" clsact 2>/dev/null && echo "tc clsact (Cilium) on $d"
+  fi
+done
 for p in /sys/fs/bpf/tc/globals /sys/fs/bpf/cilium; do
   if [ -d "$p" ] && [ -n "$(ls -A "$p" 2>/dev/null)" ]; then rm -rf "$p"/* && echo "bpf pins under $p"; fi
 done

@@ -28,6 +28,10 @@ pub struct BuildOptions {
     pub helm: Option<String>,
     /// Add the Cilium chart of this version from helm.cilium.io.
     pub cilium_chart: Option<Version>,
+    /// A Helm repository mirror to take the chart from instead (a directory, `file://` or
+    /// `http(s)://` URL holding `index.yaml` and the chart files), e.g. Harbor or ChartMuseum
+    /// inside an air gap.
+    pub chart_repo: Option<String>,
     /// Image tarballs to copy in.
     pub images: Vec<PathBuf>,
     /// Kubespray's `files_repo`: a directory, `file://` or `http(s)://` URL in the download
@@ -243,7 +247,8 @@ pub fn build(o: &BuildOptions, say: &dyn Fn(&str)) -> Result<Manifest, BundleErr
     }
     let mut charts = Vec::new();
     if let Some(v) = o.cilium_chart {
-        charts.push(fetch_chart(&o.out, v, say)?);
+        let base = o.chart_repo.clone().unwrap_or_else(chart_base);
+        charts.push(fetch_chart(&o.out, &base, v, say)?);
     }
     let mut images = Vec::new();
     if !o.images.is_empty() {
@@ -516,9 +521,14 @@ fn fetch_helm(
 }
 
 /// The Cilium chart, verified against the digest in the repository's `index.yaml`.
-fn fetch_chart(root: &Path, v: Version, say: &dyn Fn(&str)) -> Result<Artifact, BundleError> {
+fn fetch_chart(
+    root: &Path,
+    base: &str,
+    v: Version,
+    say: &dyn Fn(&str),
+) -> Result<Artifact, BundleError> {
     let name = format!("cilium-{v}.tgz");
-    let base = chart_base();
+    let base = base.trim_end_matches('/');
     let url = format!("{base}/{name}");
     say(&format!("downloading {url}"));
     let tgz = fetch(&url)?;
@@ -540,24 +550,35 @@ fn fetch_chart(root: &Path, v: Version, say: &dyn Fn(&str)) -> Result<Artifact, 
 }
 
 /// The `digest:` of `version` in a Helm repository index (entries are lists of maps with
-/// `version:` and `digest:` keys; read line by line to avoid parsing a 10 MB YAML).
+/// `version:` and `digest:` keys; read line by line to avoid parsing a 10 MB YAML). Only keys at
+/// an entry's own indentation count: `helm repo index` writes chart annotations as multi-line
+/// strings that hold `- kind:` and `version:` lines of their own, and lists (`keywords:`) whose
+/// items sit at the keys' indentation.
 pub fn chart_digest(index: &str, version: &str) -> Option<String> {
     let mut digest: Option<String> = None;
     let mut ver: Option<String> = None;
+    // Indentation of the current entry's keys: the column after its `- `.
+    let mut keys_at: Option<usize> = None;
     for line in index.lines() {
+        let indent = line.len() - line.trim_start().len();
         let t = line.trim_start();
-        let entry_start = t.starts_with("- ");
-        let t = t.trim_start_matches("- ");
-        if entry_start {
+        let entry = keys_at.is_none_or(|k| indent + 2 == k);
+        let key = if let Some(rest) = t.strip_prefix("- ").filter(|_| entry) {
             if ver.as_deref() == Some(version) && digest.is_some() {
                 return digest;
             }
             digest = None;
             ver = None;
-        }
-        if let Some(d) = t.strip_prefix("digest:") {
+            keys_at = Some(indent + 2);
+            rest
+        } else if Some(indent) == keys_at {
+            t
+        } else {
+            continue;
+        };
+        if let Some(d) = key.strip_prefix("digest:") {
             digest = Some(d.trim().trim_matches('"').to_string());
-        } else if let Some(v) = t.strip_prefix("version:") {
+        } else if let Some(v) = key.strip_prefix("version:") {
             ver = Some(v.trim().trim_matches('"').to_string());
         }
     }
@@ -576,6 +597,16 @@ mod tests {
         assert_eq!(chart_digest(idx, "1.19.6").as_deref(), Some("aaa"));
         assert_eq!(chart_digest(idx, "1.18.12").as_deref(), Some("bbb"));
         assert_eq!(chart_digest(idx, "1.17.0"), None);
+    }
+
+    #[test]
+    fn chart_digest_skips_annotation_text() {
+        // As `helm repo index` writes it: an annotation string whose continuation lines hold
+        // `- kind:` and `version:` of their own.
+        let idx = "apiVersion: v1\nentries:\n  cilium:\n  - annotations:\n      artifacthub.io/crds: \"- kind: CiliumNode\\n  version: v2\\n\n        \\ name: x\\n- kind: CiliumEndpointSlice\\n\n        \\ version: v2alpha1\\n\"\n    apiVersion: v2\n    digest: a1bd\n    keywords:\n    - BPF\n    name: cilium\n    version: 1.19.7\n  - annotations: {}\n    digest: f820\n    version: 1.18.11\ngenerated: \"2026-12-06T10:00:00Z\"\n";
+        assert_eq!(chart_digest(idx, "1.19.7").as_deref(), Some("a1bd"));
+        assert_eq!(chart_digest(idx, "1.18.11").as_deref(), Some("f820"));
+        assert_eq!(chart_digest(idx, "v2"), None);
     }
 }
 

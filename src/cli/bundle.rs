@@ -13,7 +13,7 @@ use std::process::ExitCode;
 #[derive(Debug, Subcommand)]
 pub enum BundleCmd {
     /// Build a bundle on a connected machine of the nodes' distribution release.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Verify a bundle (every file against its manifest) and list it.
     Show(ShowArgs),
 }
@@ -54,6 +54,11 @@ pub struct BuildArgs {
     /// Add the Cilium chart of this version from helm.cilium.io (digest-verified).
     #[arg(long, value_name = "VERSION")]
     pub cilium: Option<Version>,
+    /// Take the chart from this Helm repository instead of helm.cilium.io: a directory,
+    /// file:// or http(s):// URL with `index.yaml` and the chart (an internal mirror; the
+    /// digest in its index is checked).
+    #[arg(long, value_name = "DIR|URL", requires = "cilium")]
+    pub chart_repo: Option<String>,
     /// Image tarballs to include (imported with `ctr -n k8s.io images import`).
     #[arg(long = "image", value_name = "FILE")]
     pub images: Vec<PathBuf>,
@@ -128,6 +133,7 @@ pub fn run(cmd: BundleCmd, out: Output) -> anyhow::Result<ExitCode> {
                 kubernetes: a.kubernetes,
                 helm: a.helm,
                 cilium_chart: a.cilium,
+                chart_repo: a.chart_repo,
                 images,
                 files_repo: a.files_repo,
                 crictl: a.crictl,

@@ -392,16 +392,41 @@ pub enum WaitError {
     },
 }
 
-/// Errors that retrying cannot fix: the API server refused who we are, what we asked for, or
-/// does not know the resource.
-fn is_fatal(e: &watcher::Error) -> bool {
-    let api = match e {
-        watcher::Error::InitialListFailed(e)
-        | watcher::Error::WatchStartFailed(e)
-        | watcher::Error::WatchFailed(e) => e,
-        watcher::Error::WatchError(_) | watcher::Error::NoResourceVersion => return false,
-    };
-    matches!(api, kube::Error::Api(s) if matches!(s.code, 401 | 403 | 404))
+/// Errors that retrying cannot fix: the API server does not know the resource (404), or refuses
+/// who we are or what we asked for (401/403) while it says it is ready. An API server that has
+/// just restarted refuses valid credentials until its RBAC caches are filled — seen for real on
+/// a lab control plane under TCG, where that took minutes — and its `/readyz` fails until then,
+/// so a refusal from a server that is not ready is retried (within the wait's own timeout).
+struct Fatal {
+    client: Client,
+}
+
+impl Fatal {
+    fn new(client: Client) -> Fatal {
+        Fatal { client }
+    }
+
+    async fn is_fatal(&self, e: &watcher::Error) -> bool {
+        let api = match e {
+            watcher::Error::InitialListFailed(e)
+            | watcher::Error::WatchStartFailed(e)
+            | watcher::Error::WatchFailed(e) => e,
+            watcher::Error::WatchError(_) | watcher::Error::NoResourceVersion => return false,
+        };
+        match api {
+            kube::Error::Api(s) if s.code == 404 => true,
+            kube::Error::Api(s) if matches!(s.code, 401 | 403) => self.ready().await,
+            _ => false,
+        }
+    }
+
+    /// `GET /readyz` answers `ok` (anything else, or no answer, is "not ready").
+    async fn ready(&self) -> bool {
+        let Ok(req) = http::Request::get("/readyz").body(Vec::new()) else {
+            return false;
+        };
+        matches!(self.client.request_text(req).await, Ok(t) if t.trim() == "ok")
+    }
 }
 
 /// Wait until at least `expected` nodes are registered and every registered node is Ready.
@@ -424,7 +449,17 @@ where
         let mut stream = pin!(watcher(api, watcher::Config::default()).default_backoff());
         let mut nodes: BTreeMap<String, NodeState> = BTreeMap::new();
         let mut init: Option<BTreeMap<String, NodeState>> = None;
+        let fatal = Fatal::new(client.clone());
         while let Some(ev) = stream.next().await {
+            if let Err(e) = &ev
+                && fatal.is_fatal(e).await
+            {
+                let Err(source) = ev else { continue };
+                return Err(WaitError::Watch {
+                    object: object.clone(),
+                    source,
+                });
+            }
             let changed = match ev {
                 Ok(Event::Init) => {
                     init = Some(BTreeMap::new());
@@ -448,12 +483,6 @@ where
                 Ok(Event::Delete(n)) => {
                     nodes.remove(n.metadata.name.as_deref().unwrap_or_default());
                     true
-                }
-                Err(e) if is_fatal(&e) => {
-                    return Err(WaitError::Watch {
-                        object: object.clone(),
-                        source: e,
-                    });
                 }
                 Err(e) => {
                     let msg = e.to_string();
@@ -544,8 +573,18 @@ where
     let mut last = LastSeen::Nothing;
     let mut last_error: Option<String> = None;
     let run = async {
+        let fatal = Fatal::new(Client::from(api.clone()));
         let mut stream = pin!(watch_object(api, name).default_backoff());
         while let Some(ev) = stream.next().await {
+            if let Err(e) = &ev
+                && fatal.is_fatal(e).await
+            {
+                let Err(source) = ev else { continue };
+                return Err(WaitError::Watch {
+                    object: object.clone(),
+                    source,
+                });
+            }
             match ev {
                 Ok(Some(obj)) => {
                     let st = summarize(&obj);
@@ -563,12 +602,6 @@ where
                     last = LastSeen::Rollout(st);
                 }
                 Ok(None) => last = LastSeen::Absent,
-                Err(e) if is_fatal(&e) => {
-                    return Err(WaitError::Watch {
-                        object: object.clone(),
-                        source: e,
-                    });
-                }
                 Err(e) => {
                     let msg = e.to_string();
                     progress(Progress::Retrying(&msg));

@@ -299,3 +299,99 @@ pub fn check(nic: &Nic, kernel: Option<KernelVersion>, cpus: Option<u32>) -> Xdp
     d.evidence = ev.join(", ");
     d
 }
+
+/// How an XDP program is attached to a device, as `ip link` names the mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attached {
+    /// No program.
+    None,
+    /// In the driver (`xdp`, `xdpdrv`): native XDP.
+    Native,
+    /// In the generic path (`xdpgeneric`): after the SKB is built, no speed-up.
+    Generic,
+    /// Offloaded to the NIC, or several modes at once.
+    Other,
+}
+
+impl Attached {
+    /// From the mode keyword `ip link` prints (`None` when no program is attached).
+    pub fn from_mode(mode: Option<&str>) -> Attached {
+        match mode {
+            None | Some("") => Attached::None,
+            Some("xdp" | "xdpdrv") => Attached::Native,
+            Some("xdpgeneric") => Attached::Generic,
+            Some(_) => Attached::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Attached::None => "no XDP program",
+            Attached::Native => "native XDP",
+            Attached::Generic => "generic XDP",
+            Attached::Other => "XDP (offload/multi)",
+        })
+    }
+}
+
+/// What the running agent should have attached to a device `check` looked at: with
+/// `best-effort`, native XDP exactly where `check` found the driver and device able to take it.
+pub fn expected_attach(acceleration: crate::spec::cilium::Acceleration, d: &XdpDevice) -> Attached {
+    use crate::spec::cilium::Acceleration as A;
+    match acceleration {
+        A::Disabled => Attached::None,
+        // A device that could not take it stopped the apply at preflight/kernel.
+        A::Native => Attached::Native,
+        A::BestEffort => match d.outcome {
+            XdpOutcome::Native | XdpOutcome::NativeSlow | XdpOutcome::Unverified => {
+                Attached::Native
+            }
+            XdpOutcome::Unsupported | XdpOutcome::Refused => Attached::None,
+        },
+    }
+}
+
+/// One line per device of `predicted` (the devices `check` judged on this node): what is
+/// attached now (`facts` gathered from the running node) against what `check` predicted, and
+/// whether they agree.
+pub fn compare_attached(
+    predicted: &[XdpDevice],
+    acceleration: crate::spec::cilium::Acceleration,
+    facts: &Facts,
+) -> Vec<(String, bool)> {
+    predicted
+        .iter()
+        .map(|d| {
+            let want = expected_attach(acceleration, d);
+            let got = Attached::from_mode(
+                facts
+                    .nics
+                    .iter()
+                    .find(|n| n.name == d.name)
+                    .and_then(|n| n.xdp.as_deref()),
+            );
+            let why = match d.outcome {
+                XdpOutcome::Native => "able".to_owned(),
+                XdpOutcome::NativeSlow => "able, TX queues shared".to_owned(),
+                o => format!(
+                    "{}{}",
+                    serde_json::to_value(o)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    d.problems
+                        .first()
+                        .map(|p| format!(": {p}"))
+                        .unwrap_or_default()
+                ),
+            };
+            (
+                format!("{}: {got} attached; check predicted {want} ({why})", d.name),
+                got == want,
+            )
+        })
+        .collect()
+}

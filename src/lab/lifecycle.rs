@@ -488,6 +488,9 @@ fn write_inventory(
         y.push_str(concat!(
             "    # lab adjustment: the VMs run under TCG emulation (no KVM), so kubeadm waits longer\n",
             "    kubedrill_kubeadm_timeout: \"20m\"\n",
+            "    # lab adjustment: under TCG the Cilium agent compiles its datapath many times slower\n",
+            "    # than on hardware; its startup probe allows this long (the chart's default: 10m)\n",
+            "    kubedrill_cilium_startup_timeout: \"40m\"\n",
         ));
     }
     if lab.mirrors.is_none() {

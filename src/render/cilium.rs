@@ -18,6 +18,9 @@ use serde_json::{Map, Value, json};
 /// Where the values file goes on the first control plane.
 pub const VALUES_PATH: &str = "/etc/kubernetes/kubedrill/cilium-values.yaml";
 
+/// The chart's startup probe interval (every chart since 1.11).
+const STARTUP_PERIOD_SECS: u64 = 2;
+
 /// The values as data.
 pub fn values(spec: &ClusterSpec, node_count: usize) -> Value {
     let i = &spec.cilium_intent;
@@ -106,10 +109,31 @@ pub fn values(spec: &ClusterSpec, node_count: usize) -> Value {
         }}),
     );
     // Two operator replicas need two nodes (anti-affinity); one node gets one.
-    m.insert(
-        "operator".into(),
-        json!({ "replicas": node_count.clamp(1, 2) }),
-    );
+    let mut operator = json!({ "replicas": node_count.clamp(1, 2) });
+    if let Some(img) = &spec.cilium_images {
+        // Mirrored or locally built images have their own digests: the chart's pinned
+        // upstream digests would never match, so images go by tag (as Kubespray does).
+        let agent =
+            json!({ "repository": img.agent_repo, "tag": img.agent_tag, "useDigest": false });
+        m.insert("image".into(), agent.clone());
+        m.insert("preflight".into(), json!({ "image": agent }));
+        // The chart appends `-generic` (the cloud) to the operator repository; a repository
+        // already named `…-generic` is a full reference (Kubespray's offline fix, PR 13270).
+        operator["image"] = if img.operator_repo.ends_with("-generic") {
+            json!({ "override": format!("{}:{}", img.operator_repo, img.operator_tag) })
+        } else {
+            json!({ "repository": img.operator_repo, "tag": img.operator_tag, "useDigest": false })
+        };
+    }
+    m.insert("operator".into(), operator);
+    if let Some(secs) = spec.cilium_startup_timeout {
+        // The agent compiles its datapath before it is ready; where that is slow (a lab under
+        // TCG), the startup probe must allow for it or the kubelet restarts it forever.
+        m.insert(
+            "startupProbe".into(),
+            json!({ "failureThreshold": secs.div_ceil(STARTUP_PERIOD_SECS), "periodSeconds": STARTUP_PERIOD_SECS }),
+        );
+    }
     m.insert("hubble".into(), json!({ "enabled": i.hubble }));
 
     let mut out = Value::Object(m);

@@ -191,6 +191,14 @@ pub struct ClusterSpec {
     /// (`kubedrill_kubeadm_timeout`, e.g. `15m`; kubeadm's own defaults when unset). Labs under
     /// TCG emulation set it, because every component starts several times slower there.
     pub kubeadm_timeout: Option<String>,
+    /// Cilium's images when the inventory names them (Kubespray's `quay_image_repo`,
+    /// `cilium_image_repo`/`_tag`, `cilium_operator_image_repo`/`_tag`); `None` keeps the
+    /// chart's digest-pinned defaults.
+    pub cilium_images: Option<CiliumImages>,
+    /// How long the agent may take to start before its startup probe fails
+    /// (`kubedrill_cilium_startup_timeout`, seconds; the chart's default when unset). Labs under
+    /// TCG set it: the agent compiles its datapath at start, many times slower there.
+    pub cilium_startup_timeout: Option<u64>,
     /// Remove (never install) kube-proxy.
     pub kube_proxy_remove: bool,
     /// Container runtime.
@@ -201,6 +209,20 @@ pub struct ClusterSpec {
     pub cilium_extra_values: Map<String, Value>,
     /// Effective settings and their sources.
     pub provenance: Vec<Provenance>,
+}
+
+/// Where the Cilium agent and operator images come from, as Kubespray names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CiliumImages {
+    /// Agent (and pre-flight) repository, e.g. `registry.local:5000/cilium/cilium`.
+    pub agent_repo: String,
+    /// Agent tag, e.g. `v1.19.7`.
+    pub agent_tag: String,
+    /// Operator repository. Kubespray's default ends in `/operator`, to which the chart adds
+    /// `-generic`; a repository that already ends in `-generic` is used as it is.
+    pub operator_repo: String,
+    /// Operator tag.
+    pub operator_tag: String,
 }
 
 /// State kept between runs that the spec needs.
@@ -269,7 +291,45 @@ const CLUSTER_VARS: &[&str] = &[
     "cluster_name",
     "kube_image_repo",
     "kubedrill_kubeadm_timeout",
+    "kubedrill_cilium_startup_timeout",
+    "quay_image_repo",
+    "cilium_image_repo",
+    "cilium_image_tag",
+    "cilium_operator_image_repo",
+    "cilium_operator_image_tag",
 ];
+
+/// Kubespray's image variables for Cilium, in the order they are read.
+const CILIUM_IMAGE_VARS: [&str; 5] = [
+    "quay_image_repo",
+    "cilium_image_repo",
+    "cilium_image_tag",
+    "cilium_operator_image_repo",
+    "cilium_operator_image_tag",
+];
+
+/// An image tag: letters, digits and `._-`, at most 128 characters, not starting with `.`/`-`.
+fn valid_image_tag(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with(['.', '-'])
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// A duration (`Ns`, `Nm`, `Nh`) in seconds, between `min` and `max` seconds.
+pub fn duration_secs(s: &str, min: u64, max: u64) -> Option<u64> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    (min..=max).contains(&secs).then_some(secs)
+}
 
 /// Kubespray's default `kube_image_repo`.
 pub const DEFAULT_IMAGE_REPO: &str = "registry.k8s.io";
@@ -288,15 +348,7 @@ fn valid_image_repo(s: &str) -> bool {
 /// A `kubedrill_kubeadm_timeout` in whole minutes (rounded up), if it is `Ns`, `Nm` or `Nh`
 /// between 1 and 120 minutes.
 pub fn timeout_minutes(s: &str) -> Option<u64> {
-    let (n, unit) = s.trim().split_at(s.trim().len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        _ => return None,
-    };
-    (60..=7200).contains(&secs).then(|| secs.div_ceil(60))
+    duration_secs(s, 60, 7200).map(|secs| secs.div_ceil(60))
 }
 
 /// Build the spec from a validated inventory. Returns the spec with its warnings, or every error.
@@ -471,6 +523,22 @@ impl<'a> Builder<'a> {
             },
             None => None,
         };
+        let cilium_startup_timeout = match self.checked_string(
+            "kubedrill_cilium_startup_timeout",
+            |s| duration_secs(s, 60, 7200).is_some(),
+            "a duration between 1m and 120m (write e.g. 30m, 1800s or 1h)",
+            &mut prov,
+        ) {
+            Ok(t) => t.and_then(|s| duration_secs(&s, 60, 7200)),
+            Err(d) => {
+                fail(d, diags);
+                None
+            }
+        };
+        let cilium_images = self.cilium_images(cilium_v, &mut prov).unwrap_or_else(|d| {
+            fail(d, diags);
+            None
+        });
 
         let pod_cidr = self.cidr("kube_pods_subnet", "10.233.64.0/18", diags, &mut prov)?;
         let service_cidr =
@@ -568,12 +636,74 @@ impl<'a> Builder<'a> {
             apiserver_port: apiserver_port.value,
             image_repo: image_repo.value,
             kubeadm_timeout,
+            cilium_images,
+            cilium_startup_timeout,
             kube_proxy_remove: kube_proxy_remove.value,
             runtime,
             cilium_intent: intent,
             cilium_extra_values: extra.map(|(m, _)| m).unwrap_or_default(),
             provenance: prov,
         })
+    }
+
+    /// An optional string variable that must pass `valid` (an error naming file, line and
+    /// field otherwise), recorded in the provenance when set.
+    fn checked_string(
+        &self,
+        name: &'static str,
+        valid: impl Fn(&str) -> bool,
+        expect: &str,
+        prov: &mut Vec<Provenance>,
+    ) -> Result<Option<String>, Diagnostic> {
+        let Some((v, src)) = self.get(name) else {
+            return Ok(None);
+        };
+        let s = v.string(name)?;
+        if !valid(&s) {
+            return Err(Diagnostic::error(format!("\"{s}\" is not {expect}"))
+                .at(&v.origin)
+                .field(name));
+        }
+        let t = Setting::new(s, src);
+        t.record(name, prov);
+        Ok(Some(t.value))
+    }
+
+    /// Kubespray's Cilium image variables, with its defaults for the ones left unset
+    /// (`{{ quay_image_repo }}/cilium/cilium`, `v{{ cilium_version }}`, …); `None` when none
+    /// is set, so the chart's digest-pinned images stay.
+    fn cilium_images(
+        &self,
+        cilium: Version,
+        prov: &mut Vec<Provenance>,
+    ) -> Result<Option<CiliumImages>, Diagnostic> {
+        if CILIUM_IMAGE_VARS.iter().all(|n| self.get(n).is_none()) {
+            return Ok(None);
+        }
+        const REPO: &str = "an image repository (a registry host, optionally with a path, e.g. registry.example.com:5000/cilium/cilium)";
+        const TAG: &str = "an image tag (letters, digits, `.`, `_`, `-`)";
+        let mut repo = |name: &'static str| {
+            self.checked_string(name, valid_image_repo, REPO, prov)
+                .map(|r| r.map(|s| s.trim_end_matches('/').to_owned()))
+        };
+        let quay = repo("quay_image_repo")?.unwrap_or_else(|| "quay.io".into());
+        let agent_repo =
+            repo("cilium_image_repo")?.unwrap_or_else(|| format!("{quay}/cilium/cilium"));
+        let operator_repo = repo("cilium_operator_image_repo")?
+            .unwrap_or_else(|| format!("{quay}/cilium/operator"));
+        let default_tag = format!("v{cilium}");
+        let agent_tag = self
+            .checked_string("cilium_image_tag", valid_image_tag, TAG, prov)?
+            .unwrap_or_else(|| default_tag.clone());
+        let operator_tag = self
+            .checked_string("cilium_operator_image_tag", valid_image_tag, TAG, prov)?
+            .unwrap_or(default_tag);
+        Ok(Some(CiliumImages {
+            agent_repo,
+            agent_tag,
+            operator_repo,
+            operator_tag,
+        }))
     }
 
     fn version(

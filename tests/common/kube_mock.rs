@@ -30,6 +30,8 @@ impl Logged {
 pub enum Reply {
     /// A JSON body with a status code.
     Json(u16, Value),
+    /// A plain-text body with a status code (`/readyz`).
+    Text(u16, String),
     /// A watch response: one event per line, then the stream ends.
     Watch(Vec<Value>),
     /// Never answer (a watch with nothing new).
@@ -71,6 +73,7 @@ pub fn mock(mut respond: impl FnMut(&Logged) -> Reply + Send + 'static) -> (kube
                 Reply::Json(code, v) => {
                     send.send_response(response(code, serde_json::to_vec(&v).expect("json")))
                 }
+                Reply::Text(code, t) => send.send_response(response(code, t.into_bytes())),
                 Reply::Watch(events) => {
                     let mut body = Vec::new();
                     for e in events {

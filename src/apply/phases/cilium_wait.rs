@@ -50,9 +50,22 @@ async fn wait(run: &Run<'_>, host: &str, phase: &str) -> Result<Outcome, Failure
         .map_err(|e| fail("connect to the API server", &e))?;
     let p = run.progress.host(phase, host);
     p.set("cilium DaemonSet rolling out");
-    wait::cilium_rolled_out(&client, Duration::from_secs(600), |_| {})
-        .await
-        .map_err(|e| fail("wait for ds/cilium", &e))?;
+    // As long as the agents' startup probe allows (a lab adjustment under TCG), and a margin
+    // for the image to start.
+    let rollout = run
+        .input
+        .spec
+        .cilium_startup_timeout
+        .map_or(600, |s| s + 300);
+    wait::cilium_rolled_out(&client, Duration::from_secs(rollout), |s| match s {
+        wait::Progress::State(st) => p.set(&format!(
+            "cilium agents: {} of {} ready, {} updated",
+            st.ready, st.desired, st.updated
+        )),
+        wait::Progress::Retrying(e) => p.set(&format!("API retrying: {e}")),
+    })
+    .await
+    .map_err(|e| fail("wait for ds/cilium", &e))?;
     p.set("cilium-operator rolling out");
     wait::deployment_rolled_out(
         &client,

@@ -1,5 +1,6 @@
 //! `cluster/verify`: every agent's own status (`cilium-dbg status --verbose`, through the API's
-//! exec) against what the spec and the kernel verdicts say should be in force.
+//! exec) against what the spec and the kernel verdicts say should be in force, and the XDP
+//! program each node's devices carry against what `check` predicted for them.
 
 use crate::apply::cluster::kube_client;
 use crate::apply::{Input, Run};
@@ -15,17 +16,24 @@ impl<'a> Phase<Run<'a>> for Verify {
         "verify"
     }
     fn title(&self) -> String {
-        "Read each agent's status: KPR, DSR, Maglev, XDP mode in force".into()
+        "Read each agent's status and each node's XDP attachment against the spec and `check`"
+            .into()
     }
     fn steps(&self, input: &Input<'a>) -> Result<Vec<Step>, PhaseError> {
         let i = &input.spec.cilium_intent;
-        Ok(vec![Step::check(
-            hosts(input.inv.hosts.iter()),
-            format!(
-                "cilium-dbg status --verbose: KubeProxyReplacement True, LB mode {}, algorithm {}, XDP {}",
-                i.lb_mode, i.algorithm, i.acceleration
+        Ok(vec![
+            Step::check(
+                hosts(input.inv.hosts.iter()),
+                format!(
+                    "cilium-dbg status --verbose: KubeProxyReplacement True, LB mode {}, algorithm {}, XDP {}",
+                    i.lb_mode, i.algorithm, i.acceleration
+                ),
             ),
-        )])
+            Step::check(
+                hosts(input.inv.hosts.iter()),
+                "facts script (ip link): the XDP program on each device `check` judged, as it predicted",
+            ),
+        ])
     }
     fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {
         Box::pin(async move {
@@ -61,6 +69,31 @@ async fn verify(run: &Run<'_>, host: &str, phase: &str) -> Result<Outcome, Failu
     }
     if list.is_empty() {
         problems.push("no cilium agent pods found".into());
+    }
+    // XDP per node: the agent reports only the configured mode (`Best-Effort`), so what was
+    // attached is read from each node's links and held against what `check` predicted there.
+    let acceleration = expected
+        .acceleration
+        .unwrap_or(run.input.spec.cilium_intent.acceleration);
+    for r in &run.reports {
+        let Some(s) = run.hosts.get(&r.host) else {
+            continue;
+        };
+        match crate::check::gather(s.as_ref()).await {
+            Ok(f) => {
+                for (line, ok) in
+                    crate::kernel::xdp::compare_attached(&r.xdp_devices, acceleration, &f)
+                {
+                    if ok {
+                        run.progress
+                            .println(&format!("{phase}: {}: {line}", r.host));
+                    } else {
+                        problems.push(format!("{}: {line}", r.host));
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("{}: facts script: {e}", r.host)),
+        }
     }
     if problems.is_empty() {
         run.progress.println(&format!(
