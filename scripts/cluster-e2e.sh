@@ -270,7 +270,7 @@ say "apply killed (PID $apid) during kubeadm/init"
 in_ns "$KD" "${APPLY[@]}" 2>&1 | tee "$WORK/logs/apply-2.log"
 [ "${PIPESTATUS[0]}" = 0 ] || die "the resumed apply failed"
 grep -q 'resuming: the previous apply' "$WORK/logs/apply-2.log" || die "the second apply did not say it resumes"
-stage "apply: resumed, init + join + Cilium"
+stage "apply: resumed, init + join$([ "$WITH_CILIUM" = 0 ] || echo ' + Cilium')"
 
 # 5. The cluster as the API and the nodes show it.
 KC="$KUBEDRILL_STATE_DIR/clusters/lab-$(basename "$(dirname "$(dirname "$INV")")")"

@@ -420,6 +420,21 @@ impl Fatal {
         }
     }
 
+    /// The event as it came, or the wait's end when it is a fatal error.
+    async fn screen<T>(
+        &self,
+        ev: Result<T, watcher::Error>,
+        object: &ObjectRef,
+    ) -> Result<Result<T, watcher::Error>, WaitError> {
+        match ev {
+            Err(e) if self.is_fatal(&e).await => Err(WaitError::Watch {
+                object: object.clone(),
+                source: e,
+            }),
+            ev => Ok(ev),
+        }
+    }
+
     /// `GET /readyz` answers `ok` (anything else, or no answer, is "not ready").
     async fn ready(&self) -> bool {
         let Ok(req) = http::Request::get("/readyz").body(Vec::new()) else {
@@ -451,15 +466,7 @@ where
         let mut init: Option<BTreeMap<String, NodeState>> = None;
         let fatal = Fatal::new(client.clone());
         while let Some(ev) = stream.next().await {
-            if let Err(e) = &ev
-                && fatal.is_fatal(e).await
-            {
-                let Err(source) = ev else { continue };
-                return Err(WaitError::Watch {
-                    object: object.clone(),
-                    source,
-                });
-            }
+            let ev = fatal.screen(ev, &object).await?;
             let changed = match ev {
                 Ok(Event::Init) => {
                     init = Some(BTreeMap::new());
@@ -576,15 +583,7 @@ where
         let fatal = Fatal::new(Client::from(api.clone()));
         let mut stream = pin!(watch_object(api, name).default_backoff());
         while let Some(ev) = stream.next().await {
-            if let Err(e) = &ev
-                && fatal.is_fatal(e).await
-            {
-                let Err(source) = ev else { continue };
-                return Err(WaitError::Watch {
-                    object: object.clone(),
-                    source,
-                });
-            }
+            let ev = fatal.screen(ev, &object).await?;
             match ev {
                 Ok(Some(obj)) => {
                     let st = summarize(&obj);
