@@ -133,6 +133,15 @@ pub fn values(spec: &ClusterSpec, node_count: usize) -> Value {
             "startupProbe".into(),
             json!({ "failureThreshold": secs.div_ceil(STARTUP_PERIOD_SECS), "periodSeconds": STARTUP_PERIOD_SECS }),
         );
+        // The agent also gives its own start hooks 5 minutes and then panics ("Start or stop
+        // failed to finish on time", seen on the lab under TCG); from 1.19 that limit is the
+        // `hive-start-timeout` option (pkg/option/config.go), before it is fixed.
+        if v.at_least(1, 19) {
+            m.insert(
+                "extraConfig".into(),
+                json!({ "hive-start-timeout": format!("{secs}s") }),
+            );
+        }
     }
     m.insert("hubble".into(), json!({ "enabled": i.hubble }));
 
