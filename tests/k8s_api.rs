@@ -1014,7 +1014,7 @@ fn every_status_sample_parses_to_its_table_row() {
     names.sort();
     assert_eq!(
         names.len(),
-        5,
+        6,
         "{names:?}: add a row below for each new sample"
     );
     for name in &names {
@@ -1077,6 +1077,16 @@ fn every_status_sample_parses_to_its_table_row() {
     assert_eq!(s.devices.len(), 1);
     assert_eq!(s.devices[0].name, "eth0");
     assert!(s.devices[0].direct_routing);
+
+    // The worker's agent of the second lab run, asked for XDP best-effort (native XDP was
+    // attached to its 1-queue virtio NIC: `ip -d link` showed `xdp` with `cil_xdp_entry`).
+    let s = status_sample("1.19.7-lab-captured-worker-best-effort.txt");
+    assert_eq!(s.cilium_version, Some(Version::new(1, 19, 7)));
+    assert_eq!(s.kube_proxy_replacement, Some(KprStatus::True));
+    assert_eq!(s.xdp_acceleration, Some(XdpStatus::BestEffort));
+    assert_eq!(s.lb_mode, Some(LbModeStatus::Dsr));
+    assert_eq!(s.host_routing, Some(HostRoutingStatus::Bpf));
+    assert_eq!(s.devices[0].addresses[0], "10.234.0.12");
 
     let s = status_sample("1.16.19-dsr-opt-xdp-disabled.txt");
     assert_eq!(s.cilium_version, Some(Version::new(1, 16, 19)));

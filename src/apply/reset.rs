@@ -25,8 +25,13 @@ rm -f /var/lib/kubedrill/kubeadm-init.* /var/lib/kubedrill/kubeadm-join.*
 for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(cilium_|lxc)'); do
   ip link delete "$l" 2>/dev/null && echo "link $l"
 done
+for p in /sys/fs/bpf/tc/globals /sys/fs/bpf/cilium; do
+  if [ -d "$p" ] && [ -n "$(ls -A "$p" 2>/dev/null)" ]; then rm -rf "$p"/* && echo "bpf pins under $p"; fi
+done
 # Programs the agent attached to the node's own devices outlive it: XDP (native or generic) and
-# its tc clsact hooks. Only hooks whose programs Cilium named (cil_*) are removed.
+# its tc clsact hooks. Only hooks whose programs Cilium named (cil_*) are removed. After the pins:
+# an XDP program Cilium attached through a bpf_link (1.16+) goes with its pinned link, and
+# netlink cannot detach it while the link exists.
 for d in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -vE '^(lo|cilium_|lxc)'); do
   if ip -d link show dev "$d" 2>/dev/null | grep -qE 'prog/xdp.* name cil_|xdp.*cil_'; then
     ip link set dev "$d" xdp off 2>/dev/null; ip link set dev "$d" xdpgeneric off 2>/dev/null
@@ -35,9 +40,6 @@ for d in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 |
   if tc filter show dev "$d" ingress 2>/dev/null | grep -q 'cil_' || tc filter show dev "$d" egress 2>/dev/null | grep -q 'cil_'; then
     tc qdisc del dev "$d" clsact 2>/dev/null && echo "tc clsact (Cilium) on $d"
   fi
-done
-for p in /sys/fs/bpf/tc/globals /sys/fs/bpf/cilium; do
-  if [ -d "$p" ] && [ -n "$(ls -A "$p" 2>/dev/null)" ]; then rm -rf "$p"/* && echo "bpf pins under $p"; fi
 done
 if command -v iptables-save >/dev/null 2>&1 && iptables-save 2>/dev/null | grep -qE 'CILIUM|KUBE-'; then
   iptables-save | grep -vE 'CILIUM|KUBE-' | iptables-restore && echo "iptables CILIUM_*/KUBE-* rules"
