@@ -346,13 +346,13 @@ fn images_present_check(
     version: &str,
     runtime: &crate::spec::ContainerRuntime,
 ) -> String {
-    let mirrored: Vec<String> = runtime.mirrors.iter().map(|m| m.prefix.clone()).collect();
     format!(
         "missing=''\n\
+         have=$(ctr -n k8s.io images ls -q)\n\
          for img in $(helm template cilium {} --version {version} --namespace kube-system --values {} \\\n\
            | sed -nE 's/^[[:space:]]*image:[[:space:]]*\"?([^\"[:space:]]+)\"?.*$/\\1/p' | sort -u); do\n\
            case \"${{img%%/*}}\" in {}) continue ;; esac\n\
-           ctr -n k8s.io images ls -q | grep -qxF \"$img\" || missing=\"$missing $img\"\n\
+           printf '%s\\n' \"$have\" | grep -qxF \"$img\" || missing=\"$missing $img\"\n\
          done\n\
          if [ -n \"$missing\" ]; then\n\
            echo \"the chart would run images that no node has and no registry mirror serves:$missing\" >&2\n\
@@ -361,12 +361,13 @@ fn images_present_check(
          fi\n",
         quote(chart),
         cilium::VALUES_PATH,
-        if mirrored.is_empty() {
+        if runtime.mirrors.is_empty() {
             "''".to_owned()
         } else {
-            mirrored
+            runtime
+                .mirrors
                 .iter()
-                .map(|m| quote(m))
+                .map(|m| quote(&m.prefix))
                 .collect::<Vec<_>>()
                 .join("|")
         }

@@ -366,27 +366,19 @@ pub fn compare_attached(
         .iter()
         .map(|d| {
             let want = expected_attach(acceleration, d);
-            let got = Attached::from_mode(
-                facts
-                    .nics
-                    .iter()
-                    .find(|n| n.name == d.name)
-                    .and_then(|n| n.xdp.as_deref()),
-            );
-            let why = match d.outcome {
-                XdpOutcome::Native => "able".to_owned(),
-                XdpOutcome::NativeSlow => "able, TX queues shared".to_owned(),
-                o => format!(
-                    "{}{}",
-                    serde_json::to_value(o)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    d.problems
-                        .first()
-                        .map(|p| format!(": {p}"))
-                        .unwrap_or_default()
-                ),
+            let got = Attached::from_mode(facts.nic(&d.name).and_then(|n| n.xdp.as_deref()));
+            let outcome = match d.outcome {
+                XdpOutcome::Native => "able",
+                XdpOutcome::NativeSlow => "able, TX queues shared",
+                XdpOutcome::Unverified => "unverified",
+                XdpOutcome::Unsupported => "unsupported",
+                XdpOutcome::Refused => "refused",
+            };
+            let why = match d.problems.first() {
+                Some(p) if !matches!(d.outcome, XdpOutcome::Native | XdpOutcome::NativeSlow) => {
+                    format!("{outcome}: {p}")
+                }
+                _ => outcome.to_owned(),
             };
             (
                 format!("{}: {got} attached; check predicted {want} ({why})", d.name),

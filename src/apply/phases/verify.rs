@@ -75,11 +75,14 @@ async fn verify(run: &Run<'_>, host: &str, phase: &str) -> Result<Outcome, Failu
     let acceleration = expected
         .acceleration
         .unwrap_or(run.input.spec.cilium_intent.acceleration);
-    for r in &run.reports {
-        let Some(s) = run.hosts.get(&r.host) else {
-            continue;
-        };
-        match crate::check::gather(s.as_ref()).await {
+    // One facts script per node, all nodes at once (the same script `check` runs).
+    let gathered = futures::future::join_all(run.reports.iter().filter_map(|r| {
+        let s = run.hosts.get(&r.host)?.clone();
+        Some(async move { (r, crate::check::gather(s.as_ref()).await) })
+    }))
+    .await;
+    for (r, facts) in gathered {
+        match facts {
             Ok(f) => {
                 for (line, ok) in
                     crate::kernel::xdp::compare_attached(&r.xdp_devices, acceleration, &f)
