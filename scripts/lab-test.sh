@@ -18,7 +18,9 @@ echo "== image build (cache: $KUBEDRILL_CACHE_DIR)"
 cargo test --locked --test images -- --ignored --nocapture build_debian_12_image
 
 echo "== lab end to end (real guests under ${KUBEDRILL_ACCEL:-auto} acceleration)"
-cargo build --locked
+# The test build also builds target/debug/kubedrill, with the test build's features: a separate
+# `cargo build` would compile tokio, kube and kubedrill a second time (features unify differently
+# without dev-dependencies), which costs minutes and GiBs.
 cargo test --locked --test lab_e2e --no-run
 WORK=$(mktemp -d /tmp/kubedrill-labtest-XXXXXX)
 # QEMU runs as libvirt-qemu: it needs search permission on the way to the lab's overlays.

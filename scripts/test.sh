@@ -4,6 +4,8 @@
 # and the probe agent in probe/). Used by CI (.ci/run) and developers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One build from scratch, not an edit loop: incremental caches would only add GiBs to target/.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
