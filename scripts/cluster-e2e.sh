@@ -192,6 +192,13 @@ sed -e "s|^hypervisor:.*|hypervisor: \"$URI\"|" -e "s|^kubernetes_version:.*|kub
 in_ns "$KD" lab up "$WORK/lab.yaml" 2>&1 | tee "$WORK/logs/lab-up.log"
 INV="$KUBEDRILL_STATE_DIR/labs/$LAB_NAME/inventory/hosts.yaml"
 [ -f "$INV" ] || die "lab up wrote no inventory"
+# Under TCG the control plane runs at a higher CPU weight (a lab adjustment lab up reports);
+# when it says so, libvirt must hold that weight for the running domain.
+if grep -q "cp1 runs at CPU weight" "$WORK/logs/lab-up.log"; then
+  shares=$(in_ns virsh -c "$URI" schedinfo "kd-$LAB_NAME-cp1" | awk '$1 == "cpu_shares" {print $3}')
+  [ "$shares" = 4096 ] || die "lab up reported CPU weight 4096 for cp1, libvirt has '$shares'"
+  say "cp1 CPU weight: $shares (w1: $(in_ns virsh -c "$URI" schedinfo "kd-$LAB_NAME-w1" | awk '$1 == "cpu_shares" {print $3}'))"
+fi
 stage "lab up"
 
 # The registry mirror: Debian's docker-registry on the lab network's host address (inside the

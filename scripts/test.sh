@@ -29,6 +29,10 @@ if [ "$(id -u)" -eq 0 ]; then
   ./scripts/upstream-build.sh --only kube-apiserver,kubectl,kubeadm,etcd,helm
   ./scripts/upstream-build.sh --kubernetes 1.35.4 --only kubeadm
   export KUBEDRILL_REQUIRE_APISERVER="${KUBEDRILL_REQUIRE_APISERVER:-1}"
+  # The Cilium charts of both pinned versions (packaged from the module, no images: seconds) for
+  # the config-drift test with the real charts (tests/drift_real.rs).
+  ./scripts/upstream-build.sh --only cilium-chart
+  export KUBEDRILL_REQUIRE_CHARTS="${KUBEDRILL_REQUIRE_CHARTS:-1}"
 fi
 # --workspace: kubedrill and the probe agent (probe/; its tests include the static build check,
 # which runs scripts/build-probe.sh).

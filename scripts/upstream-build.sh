@@ -26,7 +26,8 @@
 #                      from versions.env, or only its first version when --only is given.
 #   --only LIST        build only these (comma separated): kubeadm kubelet kubectl kube-apiserver
 #                      kube-controller-manager kube-scheduler kube-proxy kubernetes(=all seven)
-#                      etcd crictl pause coredns helm(=helm3,helm4) helm3 helm4 cilium. Images
+#                      etcd crictl pause coredns helm(=helm3,helm4) helm3 helm4 cilium cilium-chart
+#                      (the charts alone, no images: the drift tests; needs no root). Images
 #                      follow their binaries. scripts/test.sh: --only kube-apiserver,kubectl,etcd,helm
 #                      Without --only, everything except cilium is built.
 #   --force LIST       rebuild these (same names) even when cached (cilium: all Cilium artifacts,
@@ -62,7 +63,7 @@ KUBE_BINS=(kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-s
 KUBE_IMAGE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy)
 ALL_ITEMS=("${KUBE_BINS[@]}" etcd crictl pause coredns helm3 helm4)
 # Items built only when named (--only, --cilium); never part of the default everything-build.
-EXTRA_ITEMS=(cilium)
+EXTRA_ITEMS=(cilium cilium-chart)
 PLATFORM="$TARGET_OS/$TARGET_ARCH"
 
 usage() { sed -n '2,/^set -/{/^set -/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
@@ -115,7 +116,8 @@ expand_items() {
 if [ -n "$only_arg" ]; then expand_items "$only_arg" WANT; FULL=0
 elif [ -n "$cilium_arg" ]; then FULL=0   # --cilium alone: Cilium only
 else for k in "${ALL_ITEMS[@]}"; do WANT[$k]=1; done; FULL=1; fi
-[ -z "$cilium_arg" ] || WANT[cilium]=1
+# --cilium means the whole Cilium build, unless only its charts were asked for (--only cilium-chart).
+[ -z "$cilium_arg" ] || [ -n "${WANT[cilium-chart]:-}" ] || WANT[cilium]=1
 [ -n "$force_arg" ] && expand_items "$force_arg" FORCE
 wanted() { [ -n "${WANT[$1]:-}" ]; }
 
@@ -1141,6 +1143,18 @@ if wanted cilium; then
   done
   # charts/ as a Helm repository (index.yaml with each chart's digest): what
   # `kubedrill bundle build --cilium V --chart-repo DIR` reads, as it would an internal mirror.
+  "$BIN/helm-v$HELM3_VERSION" repo index "$OUT/charts" >"$LOGS/charts-index.log" 2>&1 \
+    || fail_log "$LOGS/charts-index.log" "helm repo index $OUT/charts failed"
+fi
+
+# Only the Cilium charts (no binaries, no images): what the config-drift tests render with helm.
+if wanted cilium-chart && ! wanted cilium; then
+  [ "${#CVERSIONS[@]}" -gt 0 ] || die "no Cilium versions (CILIUM_VERSIONS in versions.env, or --cilium)"
+  wanted helm3 || helm_stage 3
+  for cv in "${CVERSIONS[@]}"; do
+    cilium_meta "$cv"
+    cilium_chart_stage "$cv"
+  done
   "$BIN/helm-v$HELM3_VERSION" repo index "$OUT/charts" >"$LOGS/charts-index.log" 2>&1 \
     || fail_log "$LOGS/charts-index.log" "helm repo index $OUT/charts failed"
 fi

@@ -240,6 +240,20 @@ fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
                         b.vm, b.boot_secs, b.first_boot_secs
                     );
                 }
+                for w in &r.cpu_weights {
+                    match &w.error {
+                        None => println!(
+                            "  lab adjustment (TCG): {} runs at CPU weight {} (others 1024), so that emulated workers cannot starve the control plane",
+                            w.vm, w.shares
+                        ),
+                        Some(e) => println!(
+                            "  lab adjustment (TCG) not made: CPU weight {} for {}: {}",
+                            w.shares,
+                            w.vm,
+                            Escaped(e)
+                        ),
+                    }
+                }
                 println!("inventory: {}", r.inventory.display());
                 println!("next: kubedrill check -i {}", r.inventory.display());
             }

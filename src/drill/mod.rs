@@ -1,7 +1,7 @@
 //! Upgrade drills: which upgrade steps to take between two Cilium versions ([`path`]), how the
 //! release's user-supplied Helm values change at each step ([`migrate`]), checked against the
 //! chart's own defaults ([`chart`]), and `kubedrill drill run` ([`engine`]) with its parts: the
-//! drill definition ([`definition`]), probes ([`probes`], [`layout`]), the agent rollout
+//! drill definition ([`definition`]), config drift across the upgrade ([`drift`]), probes ([`probes`], [`layout`]), the agent rollout
 //! ([`rollout`]), agent resources ([`resources`]), the pod burst ([`burst`]), the judgement
 //! ([`policy`]) and the run record ([`record`]).
 
@@ -9,6 +9,7 @@ pub mod burst;
 pub mod chart;
 pub mod cluster;
 pub mod definition;
+pub mod drift;
 pub mod engine;
 pub mod layout;
 pub mod migrate;

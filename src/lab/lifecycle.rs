@@ -137,8 +137,59 @@ pub struct UpReport {
     pub ssh_ready_secs: Vec<(String, f64)>,
     /// Per VM: how the wait split up.
     pub boot: Vec<BootTiming>,
+    /// CPU weights given (a lab adjustment under TCG), with the outcome for each VM.
+    pub cpu_weights: Vec<CpuWeight>,
     /// Total seconds.
     pub total_secs: f64,
+}
+
+/// The CPU weight a VM was given, or why it could not be.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuWeight {
+    /// VM.
+    pub vm: String,
+    /// cgroup CPU shares asked for (libvirt's default is 1024).
+    pub shares: u64,
+    /// Why libvirt refused it, if it did (the lab still runs, unweighted).
+    pub error: Option<String>,
+}
+
+/// CPU shares for a control-plane VM under TCG (4 × the default): every guest vCPU is a host
+/// thread that competes for the same few cores; when the Cilium agents start, the workers'
+/// emulated CPUs starved the control plane's API server and etcd into a crash loop (measured:
+/// pausing the worker let it recover within a minute). A weight gives the control plane the cores
+/// when both want them and costs nothing when it is idle.
+pub const CONTROL_PLANE_TCG_SHARES: u64 = 4096;
+
+/// The CPU weights a lab's VMs get on this domain type: control planes under TCG only.
+pub fn cpu_weights(lab: &Lab, domain_type: &str) -> Vec<(String, u64)> {
+    if domain_type != "qemu" {
+        return Vec::new();
+    }
+    lab.vms
+        .iter()
+        .filter(|v| matches!(v.role, VmRole::ControlPlane { .. }))
+        .map(|v| {
+            (
+                xml::domain_name(&lab.name, &v.name),
+                CONTROL_PLANE_TCG_SHARES,
+            )
+        })
+        .collect()
+}
+
+/// Give each domain its weight; a refusal is reported, not fatal (no cgroup CPU controller).
+fn apply_cpu_weights(
+    hv: &Hypervisor,
+    weights: &[(String, u64)],
+) -> Vec<(String, u64, Option<String>)> {
+    weights
+        .iter()
+        .map(|(name, shares)| {
+            let err = hv.weight_cpu(name, *shares).err().map(|e| e.to_string());
+            (name.clone(), *shares, err)
+        })
+        .collect()
 }
 
 /// Where one VM's time to SSH-ready went.
@@ -253,6 +304,7 @@ pub async fn up(
         domains: Vec::new(),
         dir: dir.clone(),
         hosts: hosts.clone(),
+        cpu_weights: cpu_weights(lab, choice.domain_type),
     };
     st.save()
         .map_err(|e| local("recording the lab")(e.to_string()))?;
@@ -360,7 +412,7 @@ pub async fn up(
     step("defining and starting the network and domains");
     let (hv, st, started) = tokio::task::spawn_blocking(move || {
         let mut st = st;
-        let res = (|| -> Result<Vec<(String, Instant)>, LifecycleError> {
+        let res = (|| -> Result<(Vec<(String, Instant)>, Vec<_>), LifecycleError> {
             hv.create_network(&net_name, &net_xml)?;
             st.network = Some(ObjRef {
                 name: net_name.clone(),
@@ -388,14 +440,27 @@ pub async fn up(
                 }
                 started.push((name.clone(), Instant::now()));
             }
-            Ok(started)
+            let weighted = apply_cpu_weights(&hv, &st.cpu_weights);
+            Ok((started, weighted))
         })();
         (hv, st, res)
     })
     .await
     .map_err(|e| local("libvirt")(e.to_string()))?;
-    let started = started?;
+    let (started, weighted) = started?;
     drop(hv);
+    let cpu_weights: Vec<CpuWeight> = weighted
+        .into_iter()
+        .map(|(name, shares, error)| CpuWeight {
+            vm: lab
+                .vms
+                .iter()
+                .find(|v| xml::domain_name(&lab.name, &v.name) == name)
+                .map_or(name, |v| v.name.clone()),
+            shares,
+            error,
+        })
+        .collect();
     let _ = st;
     let define_secs = t0.elapsed().as_secs_f64();
     step("all domains started; waiting for SSH");
@@ -440,6 +505,7 @@ pub async fn up(
         define_secs,
         ssh_ready_secs,
         boot,
+        cpu_weights,
         total_secs: t0.elapsed().as_secs_f64(),
     })
 }
@@ -808,6 +874,22 @@ pub async fn reset(
     for j in jobs {
         j.await.map_err(|e| local("libvirt")(e.to_string()))??;
     }
+    if !st.cpu_weights.is_empty() {
+        let uri = st.uri.clone();
+        let weights = st.cpu_weights.clone();
+        let given = tokio::task::spawn_blocking(move || {
+            Hypervisor::open(&uri).map(|hv| apply_cpu_weights(&hv, &weights))
+        })
+        .await
+        .map_err(|e| local("libvirt")(e.to_string()))??;
+        for (name, shares, err) in given {
+            if let Some(e) = err {
+                progress.println(&format!(
+                    "CPU weight {shares} for {name} not given again: {e}"
+                ));
+            }
+        }
+    }
     let revert_secs = t0.elapsed().as_secs_f64();
     progress.println(&format!(
         "[{revert_secs:>6.1} s] {} domains reverted to {snap}; waiting for SSH",
@@ -849,7 +931,26 @@ fn open_state(lab_name: &str) -> Result<(Hypervisor, LabState), LifecycleError> 
 
 #[cfg(test)]
 mod tests {
-    use super::is_remote;
+    use super::{CONTROL_PLANE_TCG_SHARES, cpu_weights, is_remote};
+    use crate::lab::definition::parse;
+    use std::path::Path;
+
+    #[test]
+    fn control_planes_are_weighted_under_tcg_only() {
+        let lab = parse(
+            Path::new("l.yaml"),
+            "name: w\nhosts:\n  - {name: cp1, role: control-plane}\n  - {name: cp2, role: control-plane+worker}\n  - {name: w1, role: worker}\n",
+        )
+        .expect("lab");
+        assert_eq!(
+            cpu_weights(&lab, "qemu"),
+            vec![
+                ("kd-w-cp1".to_string(), CONTROL_PLANE_TCG_SHARES),
+                ("kd-w-cp2".to_string(), CONTROL_PLANE_TCG_SHARES),
+            ]
+        );
+        assert!(cpu_weights(&lab, "kvm").is_empty());
+    }
 
     #[test]
     fn remote_uris() {
