@@ -29,7 +29,7 @@ pub enum DriftError {
         what: String,
         /// The parser's error.
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     /// No `cilium-config` ConfigMap among the documents.
     #[error("{what}: no ConfigMap cilium-config among {documents} documents")]
@@ -81,7 +81,7 @@ impl AgentConfig {
         let docs: Vec<Option<Doc>> =
             serde_saphyr::from_multiple(manifest).map_err(|source| DriftError::Yaml {
                 what: what.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         let documents = docs.len();
         docs.into_iter()

@@ -178,11 +178,11 @@ pub fn cpu_weights(lab: &Lab, domain_type: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Per domain: the shares asked for, and libvirt's refusal if it refused.
+type Weighted = Vec<(String, u64, Option<String>)>;
+
 /// Give each domain its weight; a refusal is reported, not fatal (no cgroup CPU controller).
-fn apply_cpu_weights(
-    hv: &Hypervisor,
-    weights: &[(String, u64)],
-) -> Vec<(String, u64, Option<String>)> {
+fn apply_cpu_weights(hv: &Hypervisor, weights: &[(String, u64)]) -> Weighted {
     weights
         .iter()
         .map(|(name, shares)| {
@@ -412,7 +412,7 @@ pub async fn up(
     step("defining and starting the network and domains");
     let (hv, st, started) = tokio::task::spawn_blocking(move || {
         let mut st = st;
-        let res = (|| -> Result<(Vec<(String, Instant)>, Vec<_>), LifecycleError> {
+        let res = (|| -> Result<(Vec<(String, Instant)>, Weighted), LifecycleError> {
             hv.create_network(&net_name, &net_xml)?;
             st.network = Some(ObjRef {
                 name: net_name.clone(),
