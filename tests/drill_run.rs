@@ -1211,6 +1211,37 @@ fn built_record(dir: &Path) -> (kubedrill::report::record::RunRecord, PathBuf) {
         b.before.insert(n.into(), dp);
         b.after.insert(n.into(), dp);
     }
+    // Config drift as the pre-flight computes it: from the deployed release's and the target
+    // chart's cilium-config, one change pinned.
+    let cm = |data: &str| {
+        kubedrill::drill::drift::AgentConfig::from_manifest(
+            "t",
+            &format!("kind: ConfigMap\nmetadata: {{name: cilium-config}}\ndata:\n{data}"),
+        )
+        .expect("configmap")
+    };
+    let drift = kubedrill::drill::drift::diff(
+        &cm(
+            "  enable-l2-neigh-discovery: \"true\"\n  mesh-auth-enabled: \"true\"\n  bpf-lb-maglev-table-size: \"16381\"\n",
+        ),
+        &cm(
+            "  enable-l2-neigh-discovery: \"false\"\n  mesh-auth-enabled: \"false\"\n  bpf-lb-maglev-table-size: \"16381\"\n",
+        ),
+        &[
+            (
+                "enable-l2-neigh-discovery".to_string(),
+                "l2NeighDiscovery.enabled".to_string(),
+            ),
+            (
+                "mesh-auth-enabled".to_string(),
+                "authentication.enabled".to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    b.config_drift
+        .push(drift.record("1.17.3", "1.18.12", vec!["mesh-auth-enabled".into()]));
     b.phase("report", ms(300_000), ms(301_000), PhaseOutcome::Ok);
     let mut rec = b.build(ms(301_500));
     let restarts = t.container_restarts();
@@ -1282,6 +1313,18 @@ fn the_record_builder_makes_a_record_that_report_write_accepts() {
     let md = std::fs::read_to_string(&w.markdown).expect("md");
     assert!(md.contains("+ kubeProxyReplacement: true"), "{md}");
     assert!(md.contains("upgrade/1.18.12"), "{md}");
+    // The drift table: the unpinned datapath change offered, the pinned one named, the
+    // unchanged Maglev table listed.
+    assert!(
+        md.contains("offered: l2NeighDiscovery.enabled=true"),
+        "{md}"
+    );
+    assert!(md.contains("pinned: authentication.enabled=true"), "{md}");
+    assert!(md.contains("bpf-lb-maglev-table-size"), "{md}");
+    assert!(
+        html.contains("config-drift"),
+        "the drift section is in the HTML"
+    );
     let back = kubedrill::report::load(&run_dir.join("run.json")).expect("load");
     assert_eq!(back, rec);
 }

@@ -378,6 +378,22 @@ impl Helm {
         self.finish(self.cmd(&words, true))
     }
 
+    /// `helm get manifest cilium`: the objects the deployed revision created, as Helm rendered them.
+    pub fn get_manifest(&self) -> HelmCommand {
+        self.finish(self.cmd(&["get", "manifest", RELEASE], true))
+    }
+
+    /// `helm template cilium CHART [--version V] --values FILE…`: what an upgrade with these
+    /// values would deploy, rendered without touching the cluster.
+    pub fn template(&self, chart: &Chart, values_files: &[&str]) -> HelmCommand {
+        let mut c = self.cmd(&["template", RELEASE], true);
+        c.argv.extend(chart.args());
+        for f in values_files {
+            c.argv.extend(["--values".to_owned(), (*f).to_owned()]);
+        }
+        self.finish(c)
+    }
+
     /// `helm status RELEASE --output json` (read with [`parse_status`]).
     pub fn status(&self, release: Release) -> HelmCommand {
         self.finish(self.cmd(&["status", release.name(), "--output", "json"], true))

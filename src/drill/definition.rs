@@ -85,6 +85,8 @@ pub struct RawDrill {
     #[serde(default)]
     reuse_values: Option<Spanned<bool>>,
     #[serde(default)]
+    pin_config: Option<Spanned<bool>>,
+    #[serde(default)]
     probes: Option<RawProbes>,
     #[serde(default)]
     policy: Option<RawPolicy>,
@@ -221,6 +223,9 @@ pub struct DrillDefinition {
     pub values: serde_json::Map<String, serde_json::Value>,
     /// Upgrade with `--reuse-values` (only allowed when every step stays within one minor).
     pub reuse_values: bool,
+    /// Keep the agent settings a new chart would change (config drift) at their old values, with
+    /// the values the target chart writes them from ([`crate::drill::drift::Drift::pins`]).
+    pub pin_config: bool,
     /// Probes.
     pub probes: ProbeSettings,
     /// Policy.
@@ -568,6 +573,7 @@ pub fn validate(
         kubernetes,
         values,
         reuse_values: raw.reuse_values.as_ref().is_some_and(|r| r.value),
+        pin_config: raw.pin_config.as_ref().is_some_and(|r| r.value),
         probes: ProbeSettings {
             rate_per_s,
             kinds,
@@ -834,5 +840,17 @@ mod tests {
         let ok = parse("drill:\n  cilium: {from: 1.17.3, to: 1.17.18}\n  reuse_values: true\n")
             .expect("valid");
         assert!(ok.resolve(&Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn pin_config_is_off_unless_asked() {
+        let off = parse("drill:\n  cilium: {from: 1.18.11, to: 1.19.7}\n").expect("valid");
+        assert!(!off.pin_config);
+        let on = parse("drill:\n  cilium: {from: 1.18.11, to: 1.19.7}\n  pin_config: true\n")
+            .expect("valid");
+        assert!(on.pin_config);
+        let e = parse("drill:\n  cilium: {from: 1.18.11, to: 1.19.7}\n  pin_config: maybe\n")
+            .expect_err("not a bool");
+        assert!(e.to_string().contains("pin_config") || e.to_string().contains(":3"), "{e}");
     }
 }

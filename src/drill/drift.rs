@@ -351,9 +351,20 @@ impl Drift {
     /// Values that keep the old setting of every change that has a pin, as a values tree to
     /// merge into the migrated values.
     pub fn pins(&self) -> serde_json::Value {
+        self.pins_where(|_| true)
+    }
+
+    /// [`Drift::pins`] of these keys only (those [`Drift::pins_that_hold`] found).
+    pub fn pins_of(&self, keys: &[String]) -> serde_json::Value {
+        self.pins_where(|k| keys.iter().any(|x| x == k))
+    }
+
+    fn pins_where(&self, keep: impl Fn(&str) -> bool) -> serde_json::Value {
         let mut root = serde_json::Map::new();
-        for pin in self.changes.iter().filter_map(|c| c.pin.as_ref()) {
-            set_path(&mut root, &pin.path, pin.value.clone());
+        for c in self.changes.iter().filter(|c| keep(&c.key)) {
+            if let Some(pin) = &c.pin {
+                set_path(&mut root, &pin.path, pin.value.clone());
+            }
         }
         serde_json::Value::Object(root)
     }
@@ -415,6 +426,45 @@ fn set_path(
             return;
         };
         cur = m;
+    }
+}
+
+impl Drift {
+    /// The record of one step (`pinned`: the keys the upgrade's values keep at their old value).
+    pub fn record(
+        &self,
+        from: &str,
+        to: &str,
+        pinned: Vec<String>,
+    ) -> crate::report::record::ConfigDrift {
+        use crate::report::record::{ConfigChange, ConfigDrift};
+        ConfigDrift {
+            from: from.to_string(),
+            to: to.to_string(),
+            changes: self
+                .changes
+                .iter()
+                .map(|c| ConfigChange {
+                    key: c.key.clone(),
+                    before: c.before.clone(),
+                    after: c.after.clone(),
+                    datapath: c.datapath.map(str::to_string),
+                    pin: c.pin.as_ref().map(|p| format!("{}={}", p.path, p.value)),
+                })
+                .collect(),
+            sizing: self
+                .sizing
+                .iter()
+                .map(|(k, b, a)| ConfigChange {
+                    key: k.clone(),
+                    before: b.clone(),
+                    after: a.clone(),
+                    datapath: datapath_reason(k).map(str::to_string),
+                    pin: None,
+                })
+                .collect(),
+            pinned,
+        }
     }
 }
 
@@ -508,6 +558,10 @@ mod tests {
                 "l2NeighDiscovery": {"enabled": true},
                 "authentication": {"enabled": true}
             })
+        );
+        assert_eq!(
+            d.pins_of(&["mesh-auth-enabled".to_string()]),
+            serde_json::json!({"authentication": {"enabled": true}})
         );
         // Dropped and new keys get no pin.
         let dropped = d

@@ -169,6 +169,8 @@ pub struct RecordBuilder {
     pub kube_proxy_events: Vec<KubeProxyEvent>,
     /// Values diff lines (already redacted).
     pub values_diff: Vec<String>,
+    /// Agent settings each step changes.
+    pub config_drift: Vec<crate::report::record::ConfigDrift>,
     /// Datapath per node before the upgrade.
     pub before: BTreeMap<String, Datapath>,
     /// Datapath per node at the end.
@@ -204,6 +206,7 @@ impl RecordBuilder {
             helm_events: Vec::new(),
             kube_proxy_events: Vec::new(),
             values_diff: Vec::new(),
+            config_drift: Vec::new(),
             before: BTreeMap::new(),
             after: BTreeMap::new(),
             policy,
@@ -420,6 +423,7 @@ impl RecordBuilder {
             kube_proxy_events,
             values_diff: self.values_diff.clone(),
             verification,
+            config_drift: self.config_drift.clone(),
             policy: self.policy.clone(),
             verdict: Verdict {
                 outcome: Outcome::Pass,

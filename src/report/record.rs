@@ -92,6 +92,9 @@ pub struct RunRecord {
     /// Datapath features per node, before and after.
     #[serde(default)]
     pub verification: Vec<NodeVerification>,
+    /// Agent settings (`cilium-config`) that change at each upgrade step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_drift: Vec<ConfigDrift>,
     /// The thresholds the verdict was judged with.
     pub policy: Policy,
     /// The drill's verdict.
@@ -482,6 +485,46 @@ pub struct KubeProxyEvent {
     pub node: Option<String>,
     /// What was seen.
     pub detail: String,
+}
+
+/// The agent settings one upgrade step changes: what the agents read before the step (the
+/// deployed manifest, or the previous step's rendering) against the step's chart rendered with
+/// the values the upgrade passes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigDrift {
+    /// Chart version before the step.
+    pub from: String,
+    /// Chart version of the step.
+    pub to: String,
+    /// Every `cilium-config` key whose value differs.
+    pub changes: Vec<ConfigChange>,
+    /// BPF map sizes and Maglev settings before and after, changed or not.
+    #[serde(default)]
+    pub sizing: Vec<ConfigChange>,
+    /// Keys kept at their old value by a pin in the upgrade's values (`pin_config`).
+    #[serde(default)]
+    pub pinned: Vec<String>,
+}
+
+/// One `cilium-config` key before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigChange {
+    /// The key.
+    pub key: String,
+    /// Before (absent: the agent's built-in default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// After.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Why it touches the datapath, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath: Option<String>,
+    /// The value that keeps the old setting (`path=value`), if the chart has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 /// Datapath features of a node, before and after.

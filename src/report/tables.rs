@@ -79,6 +79,7 @@ pub fn sections(r: &RunRecord, a: &Analysis) -> Vec<Table> {
     out.push(helm(r));
     out.push(kube_proxy(r));
     out.push(verification(r));
+    out.push(config_drift(r));
     out.push(leaks(r, a));
     out.push(policy(r));
     out
@@ -357,6 +358,58 @@ fn kube_proxy(r: &RunRecord) -> Table {
             })
             .collect(),
         empty: "kube-proxy did not come back.".into(),
+    }
+}
+
+/// Agent settings the upgrade changes; datapath changes that were not pinned are marked.
+fn config_drift(r: &RunRecord) -> Table {
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
+    let mut rows = Vec::new();
+    for d in &r.config_drift {
+        let step = format!("{} → {}", d.from, d.to);
+        for c in &d.changes {
+            let pinned = d.pinned.contains(&c.key);
+            let pin = match (&c.pin, pinned) {
+                (Some(p), true) => format!("pinned: {p}"),
+                (Some(p), false) => format!("offered: {p}"),
+                (None, _) => "–".into(),
+            };
+            rows.push(row(
+                vec![
+                    step.clone(),
+                    c.key.clone(),
+                    show(&c.before),
+                    show(&c.after),
+                    c.datapath.clone().unwrap_or_else(|| "–".into()),
+                    pin,
+                ],
+                c.datapath.is_some() && !pinned,
+            ));
+        }
+        for c in d.sizing.iter().filter(|c| c.before == c.after) {
+            rows.push(row(
+                vec![
+                    step.clone(),
+                    c.key.clone(),
+                    show(&c.before),
+                    show(&c.after),
+                    "unchanged".into(),
+                    "–".into(),
+                ],
+                false,
+            ));
+        }
+    }
+    Table {
+        id: "config-drift",
+        title: "Agent settings (cilium-config) across the upgrade".into(),
+        note: Some(
+            "What the agents read before each step against the step's chart rendered with the values the upgrade passes; BPF map sizes and Maglev settings are listed even when unchanged. Set `pin_config: true` in the drill to keep the offered pins."
+                .into(),
+        ),
+        headers: headers(&["step", "key", "before", "after", "datapath", "pin"]),
+        rows,
+        empty: "Not computed in this run (no deployed manifest or no chart to render).".into(),
     }
 }
 

@@ -76,6 +76,7 @@ impl Ctx<'_> {
         };
         let extra = serde_json::Value::Object(d.drill.definition.values.clone());
         let steps = d.drill.plan.steps().to_vec();
+        let mut step_values = BTreeMap::new();
         for step in &steps {
             let opts = MigrateOptions {
                 keep_unknown: false,
@@ -126,7 +127,8 @@ impl Ctx<'_> {
                 return Err(self.fail(&cp, phase, &format!("upload {remote}"), e));
             }
             self.remote_values.insert(step.to(), remote);
-            current = merged.values;
+            current = merged.values.clone();
+            step_values.insert(step.to(), merged);
         }
 
         // Charts: a bundled archive on the control plane, else the repository.
@@ -165,6 +167,8 @@ impl Ctx<'_> {
             .timeout(d.timeouts.helm);
             self.exec(&cp, phase, &cmd).await?;
         }
+
+        self.config_drift(phase, &steps, &mut step_values).await?;
 
         // The agents' datapath before anything changes.
         match agents::list_agents(&client).await {
@@ -233,5 +237,164 @@ impl Ctx<'_> {
             un?;
         }
         Ok(PhaseOutcome::Ok)
+    }
+
+    /// Config drift, step by step: the agent settings the deployed release gives the agents now
+    /// against the first step's chart rendered with that step's values, then each step against
+    /// the next. With `pin_config`, the pins Helm shows to take effect go into the step's values
+    /// (uploaded again). What cannot be computed is a note: the drift informs, the upgrade decides.
+    async fn config_drift(
+        &mut self,
+        phase: &str,
+        steps: &[crate::drill::path::Step],
+        step_values: &mut BTreeMap<Version, migrate::Migration>,
+    ) -> Result<(), Stop> {
+        use crate::drill::drift::{self, AgentConfig};
+        let d = self.d;
+        let cp = self.cp.clone();
+        let Some(s) = self.session(&cp) else {
+            return Err(self.fail(&cp, phase, "config drift", "no session"));
+        };
+        let read = |cmd: Command| {
+            let s = s.clone();
+            async move {
+                match s.exec(&cmd).await {
+                    Ok(o) if o.success() => Ok(o.stdout_text()),
+                    Ok(o) => Err(format!(
+                        "{}: exit {}: {}",
+                        cmd.label_text(),
+                        o.status.map_or_else(
+                            || o.signal.clone().unwrap_or_default(),
+                            |c| c.to_string()
+                        ),
+                        o.stderr_text().trim()
+                    )),
+                    Err(e) => Err(format!("{}: {e}", cmd.label_text())),
+                }
+            }
+        };
+        let render = |what: String, cmd: HelmCommand| {
+            let read = &read;
+            async move {
+                let text = read(cmd.ssh_command().timeout(d.timeouts.helm)).await?;
+                AgentConfig::from_manifest(&what, &text).map_err(|e| e.to_string())
+            }
+        };
+        let mut before = match render("the deployed release".into(), d.helm.get_manifest()).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.say(&format!("  config drift not computed: {e}"));
+                self.notes.push(format!("config drift not computed: {e}"));
+                return Ok(());
+            }
+        };
+        for step in steps {
+            let v = step.to();
+            let (Some(chart), Some(values)) = (
+                self.charts.get(&v).cloned(),
+                self.remote_values.get(&v).cloned(),
+            ) else {
+                continue;
+            };
+            let after =
+                match render(format!("chart {v}"), d.helm.template(&chart, &[&values])).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.notes.push(format!("config drift {step}: {e}"));
+                        continue;
+                    }
+                };
+            // Which value writes which key, from the step's own chart (an archive on the node).
+            let paths = match &chart.source {
+                helm::ChartSource::Archive(a) => {
+                    let cmd = Command::new(format!(
+                        "tar -xzOf {} cilium/templates/cilium-configmap.yaml",
+                        quote(a)
+                    ))
+                    .privileged()
+                    .idempotent()
+                    .stdout_limit(crate::ssh::OutputLimit::LARGE);
+                    match read(cmd).await {
+                        Ok(t) => drift::value_paths(&t),
+                        Err(e) => {
+                            self.notes
+                                .push(format!("config drift {step}: no pins: {e}"));
+                            BTreeMap::new()
+                        }
+                    }
+                }
+                helm::ChartSource::Repo(_) => BTreeMap::new(),
+            };
+            let found = drift::diff(&before, &after, &paths);
+            let mut next = after;
+            let mut pinned = Vec::new();
+            if d.drill.definition.pin_config && found.changes.iter().any(|c| c.pin.is_some()) {
+                let pins_remote = format!("/etc/kubernetes/kubedrill/drill-pins-{v}.json");
+                let body = serde_json::to_vec(&found.pins()).unwrap_or_default();
+                if let Err(e) = s.upload(&body, &pins_remote, 0o600, true).await {
+                    return Err(self.fail(&cp, phase, &format!("upload {pins_remote}"), e));
+                }
+                match render(
+                    format!("chart {v} pinned"),
+                    d.helm.template(&chart, &[&values, &pins_remote]),
+                )
+                .await
+                {
+                    Ok(with_pins) => {
+                        pinned = found.pins_that_hold(&with_pins);
+                        if let Some(m) = step_values.get_mut(&v) {
+                            crate::render::cilium::merge(&mut m.values, &found.pins_of(&pinned));
+                            let yaml = match m.values_yaml() {
+                                Ok(y) => y,
+                                Err(e) => {
+                                    return Err(self.fail(
+                                        "(local)",
+                                        phase,
+                                        "write the values as YAML",
+                                        e,
+                                    ));
+                                }
+                            };
+                            let local = self.run_dir.join(format!("values-{v}.yaml"));
+                            if let Err(e) = crate::files::write_private(&local, yaml.as_bytes()) {
+                                return Err(self.fail(
+                                    "(local)",
+                                    phase,
+                                    &format!("write {}", local.display()),
+                                    e,
+                                ));
+                            }
+                            if let Err(e) = s.upload(yaml.as_bytes(), &values, 0o600, true).await {
+                                return Err(self.fail(&cp, phase, &format!("upload {values}"), e));
+                            }
+                        }
+                        next = with_pins;
+                    }
+                    Err(e) => self
+                        .notes
+                        .push(format!("config drift {step}: pins not applied: {e}")),
+                }
+            }
+            let datapath = found.datapath().count();
+            self.say(&format!(
+                "  agent settings {step}: {} change(s), {datapath} touching the datapath{}",
+                found.changes.len(),
+                if pinned.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} pinned to the old value", pinned.len())
+                }
+            ));
+            for l in found.lines() {
+                self.say(&format!("    {l}"));
+            }
+            self.b.config_drift.push(found.record(
+                &step.from().to_string(),
+                &v.to_string(),
+                pinned,
+            ));
+            before = next;
+        }
+        Ok(())
     }
 }
