@@ -8,6 +8,18 @@ impl Ctx<'_> {
         let phase = "preflight";
         let d = self.d;
         let cp = self.cp.clone();
+        // Cilium ↔ Kubernetes, before and after: an older Kubernetes than the release was tested
+        // with is refused, a newer one is a warning (crate::cilium::compat cites the tables).
+        for cilium in [d.drill.from, d.drill.to] {
+            let pair = crate::cilium::compat::Pair::new(cilium, d.spec.kubernetes);
+            if pair.compat.refused() {
+                return Err(self.fail("(local)", phase, "Cilium ↔ Kubernetes compatibility", pair));
+            }
+            if pair.compat.warns() {
+                self.say(&format!("  warning: {pair}"));
+                self.notes.push(pair.to_string());
+            }
+        }
         let Some(client) = self.client() else {
             return Err(self.fail("(local)", phase, "kubernetes client", "not connected"));
         };
