@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{self, Driver, RunOptions};
 use crate::events::{Emitter, Event};
+use crate::held::Held;
 use crate::icmp::{self, Icmp};
-use crate::spec::{self, Kind, Probe};
+use crate::spec::{self, Kind, Probe, TcpMode};
 use crate::stop::{self, Reason};
 use crate::tcp::Tcp;
 use crate::udp::Udp;
@@ -141,7 +142,10 @@ fn setup_probe(index: usize, probe: &Probe, token: u64) -> Setup {
             Ok((Box::new(d), k))
         }
         Kind::Udp => Ok((Box::new(Udp::open(probe, token)?), "connected")),
-        Kind::Tcp => Ok((Box::new(Tcp::open(probe)?), "connect-echo")),
+        Kind::Tcp => match probe.tcp_mode {
+            TcpMode::ConnectEcho => Ok((Box::new(Tcp::open(probe)?), "connect-echo")),
+            TcpMode::Persistent => Ok((Box::new(Held::open(probe)?), "persistent")),
+        },
     }
 }
 

@@ -34,6 +34,19 @@ pub trait Driver {
     fn timeout_reason(&self) -> String {
         "timeout".to_string()
     }
+    /// Connections opened and broken, for a driver that holds one (`tcp_mode: persistent`).
+    fn connections(&self) -> Option<Connections> {
+        None
+    }
+}
+
+/// A held connection's history: one opened and none broken means it survived the whole run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Connections {
+    /// Connections opened (1 + reconnects).
+    pub opened: u64,
+    /// Connections that broke (peer FIN/RST, socket error, mismatched echo).
+    pub broken: u64,
 }
 
 struct Slot {
@@ -269,6 +282,7 @@ pub fn run(
         loss_ms: acct.loss_ms,
         longest_window_ms: acct.longest_ms,
         rtt_ms: RttMs::of(&acct.total.rtt),
+        connections: driver.connections(),
         stop,
     });
     RunTotals {

@@ -163,6 +163,9 @@ pub enum Event<'a> {
         longest_window_ms: u64,
         /// RTTs over the whole run.
         rtt_ms: RttMs,
+        /// A held connection's history (`tcp_mode: persistent` only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        connections: Option<crate::engine::Connections>,
         /// Why the run stopped.
         stop: &'a str,
     },

@@ -4,13 +4,14 @@
 //! measure every loss window of pod-to-pod and service traffic during an upgrade.
 //!
 //! - `serve`: TCP and UDP echo responders ([`serve`]).
-//! - `run`: ICMP, UDP and TCP connect-echo probers from a JSON spec ([`spec`]), one thread per
+//! - `run`: ICMP, UDP, TCP connect-echo and held-connection ([`held`]) probers from a JSON spec ([`spec`]), one thread per
 //!   probe ([`engine`]), reporting loss windows ([`window`]) as JSON lines ([`events`]).
 
 pub mod clock;
 pub mod cmd;
 pub mod engine;
 pub mod events;
+pub mod held;
 pub mod icmp;
 pub mod netns;
 pub mod payload;

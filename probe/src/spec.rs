@@ -76,6 +76,9 @@ pub enum TcpMode {
     /// conntrack for a new flow every probe.
     #[default]
     ConnectEcho,
+    /// One long-lived connection for all probes, payloads echoed back to back: whether an
+    /// established connection survives, and how long it stalls (see `held`).
+    Persistent,
 }
 
 /// Which ICMP socket an ICMP probe uses.

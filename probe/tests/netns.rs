@@ -599,3 +599,72 @@ fn starts_while_unreachable_then_recovers() {
         );
     }
 }
+
+/// An established connection through an outage: the held (`persistent`) TCP probe keeps its one
+/// connection — TCP retransmits across the link-down — while the connect-echo probe's new
+/// connections fail and recover. The held stall can outlast the outage by TCP's retransmission
+/// backoff (200 ms doubling); that difference is what the held probe exists to show.
+#[test]
+fn a_held_connection_survives_a_link_down_and_shows_its_stall() {
+    if !can_run("a_held_connection_survives_a_link_down_and_shows_its_stall") {
+        return;
+    }
+    let mut lab = Lab::new(4, "held");
+    let (a, b, b_ip) = (lab.a.clone(), lab.b.clone(), lab.b_ip());
+    lab.serve(
+        &["ip", "netns", "exec", &b],
+        &["--tcp", &format!("{b_ip}:7001")],
+    );
+    let target = format!("{b_ip}:7001");
+    let s = serde_json::json!([
+        {"id": "new", "kind": "tcp", "target": target, "rate_per_s": 50},
+        {"id": "held", "kind": "tcp", "target": target, "rate_per_s": 50, "tcp_mode": "persistent"},
+    ]);
+    let mut p = lab.prober(&["ip", "netns", "exec", &a], &[], &s);
+    std::thread::sleep(Duration::from_secs(2));
+    let outage = inject(
+        &["-n", &b, "link", "set", "veth-b", "down"],
+        Duration::from_millis(1500),
+        &["-n", &b, "link", "set", "veth-b", "up"],
+    );
+    // Long enough for TCP's backed-off retransmission to get through.
+    std::thread::sleep(Duration::from_millis(4000));
+    let events = lab.stop(&mut p);
+    for line in check_windows(&events, &["new"], outage) {
+        eprintln!("held: {line}");
+    }
+    let of = |ev: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["event"] == ev && e["probe"] == "held")
+            .collect()
+    };
+    let start = of("start");
+    assert_eq!(start[0]["socket"], "persistent", "{start:?}");
+    let summary = of("summary");
+    assert_eq!(summary.len(), 1, "{events:#?}");
+    let sum = summary[0];
+    assert_eq!(
+        sum["connections"],
+        serde_json::json!({"opened": 1, "broken": 0}),
+        "the connection survived: {sum}"
+    );
+    let losses = of("loss");
+    assert_eq!(losses.len(), 1, "one stall: {losses:#?}");
+    let w = losses[0];
+    assert_eq!(w["open"], false, "{w}");
+    let d = w["duration_ms"].as_u64().unwrap();
+    let bound = w["interval_ms"].as_u64().unwrap() + start[0]["timeout_ms"].as_u64().unwrap();
+    assert!(
+        d + bound >= outage.min() && d <= outage.max() + 3500,
+        "held stall {d} ms vs outage {}..{} ms",
+        outage.min(),
+        outage.max()
+    );
+    eprintln!(
+        "held: stall {d} ms on one connection (opened 1, broken 0) vs injected {}..{} ms; first loss: {}",
+        outage.min(),
+        outage.max(),
+        w["reason"]
+    );
+}
