@@ -866,6 +866,7 @@ fn a_long_nodeport_window_rolls_back_a_short_one_does_not() {
         rate_per_s: 20,
         sent: 7000,
         lost: 125,
+        connections: None,
     };
     let inputs = |w: &[kubedrill::report::record::LossWindow],
                   p: kubedrill::report::record::Probe| {
@@ -1416,7 +1417,24 @@ fn layout_probes_match_the_record_pairs() {
         backend_node_address: "192.168.151.12".into(),
     };
     let planned = layout::probes(&ProbeKind::ALL, 50, &p, &t);
-    assert_eq!(planned.len(), 6);
+    assert_eq!(planned.len(), 9);
+    // The held kinds probe the same targets as their new-connection kinds, on one connection.
+    for (new, held) in [
+        (ProbeKind::TcpPod, ProbeKind::TcpPodHeld),
+        (ProbeKind::TcpClusterip, ProbeKind::TcpClusteripHeld),
+        (ProbeKind::TcpNodeport, ProbeKind::TcpNodeportHeld),
+    ] {
+        let of = |k: ProbeKind| {
+            planned
+                .iter()
+                .find(|x| x.pair.kind == k)
+                .unwrap_or_else(|| panic!("no {k}"))
+        };
+        assert_eq!(of(new).spec.target, of(held).spec.target);
+        assert_eq!(of(new).spec.tcp_mode, None);
+        assert_eq!(of(held).spec.tcp_mode.as_deref(), Some("persistent"));
+        assert_ne!(of(new).spec.id, of(held).spec.id);
+    }
     // Every prober's window maps back to its pair.
     let pairs: Vec<ProbePair> = planned.iter().map(|x| x.pair.clone()).collect();
     for x in &planned {
@@ -1437,7 +1455,10 @@ fn layout_probes_match_the_record_pairs() {
     }
     // Probers in the pod carry its namespace; host probers do not.
     for x in &planned {
-        let in_pod = !matches!(x.pair.kind, ProbeKind::TcpNodeport | ProbeKind::IcmpHost);
+        let in_pod = !matches!(
+            x.pair.kind,
+            ProbeKind::TcpNodeport | ProbeKind::TcpNodeportHeld | ProbeKind::IcmpHost
+        );
         assert_eq!(x.spec.netns.is_some(), in_pod, "{:?}", x.pair.kind);
     }
 }

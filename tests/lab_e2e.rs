@@ -586,6 +586,7 @@ async fn probe_between_pods() {
             rate_per_s: rate,
             timeout_ms: None,
             netns: Some("/run/netns/pod".into()),
+            tcp_mode: None,
         })
         .collect()
     };

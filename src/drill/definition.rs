@@ -49,21 +49,28 @@ pub const MAX_POD_BURST: u32 = 500;
 /// Default seconds between two resource samples of every agent.
 pub const DEFAULT_INTERVAL_SECS: u64 = 5;
 
-/// The probe kinds a drill runs when the file does not list them.
-pub const DEFAULT_KINDS: [ProbeKind; 5] = [
+/// The probe kinds a drill runs when the file does not list them: new connections and held
+/// ones for every TCP path.
+pub const DEFAULT_KINDS: [ProbeKind; 8] = [
     ProbeKind::IcmpPodPod,
     ProbeKind::TcpPod,
     ProbeKind::TcpClusterip,
     ProbeKind::TcpNodeport,
     ProbeKind::UdpPod,
+    ProbeKind::TcpPodHeld,
+    ProbeKind::TcpClusteripHeld,
+    ProbeKind::TcpNodeportHeld,
 ];
 
 /// The default longest allowed interruption of a probe kind: 1 s for TCP (a connect retried
-/// after its 1 s SYN timeout already failed), 2 s for ICMP and UDP.
+/// after its 1 s SYN timeout already failed), 2 s for ICMP and UDP, 3 s for a held connection's
+/// stall (TCP's own retransmission backoff stretches a 1.5 s outage to ≈2.1 s: measured in
+/// probe/tests/netns.rs).
 pub fn default_max_loss_ms(kind: ProbeKind) -> u64 {
     match kind {
         ProbeKind::TcpPod | ProbeKind::TcpClusterip | ProbeKind::TcpNodeport => 1000,
         ProbeKind::IcmpPodPod | ProbeKind::UdpPod | ProbeKind::IcmpHost => 2000,
+        ProbeKind::TcpPodHeld | ProbeKind::TcpClusteripHeld | ProbeKind::TcpNodeportHeld => 3000,
     }
 }
 
@@ -135,6 +142,8 @@ struct RawPolicy {
     #[serde(default)]
     max_container_restarts: Option<u32>,
     #[serde(default)]
+    max_broken_connections: Option<u64>,
+    #[serde(default)]
     max_pod_burst_failures: Option<u32>,
 }
 
@@ -197,6 +206,8 @@ pub struct PolicySettings {
     pub max_loss_ratio: f64,
     /// Most agent container restarts (crashes, not rollout replacements) per node.
     pub max_container_restarts: u32,
+    /// Breaks allowed per held connection probe (0: every one must survive).
+    pub max_broken_connections: u64,
     /// Most failed pods in the burst, over all nodes.
     pub max_pod_burst_failures: u32,
 }
@@ -537,6 +548,7 @@ pub fn validate(
         pod_burst,
         max_loss_ratio,
         max_container_restarts: pol.and_then(|p| p.max_container_restarts).unwrap_or(0),
+        max_broken_connections: pol.and_then(|p| p.max_broken_connections).unwrap_or(0),
         max_pod_burst_failures: pol.and_then(|p| p.max_pod_burst_failures).unwrap_or(0),
     };
 
@@ -851,6 +863,9 @@ mod tests {
         assert!(on.pin_config);
         let e = parse("drill:\n  cilium: {from: 1.18.11, to: 1.19.7}\n  pin_config: maybe\n")
             .expect_err("not a bool");
-        assert!(e.to_string().contains("pin_config") || e.to_string().contains(":3"), "{e}");
+        assert!(
+            e.to_string().contains("pin_config") || e.to_string().contains(":3"),
+            "{e}"
+        );
     }
 }

@@ -164,6 +164,8 @@ pub fn probes(
     kinds
         .iter()
         .map(|&kind| {
+            // The held kinds probe the same paths over one long-lived connection.
+            let held = kind.held().then(|| "persistent".to_string());
             let in_client = |proto: &str, target: String, to: Endpoint| PlannedProbe {
                 host: t.client.node.clone(),
                 spec: ProbeSpec {
@@ -173,6 +175,7 @@ pub fn probes(
                     rate_per_s,
                     timeout_ms: None,
                     netns: Some(t.client.netns.clone()),
+                    tcp_mode: held.clone(),
                 },
                 pair: ProbePair {
                     id: kind.as_str().to_owned(),
@@ -184,7 +187,7 @@ pub fn probes(
             };
             match kind {
                 ProbeKind::IcmpPodPod => in_client("icmp", t.backend.ip.clone(), backend_ep("")),
-                ProbeKind::TcpPod => in_client(
+                ProbeKind::TcpPod | ProbeKind::TcpPodHeld => in_client(
                     "tcp",
                     socket(&t.backend.ip, TCP_PORT),
                     backend_ep(&format!(":{TCP_PORT}")),
@@ -194,7 +197,7 @@ pub fn probes(
                     socket(&t.backend.ip, UDP_PORT),
                     backend_ep(&format!(":{UDP_PORT}")),
                 ),
-                ProbeKind::TcpClusterip => in_client(
+                ProbeKind::TcpClusterip | ProbeKind::TcpClusteripHeld => in_client(
                     "tcp",
                     socket(&t.cluster_ip, TCP_PORT),
                     Endpoint {
@@ -205,7 +208,7 @@ pub fn probes(
                         node: None,
                     },
                 ),
-                ProbeKind::TcpNodeport => {
+                ProbeKind::TcpNodeport | ProbeKind::TcpNodeportHeld => {
                     let target = socket(&p.nodeport_target.address, t.node_port);
                     PlannedProbe {
                         host: p.nodeport_prober.clone(),
@@ -216,6 +219,7 @@ pub fn probes(
                             rate_per_s,
                             timeout_ms: None,
                             netns: None,
+                            tcp_mode: held.clone(),
                         },
                         pair: ProbePair {
                             id: kind.as_str().to_owned(),
@@ -241,6 +245,7 @@ pub fn probes(
                         rate_per_s,
                         timeout_ms: None,
                         netns: None,
+                        tcp_mode: None,
                     },
                     pair: ProbePair {
                         id: kind.as_str().to_owned(),

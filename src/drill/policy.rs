@@ -130,6 +130,16 @@ pub fn verdict(i: &VerdictInputs<'_>, policy: &Policy) -> Verdict {
             ));
         }
     }
+    for p in i.probes {
+        if let Some(c) = p.connections
+            && c.broken > policy.max_broken_connections
+        {
+            fail.push(format!(
+                "{} {} → {}: the held connection broke {} time(s) ({} opened), more than {}",
+                p.kind, p.from, p.to, c.broken, c.opened, policy.max_broken_connections
+            ));
+        }
+    }
     for m in i.mismatches {
         fail.push(format!(
             "{} after the upgrade to {}: {}",
@@ -267,5 +277,57 @@ mod tests {
         let f = rollback_decision(&[], &BTreeMap::new(), &[], false, Some("rollout timed out"));
         assert!(f.rollback);
         assert_eq!(f.reasons, ["upgrade step failed: rollout timed out"]);
+    }
+
+    #[test]
+    fn a_broken_held_connection_fails_the_drill() {
+        let w = window(ProbeKind::TcpNodeportHeld, 10);
+        let probe = |broken| crate::report::record::Probe {
+            kind: ProbeKind::TcpNodeportHeld,
+            from: w.from.clone(),
+            to: w.to.clone(),
+            rate_per_s: 20,
+            sent: 1000,
+            lost: 0,
+            connections: Some(crate::report::record::HeldConnections {
+                opened: 1 + broken,
+                broken,
+            }),
+        };
+        let policy = Policy {
+            max_interruption_ms: BTreeMap::new(),
+            max_loss_ratio: 1.0,
+            max_container_restarts: 0,
+            max_broken_connections: 0,
+            max_pod_burst_failures: 0,
+            leak: Default::default(),
+        };
+        let restarts = BTreeMap::new();
+        let judge = |p: crate::report::record::Probe| {
+            verdict(
+                &VerdictInputs {
+                    probes: &[p],
+                    loss_windows: &[],
+                    mismatches: &[],
+                    burst: None,
+                    kube_proxy: &[],
+                    leaks: &[],
+                    container_restarts: &restarts,
+                    failures: &[],
+                    rollback: None,
+                },
+                &policy,
+            )
+        };
+        assert_eq!(judge(probe(0)).outcome, Outcome::Pass);
+        let v = judge(probe(1));
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert!(
+            v.reasons.iter().any(
+                |r| r.contains("tcp-nodeport-held") && r.contains("broke 1 time(s) (2 opened)")
+            ),
+            "{:?}",
+            v.reasons
+        );
     }
 }

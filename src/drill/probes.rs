@@ -135,6 +135,9 @@ pub struct ProbeSpec {
     /// Network namespace path for this probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// `persistent` for the held kinds (one connection for every probe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_mode: Option<String>,
 }
 
 /// A loss window as the agent reports it.
@@ -177,6 +180,9 @@ pub struct Summary {
     pub windows: u64,
     /// Longest window.
     pub longest_window_ms: u64,
+    /// A held connection's history (`tcp_mode: persistent` probes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<crate::report::record::HeldConnections>,
 }
 
 /// A loss window still open at the prober's last `stats` event (its `loss` event comes only

@@ -11,9 +11,10 @@
 use super::probes::{Loss, ProbeRun};
 use crate::k8s::status::{AgentStatus, BackendSelection, KprStatus, LbModeStatus, XdpStatus};
 use crate::report::record::{
-    AgentEvent, Datapath, DrillId, Endpoint, HelmEvent, KubeProxyEvent, LossWindow, Node,
-    NodeResources, NodeVerification, Outcome, Phase, PhaseOutcome, PodBurst, Policy, Probe,
-    ProbeKind, ResourceSample, RunRecord, Schema, Verdict, VersionChange, Window, XdpMode,
+    AgentEvent, Datapath, DrillId, Endpoint, HeldConnections, HelmEvent, KubeProxyEvent,
+    LossWindow, Node, NodeResources, NodeVerification, Outcome, Phase, PhaseOutcome, PodBurst,
+    Policy, Probe, ProbeKind, ResourceSample, RunRecord, Schema, Verdict, VersionChange, Window,
+    XdpMode,
 };
 use crate::report::time::{Millis, Timestamp};
 use crate::spec::cilium::KubeProxyReplacement;
@@ -255,13 +256,28 @@ impl RecordBuilder {
                     });
                 (p, sent, lost)
             })
-            .map(|(p, sent, lost)| Probe {
-                kind: p.kind,
-                from: p.from.clone(),
-                to: p.to.clone(),
-                rate_per_s: p.rate_per_s.max(1),
-                sent,
-                lost,
+            .map(|(p, sent, lost)| {
+                // A held kind's connections, summed over its summaries (one per prober run).
+                let connections = p.kind.held().then(|| {
+                    self.probe_runs
+                        .iter()
+                        .flat_map(|r| r.summaries.iter())
+                        .filter(|s| s.probe == p.id)
+                        .filter_map(|s| s.connections)
+                        .reduce(|a, b| HeldConnections {
+                            opened: a.opened.saturating_add(b.opened),
+                            broken: a.broken.saturating_add(b.broken),
+                        })
+                });
+                Probe {
+                    kind: p.kind,
+                    from: p.from.clone(),
+                    to: p.to.clone(),
+                    rate_per_s: p.rate_per_s.max(1),
+                    sent,
+                    lost,
+                    connections: connections.flatten(),
+                }
             })
             .collect();
         (probes, windows)
@@ -473,6 +489,7 @@ pub fn record_policy(p: &super::definition::PolicySettings) -> Policy {
             .collect(),
         max_loss_ratio: p.max_loss_ratio,
         max_container_restarts: p.max_container_restarts,
+        max_broken_connections: p.max_broken_connections,
         max_pod_burst_failures: p.max_pod_burst_failures,
         leak: Default::default(),
     }

@@ -137,20 +137,21 @@ pub struct UpReport {
     pub ssh_ready_secs: Vec<(String, f64)>,
     /// Per VM: how the wait split up.
     pub boot: Vec<BootTiming>,
-    /// CPU weights given (a lab adjustment under TCG), with the outcome for each VM.
+    /// CPU priorities given (a lab adjustment under TCG), with the outcome for each VM.
     pub cpu_weights: Vec<CpuWeight>,
     /// Total seconds.
     pub total_secs: f64,
 }
 
-/// The CPU weight a VM was given, or why it could not be.
+/// The CPU priority a VM was given, or why it could not be.
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuWeight {
-    /// VM.
+    /// VM (domain name until mapped back to the VM's).
     pub vm: String,
-    /// cgroup CPU shares asked for (libvirt's default is 1024).
-    pub shares: u64,
-    /// Why libvirt refused it, if it did (the lab still runs, unweighted).
+    /// What was asked: `CPU weight 4096` (cgroup shares; libvirt's default is 1024) for a control
+    /// plane, or — when libvirt has no cgroup CPU controller — `nice 10` for the others' QEMU.
+    pub change: String,
+    /// Why it could not be made, if it could not (the lab still runs, unweighted).
     pub error: Option<String>,
 }
 
@@ -178,18 +179,36 @@ pub fn cpu_weights(lab: &Lab, domain_type: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Per domain: the shares asked for, and libvirt's refusal if it refused.
-type Weighted = Vec<(String, u64, Option<String>)>;
-
-/// Give each domain its weight; a refusal is reported, not fatal (no cgroup CPU controller).
-fn apply_cpu_weights(hv: &Hypervisor, weights: &[(String, u64)]) -> Weighted {
-    weights
+/// Give each weighted domain its weight; where libvirt refuses (no cgroup CPU controller) and
+/// the hypervisor is this machine, the other domains' QEMU threads yield instead (nice). A
+/// refusal of both is reported, not fatal.
+fn apply_cpu_weights(
+    hv: &Hypervisor,
+    weights: &[(String, u64)],
+    domains: &[String],
+    local: bool,
+) -> Vec<CpuWeight> {
+    let mut out: Vec<CpuWeight> = weights
         .iter()
-        .map(|(name, shares)| {
-            let err = hv.weight_cpu(name, *shares).err().map(|e| e.to_string());
-            (name.clone(), *shares, err)
+        .map(|(name, shares)| CpuWeight {
+            vm: name.clone(),
+            change: format!("CPU weight {shares}"),
+            error: hv.weight_cpu(name, *shares).err().map(|e| e.to_string()),
         })
-        .collect()
+        .collect();
+    if local && out.iter().any(|w| w.error.is_some()) {
+        for d in domains
+            .iter()
+            .filter(|d| !weights.iter().any(|(w, _)| w == *d))
+        {
+            out.push(CpuWeight {
+                vm: d.clone(),
+                change: format!("nice {}", super::priority::YIELD_NICE),
+                error: super::priority::yield_domain(d).err(),
+            });
+        }
+    }
+    out
 }
 
 /// Where one VM's time to SSH-ready went.
@@ -412,7 +431,7 @@ pub async fn up(
     step("defining and starting the network and domains");
     let (hv, st, started) = tokio::task::spawn_blocking(move || {
         let mut st = st;
-        let res = (|| -> Result<(Vec<(String, Instant)>, Weighted), LifecycleError> {
+        let res = (|| -> Result<(Vec<(String, Instant)>, Vec<CpuWeight>), LifecycleError> {
             hv.create_network(&net_name, &net_xml)?;
             st.network = Some(ObjRef {
                 name: net_name.clone(),
@@ -440,7 +459,8 @@ pub async fn up(
                 }
                 started.push((name.clone(), Instant::now()));
             }
-            let weighted = apply_cpu_weights(&hv, &st.cpu_weights);
+            let names: Vec<String> = st.domains.iter().map(|d| d.name.clone()).collect();
+            let weighted = apply_cpu_weights(&hv, &st.cpu_weights, &names, !is_remote(&st.uri));
             Ok((started, weighted))
         })();
         (hv, st, res)
@@ -451,14 +471,13 @@ pub async fn up(
     drop(hv);
     let cpu_weights: Vec<CpuWeight> = weighted
         .into_iter()
-        .map(|(name, shares, error)| CpuWeight {
+        .map(|w| CpuWeight {
             vm: lab
                 .vms
                 .iter()
-                .find(|v| xml::domain_name(&lab.name, &v.name) == name)
-                .map_or(name, |v| v.name.clone()),
-            shares,
-            error,
+                .find(|v| xml::domain_name(&lab.name, &v.name) == w.vm)
+                .map_or(w.vm.clone(), |v| v.name.clone()),
+            ..w
         })
         .collect();
     let _ = st;
@@ -877,15 +896,21 @@ pub async fn reset(
     if !st.cpu_weights.is_empty() {
         let uri = st.uri.clone();
         let weights = st.cpu_weights.clone();
+        let names: Vec<String> = st.domains.iter().map(|d| d.name.clone()).collect();
         let given = tokio::task::spawn_blocking(move || {
-            Hypervisor::open(&uri).map(|hv| apply_cpu_weights(&hv, &weights))
+            Hypervisor::open(&uri)
+                .map(|hv| apply_cpu_weights(&hv, &weights, &names, !is_remote(hv.uri())))
         })
         .await
         .map_err(|e| local("libvirt")(e.to_string()))??;
-        for (name, shares, err) in given {
-            if let Some(e) = err {
+        let made = |w: &CpuWeight| w.error.is_none();
+        if !given.iter().any(made) {
+            for w in &given {
                 progress.println(&format!(
-                    "CPU weight {shares} for {name} not given again: {e}"
+                    "lab adjustment not made again: {} for {}: {}",
+                    w.change,
+                    w.vm,
+                    w.error.as_deref().unwrap_or_default()
                 ));
             }
         }

@@ -6,6 +6,7 @@ pub mod accel;
 pub mod definition;
 pub mod hypervisor;
 pub mod lifecycle;
+pub mod priority;
 pub mod seed;
 pub mod state;
 pub mod storage;

@@ -232,18 +232,36 @@ pub enum ProbeKind {
     UdpPod,
     /// ICMP echo between node addresses.
     IcmpHost,
+    /// One TCP connection to a pod on another node, held through the whole drill (payloads
+    /// echoed back to back): does an established connection survive, and how long does it stall.
+    TcpPodHeld,
+    /// The same through the ClusterIP service.
+    TcpClusteripHeld,
+    /// The same through the NodePort from outside (DSR).
+    TcpNodeportHeld,
 }
 
 impl ProbeKind {
     /// Every kind, in report order.
-    pub const ALL: [ProbeKind; 6] = [
+    pub const ALL: [ProbeKind; 9] = [
         ProbeKind::IcmpPodPod,
         ProbeKind::TcpPod,
         ProbeKind::TcpClusterip,
         ProbeKind::TcpNodeport,
         ProbeKind::UdpPod,
         ProbeKind::IcmpHost,
+        ProbeKind::TcpPodHeld,
+        ProbeKind::TcpClusteripHeld,
+        ProbeKind::TcpNodeportHeld,
     ];
+
+    /// A kind that holds one connection for the whole run.
+    pub fn held(self) -> bool {
+        matches!(
+            self,
+            ProbeKind::TcpPodHeld | ProbeKind::TcpClusteripHeld | ProbeKind::TcpNodeportHeld
+        )
+    }
 
     /// The kebab-case name used in the record.
     pub fn as_str(self) -> &'static str {
@@ -254,6 +272,9 @@ impl ProbeKind {
             ProbeKind::TcpNodeport => "tcp-nodeport",
             ProbeKind::UdpPod => "udp-pod",
             ProbeKind::IcmpHost => "icmp-host",
+            ProbeKind::TcpPodHeld => "tcp-pod-held",
+            ProbeKind::TcpClusteripHeld => "tcp-clusterip-held",
+            ProbeKind::TcpNodeportHeld => "tcp-nodeport-held",
         }
     }
 }
@@ -300,6 +321,20 @@ pub struct Probe {
     pub sent: u64,
     /// Probes lost (no reply within the probe timeout).
     pub lost: u64,
+    /// A held kind's connection history (absent for the others, and when the prober's summary
+    /// never came).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<HeldConnections>,
+}
+
+/// What happened to a held connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldConnections {
+    /// Connections opened (1 + reconnects).
+    pub opened: u64,
+    /// Connections that broke (reset, closed, socket error): 0 means it survived.
+    pub broken: u64,
 }
 
 impl Probe {
@@ -590,6 +625,10 @@ pub struct Policy {
     pub max_loss_ratio: f64,
     /// Most agent container restarts (crashes, not rollout replacements) allowed per node.
     pub max_container_restarts: u32,
+    /// Breaks of held connections allowed per held probe (0: every held connection must survive;
+    /// left out of the file when 0, as records before held probes have it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_broken_connections: u64,
     /// Most failed pods allowed in the pod burst, over all nodes.
     pub max_pod_burst_failures: u32,
     /// Memory leak detection.
@@ -790,4 +829,8 @@ impl RunRecord {
     pub fn node_index(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -179,15 +179,37 @@ fn interruptions(r: &RunRecord, a: &Analysis) -> Table {
 }
 
 fn probes(r: &RunRecord) -> Table {
+    // Held-connection probes say whether their one connection survived.
+    let held = |p: &crate::report::record::Probe| match p.connections {
+        Some(c) if c.broken == 0 => "survived".to_string(),
+        Some(c) => format!("broke {}× ({} opened)", c.broken, c.opened),
+        None if p.kind.held() => "no summary".to_string(),
+        None => "–".to_string(),
+    };
     Table {
         id: "probes",
         title: "Probe pairs".into(),
-        note: None,
-        headers: headers(&["probe kind", "from", "to", "rate", "sent", "lost", "loss"]),
+        note: Some(
+            "The `-held` kinds keep one TCP connection open through the whole drill, payloads echoed back to back: their loss windows are stalls of an established connection, and `connection` says whether it survived."
+                .into(),
+        ),
+        headers: headers(&[
+            "probe kind",
+            "from",
+            "to",
+            "rate",
+            "sent",
+            "lost",
+            "loss",
+            "connection",
+        ]),
         rows: r
             .probes
             .iter()
             .map(|p| {
+                let broke = p
+                    .connections
+                    .is_some_and(|c| c.broken > r.policy.max_broken_connections);
                 row(
                     vec![
                         p.kind.to_string(),
@@ -197,8 +219,9 @@ fn probes(r: &RunRecord) -> Table {
                         p.sent.to_string(),
                         p.lost.to_string(),
                         percent(p.loss_ratio()),
+                        held(p),
                     ],
-                    p.loss_ratio() > r.policy.max_loss_ratio,
+                    p.loss_ratio() > r.policy.max_loss_ratio || broke,
                 )
             })
             .collect(),
