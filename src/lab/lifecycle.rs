@@ -179,6 +179,9 @@ pub fn cpu_weights(lab: &Lab, domain_type: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Domains started (with when), and the CPU priorities given.
+type Started = (Vec<(String, Instant)>, Vec<CpuWeight>);
+
 /// Give each weighted domain its weight; where libvirt refuses (no cgroup CPU controller) and
 /// the hypervisor is this machine, the other domains' QEMU threads yield instead (nice). A
 /// refusal of both is reported, not fatal.
@@ -431,7 +434,7 @@ pub async fn up(
     step("defining and starting the network and domains");
     let (hv, st, started) = tokio::task::spawn_blocking(move || {
         let mut st = st;
-        let res = (|| -> Result<(Vec<(String, Instant)>, Vec<CpuWeight>), LifecycleError> {
+        let res = (|| -> Result<Started, LifecycleError> {
             hv.create_network(&net_name, &net_xml)?;
             st.network = Some(ObjRef {
                 name: net_name.clone(),
