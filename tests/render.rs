@@ -1359,6 +1359,64 @@ fn kubeadm_timeout_raises_every_wait_in_both_config_apis() {
 }
 
 #[test]
+fn leader_election_leases_become_extra_args_in_both_config_apis() {
+    let tpl = Templates::load().unwrap();
+    let mut secrets = Secrets::placeholders();
+    secrets.ca_cert_hash = "sha256:00".into();
+    let vars = "kube_controller_manager_leader_elect_lease_duration: \"60s\"\nkube_controller_manager_leader_elect_renew_deadline: \"40s\"\nkube_scheduler_leader_elect_renew_deadline: \"12s\"\nkube_scheduler_leader_elect_lease_duration: \"1m\"\n";
+    for (k, cm, sched) in [
+        (
+            "1.34.2",
+            "controllerManager:\n  # Kubespray's kube_*_leader_elect_* (a lab under TCG raises them)\n  extraArgs:\n    - name: leader-elect-lease-duration\n      value: \"60s\"\n    - name: leader-elect-renew-deadline\n      value: \"40s\"\n",
+            "    - name: leader-elect-lease-duration\n      value: \"60s\"\n    - name: leader-elect-renew-deadline\n      value: \"12s\"\n",
+        ),
+        (
+            "1.29.10",
+            "  extraArgs:\n    leader-elect-lease-duration: \"60s\"\n    leader-elect-renew-deadline: \"40s\"\n",
+            "    leader-elect-lease-duration: \"60s\"\n    leader-elect-renew-deadline: \"12s\"\n",
+        ),
+    ] {
+        let (spec, inv) = try_build(&format!("{}{vars}", matrix_vars(k, "1.16.19"))).expect("spec");
+        let init = render::kubeadm::init(&tpl, &spec, &inv, &secrets).unwrap();
+        assert!(init.content.contains(cm), "{k}: {}", init.content);
+        let s = init
+            .content
+            .split("\nscheduler:\n")
+            .nth(1)
+            .expect("scheduler section");
+        assert!(s.contains(sched), "{k}: {}", init.content);
+        for doc in init.content.split("\n---\n") {
+            serde_saphyr::from_str::<serde_json::Value>(doc).expect("yaml");
+        }
+    }
+    // Unset: kubeadm's defaults, nothing rendered.
+    let (spec, inv) = try_build(&matrix_vars("1.34.2", "1.19.6")).expect("spec");
+    let init = render::kubeadm::init(&tpl, &spec, &inv, &secrets).unwrap();
+    assert!(!init.content.contains("leader-elect"), "{}", init.content);
+    // One set: Kubespray's default for the other; a deadline not shorter than the lease is an
+    // error naming the variable.
+    let (spec, _) = try_build(&format!(
+        "{}kube_scheduler_leader_elect_lease_duration: \"30s\"\n",
+        matrix_vars("1.34.2", "1.19.6")
+    ))
+    .expect("spec");
+    let l = spec.leader_elect.scheduler.expect("lease");
+    assert_eq!((l.duration_secs, l.renew_deadline_secs), (30, 10));
+    assert!(spec.leader_elect.controller_manager.is_none());
+    for bad in [
+        "kube_controller_manager_leader_elect_renew_deadline: \"15s\"\n",
+        "kube_controller_manager_leader_elect_lease_duration: \"5s\"\n",
+        "kube_controller_manager_leader_elect_lease_duration: \"soon\"\n",
+    ] {
+        let e = try_build(&format!("{}{bad}", matrix_vars("1.34.2", "1.19.6"))).expect_err(bad);
+        assert!(
+            e.contains("kube_controller_manager_leader_elect_"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
 fn node_packages_install_release_binaries_with_kubelets_unit() {
     use kubedrill::apply::node::{self, PackageSource};
     use kubedrill::bundle::{Artifact, Bundle, Family, Manifest};

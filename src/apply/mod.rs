@@ -315,6 +315,17 @@ pub async fn execute<'a>(
                 from("kubedrill_kubeadm_timeout")
             ));
         }
+        for (name, lease) in [
+            ("controller manager", spec.leader_elect.controller_manager),
+            ("scheduler", spec.leader_elect.scheduler),
+        ] {
+            if let Some(l) = lease {
+                progress.println(&format!(
+                    "note: the {name}'s leader-election lease is {} s, renewed within {} s (Kubespray's kube_*_leader_elect_*; kubeadm's default 15 s / 10 s)",
+                    l.duration_secs, l.renew_deadline_secs
+                ));
+            }
+        }
         if let Some(secs) = spec.cilium_startup_timeout {
             progress.println(&format!(
                 "note: the Cilium agent's startup probe allows {} min ({}); production uses the chart's default unless its inventory sets it too",

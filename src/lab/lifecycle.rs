@@ -579,6 +579,12 @@ fn write_inventory(
             "    # lab adjustment: under TCG the Cilium agent compiles its datapath many times slower\n",
             "    # than on hardware; its startup probe allows this long (the chart's default: 10m)\n",
             "    kubedrill_cilium_startup_timeout: \"40m\"\n",
+            "    # lab adjustment: under TCG a busy API server answers slowly; with kubeadm's 15 s leases\n",
+            "    # the controller manager and scheduler lost theirs, exited and restarted in a loop\n",
+            "    kube_controller_manager_leader_elect_lease_duration: \"60s\"\n",
+            "    kube_controller_manager_leader_elect_renew_deadline: \"40s\"\n",
+            "    kube_scheduler_leader_elect_lease_duration: \"60s\"\n",
+            "    kube_scheduler_leader_elect_renew_deadline: \"40s\"\n",
         ));
     }
     if lab.mirrors.is_none() {

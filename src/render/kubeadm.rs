@@ -38,6 +38,19 @@ struct Ctx<'a> {
     image_repo: Option<&'a str>,
     /// kubeadm's waits (`15m0s`), when raised.
     timeout: Option<String>,
+    /// Leader-election flags per component (`controllerManager`, `scheduler`), when set.
+    leader_elect: Vec<LeaderArgs>,
+}
+
+/// The `extraArgs` of one component's leader election.
+#[derive(Serialize)]
+struct LeaderArgs {
+    /// `controllerManager` or `scheduler` (the ClusterConfiguration key).
+    component: &'static str,
+    /// `--leader-elect-lease-duration`, e.g. `60s`.
+    lease_duration: String,
+    /// `--leader-elect-renew-deadline`.
+    renew_deadline: String,
 }
 
 fn api_suffix(api: KubeadmApi) -> &'static str {
@@ -95,6 +108,19 @@ fn ctx<'a>(
             .as_deref()
             .and_then(crate::spec::timeout_minutes)
             .map(|m| format!("{m}m0s")),
+        leader_elect: [
+            ("controllerManager", spec.leader_elect.controller_manager),
+            ("scheduler", spec.leader_elect.scheduler),
+        ]
+        .into_iter()
+        .filter_map(|(component, lease)| {
+            lease.map(|l| LeaderArgs {
+                component,
+                lease_duration: format!("{}s", l.duration_secs),
+                renew_deadline: format!("{}s", l.renew_deadline_secs),
+            })
+        })
+        .collect(),
     }
 }
 

@@ -199,6 +199,11 @@ pub struct ClusterSpec {
     /// (`kubedrill_cilium_startup_timeout`, seconds; the chart's default when unset). Labs under
     /// TCG set it: the agent compiles its datapath at start, many times slower there.
     pub cilium_startup_timeout: Option<u64>,
+    /// Leader election of the controller manager and the scheduler, when the inventory sets
+    /// Kubespray's `kube_controller_manager_leader_elect_*` / `kube_scheduler_leader_elect_*`
+    /// (kubeadm's defaults otherwise). Labs under TCG set longer leases: a slow API server made
+    /// both lose their lease, exit and restart in a loop (seen on the lab with Cilium).
+    pub leader_elect: LeaderElect,
     /// Remove (never install) kube-proxy.
     pub kube_proxy_remove: bool,
     /// Container runtime.
@@ -292,6 +297,10 @@ const CLUSTER_VARS: &[&str] = &[
     "kube_image_repo",
     "kubedrill_kubeadm_timeout",
     "kubedrill_cilium_startup_timeout",
+    "kube_controller_manager_leader_elect_lease_duration",
+    "kube_controller_manager_leader_elect_renew_deadline",
+    "kube_scheduler_leader_elect_lease_duration",
+    "kube_scheduler_leader_elect_renew_deadline",
     "quay_image_repo",
     "cilium_image_repo",
     "cilium_image_tag",
@@ -329,6 +338,24 @@ pub fn duration_secs(s: &str, min: u64, max: u64) -> Option<u64> {
         _ => return None,
     };
     (min..=max).contains(&secs).then_some(secs)
+}
+
+/// Leader-election leases of the control-plane components that elect one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LeaderElect {
+    /// kube-controller-manager's.
+    pub controller_manager: Option<Lease>,
+    /// kube-scheduler's.
+    pub scheduler: Option<Lease>,
+}
+
+/// A leader-election lease (`--leader-elect-lease-duration`, `--leader-elect-renew-deadline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    /// How long a lease holds without renewal.
+    pub duration_secs: u64,
+    /// How long the leader tries to renew before it gives up (and exits).
+    pub renew_deadline_secs: u64,
 }
 
 /// Kubespray's default `kube_image_repo`.
@@ -535,6 +562,16 @@ impl<'a> Builder<'a> {
                 None
             }
         };
+        let mut lease = |component| {
+            self.lease(component, &mut prov).unwrap_or_else(|d| {
+                fail(d, diags);
+                None
+            })
+        };
+        let leader_elect = LeaderElect {
+            controller_manager: lease("kube_controller_manager"),
+            scheduler: lease("kube_scheduler"),
+        };
         let cilium_images = self.cilium_images(cilium_v, &mut prov).unwrap_or_else(|d| {
             fail(d, diags);
             None
@@ -638,6 +675,7 @@ impl<'a> Builder<'a> {
             kubeadm_timeout,
             cilium_images,
             cilium_startup_timeout,
+            leader_elect,
             kube_proxy_remove: kube_proxy_remove.value,
             runtime,
             cilium_intent: intent,
@@ -667,6 +705,57 @@ impl<'a> Builder<'a> {
         let t = Setting::new(s, src);
         t.record(name, prov);
         Ok(Some(t.value))
+    }
+
+    /// `<component>_leader_elect_lease_duration` and `_renew_deadline` (Kubespray's defaults 15s
+    /// and 10s for the one left unset); `None` when neither is set. The deadline must be shorter
+    /// than the lease, as the components themselves require.
+    fn lease(
+        &self,
+        component: &'static str,
+        prov: &mut Vec<Provenance>,
+    ) -> Result<Option<Lease>, Diagnostic> {
+        let names: [&'static str; 2] = match component {
+            "kube_controller_manager" => [
+                "kube_controller_manager_leader_elect_lease_duration",
+                "kube_controller_manager_leader_elect_renew_deadline",
+            ],
+            _ => [
+                "kube_scheduler_leader_elect_lease_duration",
+                "kube_scheduler_leader_elect_renew_deadline",
+            ],
+        };
+        let mut got = [None, None];
+        for (i, name) in names.iter().enumerate() {
+            got[i] = self
+                .checked_string(
+                    name,
+                    |s| duration_secs(s, 1, 3600).is_some(),
+                    "a duration between 1s and 1h (write e.g. 15s or 1m)",
+                    prov,
+                )?
+                .and_then(|s| duration_secs(&s, 1, 3600));
+        }
+        if got.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let lease = Lease {
+            duration_secs: got[0].unwrap_or(15),
+            renew_deadline_secs: got[1].unwrap_or(10),
+        };
+        if lease.renew_deadline_secs >= lease.duration_secs {
+            let at = self.get(names[1]).or_else(|| self.get(names[0]));
+            let mut d = Diagnostic::error(format!(
+                "the renew deadline ({}s) must be shorter than the lease duration ({}s)",
+                lease.renew_deadline_secs, lease.duration_secs
+            ))
+            .field(names[1]);
+            if let Some((v, _)) = at {
+                d = d.at(&v.origin);
+            }
+            return Err(d);
+        }
+        Ok(Some(lease))
     }
 
     /// Kubespray's Cilium image variables, with its defaults for the ones left unset
