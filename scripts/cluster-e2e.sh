@@ -192,23 +192,6 @@ sed -e "s|^hypervisor:.*|hypervisor: \"$URI\"|" -e "s|^kubernetes_version:.*|kub
 in_ns "$KD" lab up "$WORK/lab.yaml" 2>&1 | tee "$WORK/logs/lab-up.log"
 INV="$KUBEDRILL_STATE_DIR/labs/$LAB_NAME/inventory/hosts.yaml"
 [ -f "$INV" ] || die "lab up wrote no inventory"
-# Under TCG the control plane runs at a higher CPU weight (a lab adjustment lab up reports);
-# when it says so, libvirt must hold that weight for the running domain.
-if grep -q "cp1 runs at CPU weight" "$WORK/logs/lab-up.log"; then
-  shares=$(in_ns virsh -c "$URI" schedinfo "kd-$LAB_NAME-cp1" | awk '$1 == "cpu_shares" {print $3}')
-  [ "$shares" = 4096 ] || die "lab up reported CPU weight 4096 for cp1, libvirt has '$shares'"
-  say "cp1 CPU weight: $shares (w1: $(in_ns virsh -c "$URI" schedinfo "kd-$LAB_NAME-w1" | awk '$1 == "cpu_shares" {print $3}'))"
-elif grep -q "w1 runs at nice 10" "$WORK/logs/lab-up.log"; then
-  # The fallback where libvirtd has no cgroup CPU controller (this machine): w1's QEMU threads
-  # run at nice 10, every one of them.
-  qpid=$(grep -l "guest=kd-$LAB_NAME-w1" /proc/[0-9]*/cmdline 2>/dev/null | head -n1 | cut -d/ -f3)
-  [ -n "$qpid" ] || die "lab up reported nice 10 for w1, but no QEMU process of w1 was found"
-  nices=$(ps -L -o ni= -p "$qpid" | sort -u | tr -d ' ' | tr '\n' ' ')
-  [ "$nices" = "10 " ] || die "w1's QEMU threads run at nice '$nices', lab up reported 10"
-  say "w1's QEMU ($qpid): every thread at nice 10"
-else
-  grep -q "lab adjustment (TCG)" "$WORK/logs/lab-up.log" || say "no CPU adjustment reported (KVM?)"
-fi
 stage "lab up"
 
 # The registry mirror: Debian's docker-registry on the lab network's host address (inside the

@@ -43,7 +43,6 @@ fn create(hv: &Hypervisor, lab: &kubedrill::lab::Lab, dir: &Path) -> Created {
         domains: Vec::new(),
         dir: dir.to_path_buf(),
         hosts: Vec::new(),
-        cpu_weights: Vec::new(),
     };
     let mut errors = Vec::new();
     let net_uuid = xml::random_uuid();

@@ -240,26 +240,6 @@ fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
                         b.vm, b.boot_secs, b.first_boot_secs
                     );
                 }
-                // The fallback (nice) is announced only when it is what took effect.
-                let weighted = r
-                    .cpu_weights
-                    .iter()
-                    .any(|w| w.error.is_none() && w.change.starts_with("CPU weight"));
-                for w in &r.cpu_weights {
-                    match &w.error {
-                        None => println!(
-                            "  lab adjustment (TCG): {} runs at {} so that emulated workers cannot starve the control plane",
-                            w.vm, w.change
-                        ),
-                        Some(_) if !weighted && w.change.starts_with("CPU weight") => {}
-                        Some(e) => println!(
-                            "  lab adjustment (TCG) not made: {} for {}: {}",
-                            w.change,
-                            w.vm,
-                            Escaped(e)
-                        ),
-                    }
-                }
                 println!("inventory: {}", r.inventory.display());
                 println!("next: kubedrill check -i {}", r.inventory.display());
             }

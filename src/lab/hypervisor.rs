@@ -167,23 +167,6 @@ impl Hypervisor {
         Ok(())
     }
 
-    /// Give a running domain a CPU weight (cgroup `cpu.shares`; libvirt's default is 1024), for
-    /// the running instance only: a libvirtd without a cgroup CPU controller refuses it, and a
-    /// weight in the persistent definition would then stop the domain from starting at all.
-    pub fn weight_cpu(&self, name: &str, shares: u64) -> Result<(), HypervisorError> {
-        let dom = self.owned(name)?;
-        let info = virt::domain::SchedulerInfo {
-            cpu_shares: Some(shares),
-            ..Default::default()
-        };
-        dom.set_scheduler_parameters_flags(&info, sys::VIR_DOMAIN_AFFECT_LIVE)
-            .map_err(|e| HypervisorError::Object {
-                what: "set the CPU weight of domain",
-                name: name.to_string(),
-                message: msg(e),
-            })
-    }
-
     /// kubedrill's mark on a domain, if it has one.
     pub fn mark_of(dom: &Domain) -> Option<Instance> {
         let md = dom

@@ -137,81 +137,8 @@ pub struct UpReport {
     pub ssh_ready_secs: Vec<(String, f64)>,
     /// Per VM: how the wait split up.
     pub boot: Vec<BootTiming>,
-    /// CPU priorities given (a lab adjustment under TCG), with the outcome for each VM.
-    pub cpu_weights: Vec<CpuWeight>,
     /// Total seconds.
     pub total_secs: f64,
-}
-
-/// The CPU priority a VM was given, or why it could not be.
-#[derive(Debug, Clone, Serialize)]
-pub struct CpuWeight {
-    /// VM (domain name until mapped back to the VM's).
-    pub vm: String,
-    /// What was asked: `CPU weight 4096` (cgroup shares; libvirt's default is 1024) for a control
-    /// plane, or — when libvirt has no cgroup CPU controller — `nice 10` for the others' QEMU.
-    pub change: String,
-    /// Why it could not be made, if it could not (the lab still runs, unweighted).
-    pub error: Option<String>,
-}
-
-/// CPU shares for a control-plane VM under TCG (4 × the default): every guest vCPU is a host
-/// thread that competes for the same few cores; when the Cilium agents start, the workers'
-/// emulated CPUs starved the control plane's API server and etcd into a crash loop (measured:
-/// pausing the worker let it recover within a minute). A weight gives the control plane the cores
-/// when both want them and costs nothing when it is idle.
-pub const CONTROL_PLANE_TCG_SHARES: u64 = 4096;
-
-/// The CPU weights a lab's VMs get on this domain type: control planes under TCG only.
-pub fn cpu_weights(lab: &Lab, domain_type: &str) -> Vec<(String, u64)> {
-    if domain_type != "qemu" {
-        return Vec::new();
-    }
-    lab.vms
-        .iter()
-        .filter(|v| matches!(v.role, VmRole::ControlPlane { .. }))
-        .map(|v| {
-            (
-                xml::domain_name(&lab.name, &v.name),
-                CONTROL_PLANE_TCG_SHARES,
-            )
-        })
-        .collect()
-}
-
-/// Domains started (with when), and the CPU priorities given.
-type Started = (Vec<(String, Instant)>, Vec<CpuWeight>);
-
-/// Give each weighted domain its weight; where libvirt refuses (no cgroup CPU controller) and
-/// the hypervisor is this machine, the other domains' QEMU threads yield instead (nice). A
-/// refusal of both is reported, not fatal.
-fn apply_cpu_weights(
-    hv: &Hypervisor,
-    weights: &[(String, u64)],
-    domains: &[String],
-    local: bool,
-) -> Vec<CpuWeight> {
-    let mut out: Vec<CpuWeight> = weights
-        .iter()
-        .map(|(name, shares)| CpuWeight {
-            vm: name.clone(),
-            change: format!("CPU weight {shares}"),
-            error: hv.weight_cpu(name, *shares).err().map(|e| e.to_string()),
-        })
-        .collect();
-    if local && out.iter().any(|w| w.error.is_some()) {
-        for d in domains
-            .iter()
-            .filter(|d| !weights.iter().any(|(w, _)| w == *d))
-        {
-            out.push(CpuWeight {
-                vm: d.clone(),
-                change: format!("nice {}", super::priority::YIELD_NICE),
-                error: super::priority::yield_domain(d).err(),
-            });
-        }
-    }
-    out
 }
 
 /// Where one VM's time to SSH-ready went.
@@ -326,7 +253,6 @@ pub async fn up(
         domains: Vec::new(),
         dir: dir.clone(),
         hosts: hosts.clone(),
-        cpu_weights: cpu_weights(lab, choice.domain_type),
     };
     st.save()
         .map_err(|e| local("recording the lab")(e.to_string()))?;
@@ -434,7 +360,7 @@ pub async fn up(
     step("defining and starting the network and domains");
     let (hv, st, started) = tokio::task::spawn_blocking(move || {
         let mut st = st;
-        let res = (|| -> Result<Started, LifecycleError> {
+        let res = (|| -> Result<Vec<(String, Instant)>, LifecycleError> {
             hv.create_network(&net_name, &net_xml)?;
             st.network = Some(ObjRef {
                 name: net_name.clone(),
@@ -462,27 +388,14 @@ pub async fn up(
                 }
                 started.push((name.clone(), Instant::now()));
             }
-            let names: Vec<String> = st.domains.iter().map(|d| d.name.clone()).collect();
-            let weighted = apply_cpu_weights(&hv, &st.cpu_weights, &names, !is_remote(&st.uri));
-            Ok((started, weighted))
+            Ok(started)
         })();
         (hv, st, res)
     })
     .await
     .map_err(|e| local("libvirt")(e.to_string()))?;
-    let (started, weighted) = started?;
+    let started = started?;
     drop(hv);
-    let cpu_weights: Vec<CpuWeight> = weighted
-        .into_iter()
-        .map(|w| CpuWeight {
-            vm: lab
-                .vms
-                .iter()
-                .find(|v| xml::domain_name(&lab.name, &v.name) == w.vm)
-                .map_or(w.vm.clone(), |v| v.name.clone()),
-            ..w
-        })
-        .collect();
     let _ = st;
     let define_secs = t0.elapsed().as_secs_f64();
     step("all domains started; waiting for SSH");
@@ -527,7 +440,6 @@ pub async fn up(
         define_secs,
         ssh_ready_secs,
         boot,
-        cpu_weights,
         total_secs: t0.elapsed().as_secs_f64(),
     })
 }
@@ -902,28 +814,6 @@ pub async fn reset(
     for j in jobs {
         j.await.map_err(|e| local("libvirt")(e.to_string()))??;
     }
-    if !st.cpu_weights.is_empty() {
-        let uri = st.uri.clone();
-        let weights = st.cpu_weights.clone();
-        let names: Vec<String> = st.domains.iter().map(|d| d.name.clone()).collect();
-        let given = tokio::task::spawn_blocking(move || {
-            Hypervisor::open(&uri)
-                .map(|hv| apply_cpu_weights(&hv, &weights, &names, !is_remote(hv.uri())))
-        })
-        .await
-        .map_err(|e| local("libvirt")(e.to_string()))??;
-        let made = |w: &CpuWeight| w.error.is_none();
-        if !given.iter().any(made) {
-            for w in &given {
-                progress.println(&format!(
-                    "lab adjustment not made again: {} for {}: {}",
-                    w.change,
-                    w.vm,
-                    w.error.as_deref().unwrap_or_default()
-                ));
-            }
-        }
-    }
     let revert_secs = t0.elapsed().as_secs_f64();
     progress.println(&format!(
         "[{revert_secs:>6.1} s] {} domains reverted to {snap}; waiting for SSH",
@@ -965,26 +855,7 @@ fn open_state(lab_name: &str) -> Result<(Hypervisor, LabState), LifecycleError> 
 
 #[cfg(test)]
 mod tests {
-    use super::{CONTROL_PLANE_TCG_SHARES, cpu_weights, is_remote};
-    use crate::lab::definition::parse;
-    use std::path::Path;
-
-    #[test]
-    fn control_planes_are_weighted_under_tcg_only() {
-        let lab = parse(
-            Path::new("l.yaml"),
-            "name: w\nhosts:\n  - {name: cp1, role: control-plane}\n  - {name: cp2, role: control-plane+worker}\n  - {name: w1, role: worker}\n",
-        )
-        .expect("lab");
-        assert_eq!(
-            cpu_weights(&lab, "qemu"),
-            vec![
-                ("kd-w-cp1".to_string(), CONTROL_PLANE_TCG_SHARES),
-                ("kd-w-cp2".to_string(), CONTROL_PLANE_TCG_SHARES),
-            ]
-        );
-        assert!(cpu_weights(&lab, "kvm").is_empty());
-    }
+    use super::is_remote;
 
     #[test]
     fn remote_uris() {

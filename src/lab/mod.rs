@@ -6,7 +6,6 @@ pub mod accel;
 pub mod definition;
 pub mod hypervisor;
 pub mod lifecycle;
-pub mod priority;
 pub mod seed;
 pub mod state;
 pub mod storage;

@@ -35,10 +35,6 @@ pub struct LabState {
     /// Every VM's name and address, for the SSH wait after a reset.
     #[serde(default)]
     pub hosts: Vec<VmHost>,
-    /// CPU weights given to running domains (a lab adjustment under TCG), given again after a
-    /// reset: a revert starts a new QEMU process, which starts at the default weight.
-    #[serde(default)]
-    pub cpu_weights: Vec<(String, u64)>,
 }
 
 /// A lab VM as SSH reaches it.
