@@ -16,10 +16,10 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{SockAddr, Socket};
 
 use crate::engine::{Connections, Driver};
-use crate::spec::{Probe, Target};
+use crate::spec::Probe;
 
 /// Payloads a connection may have in flight before it counts as broken: at 1000 probes/s with a
 /// 1 s timeout about 1000 are normal; this many means the peer stopped reading for minutes.
@@ -57,10 +57,7 @@ impl Held {
     /// Checks that a TCP socket can be created for `probe` (in the calling thread's namespace);
     /// connects on the first probe.
     pub fn open(probe: &Probe) -> Result<Held, String> {
-        let Target::Sock(sa) = probe.target else {
-            return Err("tcp probe without a port".to_string());
-        };
-        new_socket(sa).map_err(|e| format!("TCP socket: {e}"))?;
+        let sa = crate::tcp::checked_target(probe)?;
         Ok(Held {
             target: SockAddr::from(sa),
             addr: sa,
@@ -82,7 +79,7 @@ impl Held {
     }
 
     fn connect(&mut self) -> Result<(), String> {
-        let sock = new_socket(self.addr).map_err(|e| format!("socket: {e}"))?;
+        let sock = crate::tcp::stream_socket(self.addr).map_err(|e| format!("socket: {e}"))?;
         let connected = match sock.connect(&self.target) {
             Ok(()) => true,
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
@@ -99,16 +96,6 @@ impl Held {
         });
         Ok(())
     }
-}
-
-fn new_socket(sa: SocketAddr) -> io::Result<Socket> {
-    let s = Socket::new(
-        Domain::for_address(sa),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    s.set_tcp_nodelay(true)?;
-    Ok(s)
 }
 
 /// Writes what is queued; `Err` when the socket refuses.

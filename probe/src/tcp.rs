@@ -37,10 +37,7 @@ pub struct Tcp {
 impl Tcp {
     /// Checks that a TCP socket can be created for `probe` (in the calling thread's namespace).
     pub fn open(probe: &Probe) -> Result<Tcp, String> {
-        let Target::Sock(sa) = probe.target else {
-            return Err("tcp probe without a port".to_string());
-        };
-        new_socket(sa).map_err(|e| format!("TCP socket: {e}"))?;
+        let sa = checked_target(probe)?;
         Ok(Tcp {
             target: SockAddr::from(sa),
             addr: sa,
@@ -54,14 +51,30 @@ impl Tcp {
     }
 }
 
-fn new_socket(sa: SocketAddr) -> io::Result<Socket> {
+/// The probe's `IP:PORT`, once a TCP socket for it could be made (in the calling thread's
+/// namespace): shared by the connect-echo and the held-connection drivers.
+pub(crate) fn checked_target(probe: &Probe) -> Result<SocketAddr, String> {
+    let Target::Sock(sa) = probe.target else {
+        return Err("tcp probe without a port".to_string());
+    };
+    stream_socket(sa).map_err(|e| format!("TCP socket: {e}"))?;
+    Ok(sa)
+}
+
+/// A non-blocking TCP socket without Nagle's delay.
+pub(crate) fn stream_socket(sa: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(
         Domain::for_address(sa),
         Type::STREAM.nonblocking().cloexec(),
         Some(Protocol::TCP),
     )?;
     s.set_tcp_nodelay(true)?;
-    // Close with RST: no TIME_WAIT on the prober however high the rate.
+    Ok(s)
+}
+
+/// A connect-echo socket: closed with RST, so no TIME_WAIT on the prober however high the rate.
+fn new_socket(sa: SocketAddr) -> io::Result<Socket> {
+    let s = stream_socket(sa)?;
     s.set_linger(Some(Duration::ZERO))?;
     Ok(s)
 }
