@@ -315,14 +315,25 @@ pub async fn execute<'a>(
                 from("kubedrill_kubeadm_timeout")
             ));
         }
-        for (name, lease) in [
-            ("controller manager", spec.leader_elect.controller_manager),
-            ("scheduler", spec.leader_elect.scheduler),
+        for (name, var, lease) in [
+            (
+                "controller manager",
+                "kube_controller_manager_leader_elect_lease_duration",
+                spec.leader_elect.controller_manager,
+            ),
+            (
+                "scheduler",
+                "kube_scheduler_leader_elect_lease_duration",
+                spec.leader_elect.scheduler,
+            ),
         ] {
             if let Some(l) = lease {
+                let at = from(var);
                 progress.println(&format!(
-                    "note: the {name}'s leader-election lease is {} s, renewed within {} s (Kubespray's kube_*_leader_elect_*; kubeadm's default 15 s / 10 s)",
-                    l.duration_secs, l.renew_deadline_secs
+                    "note: the {name}'s leader-election lease is {} s, renewed within {} s ({}); kubeadm's default is 15 s / 10 s",
+                    l.duration_secs,
+                    l.renew_deadline_secs,
+                    if at.is_empty() { var.to_string() } else { format!("{var} ({at})") }
                 ));
             }
         }
