@@ -1432,7 +1432,12 @@ fn layout_probes_match_the_record_pairs() {
         };
         assert_eq!(of(new).spec.target, of(held).spec.target);
         assert_eq!(of(new).spec.tcp_mode, None);
-        assert_eq!(of(held).spec.tcp_mode.as_deref(), Some("persistent"));
+        assert_eq!(of(held).spec.tcp_mode, Some(probes::TcpMode::Persistent));
+        // As the probe agent reads it.
+        assert_eq!(
+            serde_json::to_value(&of(held).spec).expect("json")["tcp_mode"],
+            "persistent"
+        );
         assert_ne!(of(new).spec.id, of(held).spec.id);
     }
     // Every prober's window maps back to its pair.

@@ -343,6 +343,43 @@ fn typed(s: &str) -> serde_json::Value {
 }
 
 impl Drift {
+    /// The record of one step (`pinned`: the keys the upgrade's values keep at their old value).
+    pub fn record(
+        &self,
+        from: &str,
+        to: &str,
+        pinned: Vec<String>,
+    ) -> crate::report::record::ConfigDrift {
+        use crate::report::record::{ConfigChange, ConfigDrift};
+        ConfigDrift {
+            from: from.to_string(),
+            to: to.to_string(),
+            changes: self
+                .changes
+                .iter()
+                .map(|c| ConfigChange {
+                    key: c.key.clone(),
+                    before: c.before.clone(),
+                    after: c.after.clone(),
+                    datapath: c.datapath.map(str::to_string),
+                    pin: c.pin.as_ref().map(|p| format!("{}={}", p.path, p.value)),
+                })
+                .collect(),
+            sizing: self
+                .sizing
+                .iter()
+                .map(|(k, b, a)| ConfigChange {
+                    key: k.clone(),
+                    before: b.clone(),
+                    after: a.clone(),
+                    datapath: datapath_reason(k).map(str::to_string),
+                    pin: None,
+                })
+                .collect(),
+            pinned,
+        }
+    }
+
     /// The changes that touch the datapath.
     pub fn datapath(&self) -> impl Iterator<Item = &Change> {
         self.changes.iter().filter(|c| c.datapath.is_some())
@@ -426,45 +463,6 @@ fn set_path(
             return;
         };
         cur = m;
-    }
-}
-
-impl Drift {
-    /// The record of one step (`pinned`: the keys the upgrade's values keep at their old value).
-    pub fn record(
-        &self,
-        from: &str,
-        to: &str,
-        pinned: Vec<String>,
-    ) -> crate::report::record::ConfigDrift {
-        use crate::report::record::{ConfigChange, ConfigDrift};
-        ConfigDrift {
-            from: from.to_string(),
-            to: to.to_string(),
-            changes: self
-                .changes
-                .iter()
-                .map(|c| ConfigChange {
-                    key: c.key.clone(),
-                    before: c.before.clone(),
-                    after: c.after.clone(),
-                    datapath: c.datapath.map(str::to_string),
-                    pin: c.pin.as_ref().map(|p| format!("{}={}", p.path, p.value)),
-                })
-                .collect(),
-            sizing: self
-                .sizing
-                .iter()
-                .map(|(k, b, a)| ConfigChange {
-                    key: k.clone(),
-                    before: b.clone(),
-                    after: a.clone(),
-                    datapath: datapath_reason(k).map(str::to_string),
-                    pin: None,
-                })
-                .collect(),
-            pinned,
-        }
     }
 }
 

@@ -165,7 +165,7 @@ pub fn probes(
         .iter()
         .map(|&kind| {
             // The held kinds probe the same paths over one long-lived connection.
-            let held = kind.held().then(|| "persistent".to_string());
+            let held = kind.held().then_some(super::probes::TcpMode::Persistent);
             let in_client = |proto: &str, target: String, to: Endpoint| PlannedProbe {
                 host: t.client.node.clone(),
                 spec: ProbeSpec {
@@ -175,7 +175,7 @@ pub fn probes(
                     rate_per_s,
                     timeout_ms: None,
                     netns: Some(t.client.netns.clone()),
-                    tcp_mode: held.clone(),
+                    tcp_mode: held,
                 },
                 pair: ProbePair {
                     id: kind.as_str().to_owned(),
@@ -219,7 +219,7 @@ pub fn probes(
                             rate_per_s,
                             timeout_ms: None,
                             netns: None,
-                            tcp_mode: held.clone(),
+                            tcp_mode: held,
                         },
                         pair: ProbePair {
                             id: kind.as_str().to_owned(),

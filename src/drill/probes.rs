@@ -135,9 +135,18 @@ pub struct ProbeSpec {
     /// Network namespace path for this probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
-    /// `persistent` for the held kinds (one connection for every probe).
+    /// `persistent` for the held kinds (one connection for every probe); the agent's default
+    /// (a new connection per probe) when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tcp_mode: Option<String>,
+    pub tcp_mode: Option<TcpMode>,
+}
+
+/// The probe agent's TCP modes kubedrill asks for besides its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TcpMode {
+    /// One connection held for the whole run (the `-held` probe kinds).
+    Persistent,
 }
 
 /// A loss window as the agent reports it.

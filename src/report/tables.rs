@@ -390,6 +390,16 @@ fn config_drift(r: &RunRecord) -> Table {
     let mut rows = Vec::new();
     for d in &r.config_drift {
         let step = format!("{} → {}", d.from, d.to);
+        let cells = |c: &crate::report::record::ConfigChange, datapath: String, pin: String| {
+            vec![
+                step.clone(),
+                c.key.clone(),
+                show(&c.before),
+                show(&c.after),
+                datapath,
+                pin,
+            ]
+        };
         for c in &d.changes {
             let pinned = d.pinned.contains(&c.key);
             let pin = match (&c.pin, pinned) {
@@ -397,30 +407,14 @@ fn config_drift(r: &RunRecord) -> Table {
                 (Some(p), false) => format!("offered: {p}"),
                 (None, _) => "–".into(),
             };
+            let datapath = c.datapath.clone().unwrap_or_else(|| "–".into());
             rows.push(row(
-                vec![
-                    step.clone(),
-                    c.key.clone(),
-                    show(&c.before),
-                    show(&c.after),
-                    c.datapath.clone().unwrap_or_else(|| "–".into()),
-                    pin,
-                ],
+                cells(c, datapath, pin),
                 c.datapath.is_some() && !pinned,
             ));
         }
         for c in d.sizing.iter().filter(|c| c.before == c.after) {
-            rows.push(row(
-                vec![
-                    step.clone(),
-                    c.key.clone(),
-                    show(&c.before),
-                    show(&c.after),
-                    "unchanged".into(),
-                    "–".into(),
-                ],
-                false,
-            ));
+            rows.push(row(cells(c, "unchanged".into(), "–".into()), false));
         }
     }
     Table {
