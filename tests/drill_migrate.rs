@@ -409,6 +409,51 @@ fn keep_unknown_keeps_and_warns() {
     assert!(w.message.contains("kept"), "{w}");
 }
 
+/// What kubedrill (and Kubespray offline) install with: Cilium's images pinned by tag. Across
+/// two steps the tags follow each step; an Envoy tag stays; a pinned digest is a warning.
+#[test]
+fn pinned_image_tags_follow_the_upgrade() {
+    let values = json!({
+        "image": {"repository": "mirror.local/cilium/cilium", "tag": "v1.18.12", "useDigest": false},
+        "preflight": {"image": {"repository": "mirror.local/cilium/cilium", "tag": "1.18.12", "useDigest": false}},
+        "operator": {"image": {"override": "mirror.local/cilium/operator-generic:v1.18.12@sha256:abc"}},
+        "envoy": {"image": {"tag": "v1.34.10-1757000000-0123456789abcdef"}},
+        "hubble": {"relay": {"image": {"tag": "v1.18.11", "useDigest": false}}},
+        "routingMode": "native",
+        "ipv4NativeRoutingCIDR": "10.233.64.0/18",
+    });
+    let m = migrate::migrate(&values, v("1.18.12"), v("1.20.0"), &MigrateOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.values["image"]["tag"], json!("v1.20.0"));
+    assert_eq!(m.values["preflight"]["image"]["tag"], json!("1.20.0"));
+    assert_eq!(
+        m.values["operator"]["image"]["override"],
+        json!("mirror.local/cilium/operator-generic:v1.20.0@sha256:abc")
+    );
+    assert_eq!(
+        m.values["envoy"]["image"]["tag"],
+        json!("v1.34.10-1757000000-0123456789abcdef")
+    );
+    // Another patch than the one left: not this release's image, left alone.
+    assert_eq!(m.values["hubble"]["relay"]["image"]["tag"], json!("v1.18.11"));
+    let steps: Vec<String> = m
+        .changes
+        .iter()
+        .filter(|c| matches!(&c.kind, ChangeKind::ValueMapped { path, .. } if path == "image.tag"))
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(steps.len(), 2, "one change per step: {steps:?}");
+    assert!(steps[0].contains("\"v1.18.12\" → \"v1.19.6\""), "{}", steps[0]);
+    assert!(steps[1].contains("\"v1.19.6\" → \"v1.20.0\""), "{}", steps[1]);
+    let digest = m
+        .warnings
+        .iter()
+        .find(|w| w.path.as_deref() == Some("operator.image.override"))
+        .expect("a digest warning");
+    assert!(digest.message.contains("digest"), "{digest}");
+    assert!(m.diff().contains("image.tag"), "{}", m.diff());
+}
+
 #[test]
 fn reuse_values_only_within_a_minor() {
     assert!(refuse_reuse_values(v("1.16.3"), v("1.16.19")).is_ok());

@@ -17,6 +17,7 @@
 //! | 1.14 | `kubeProxyReplacement: strict` → `true`; `partial`/`disabled`/`probe` → `false` |
 //! | 1.18 | `routingMode: native` needs a native routing CIDR (blocking unless the caller gives one) |
 //! | all  | `upgradeCompatibility` set to the minor first installed (`"1.11"`) |
+//! | all  | image tags pinned to the version being left (`image.tag: v1.18.11`, an `override` ending in `:v1.18.11`) follow to the step's version; a pinned digest is a warning |
 //! | all  | keys the target chart's values.yaml does not declare are removed (or kept) with a warning |
 //!
 //! Reusing values across minors (`helm upgrade --reuse-values`) is refused:
@@ -323,10 +324,12 @@ pub fn migrate_with(
     };
     let mut values = original.as_object().cloned().unwrap_or_default();
     let (mut changes, mut warnings) = (Vec::new(), Vec::new());
+    let mut prev = from;
     for (at, chart_version, chart) in steps(from, to, charts)? {
         let mut ctx = Ctx {
             values,
             from,
+            prev,
             at,
             chart,
             opts,
@@ -346,6 +349,7 @@ pub fn migrate_with(
         }
         sort_keys(&mut ctx.values);
         (values, changes, warnings) = (ctx.values, ctx.changes, ctx.warnings);
+        prev = at;
     }
     Ok(Migration {
         from,
@@ -393,6 +397,8 @@ struct Ctx<'a> {
     values: Map<String, Value>,
     /// The version the original values were written for.
     from: Version,
+    /// The version the values are written for when this step starts (`from`, then each step's).
+    prev: Version,
     /// The chart version of the current step.
     at: Version,
     chart: &'a ChartKeys,
@@ -592,6 +598,10 @@ const RULES: &[Rule] = &[
     Rule {
         since: Minor::new(1, 0),
         apply: upgrade_compatibility,
+    },
+    Rule {
+        since: Minor::new(1, 0),
+        apply: image_tags_follow,
     },
     Rule {
         since: Minor::new(1, 0),
@@ -886,6 +896,75 @@ fn upgrade_compatibility(ctx: &mut Ctx<'_>) -> Result<(), MigrateError> {
             &v,
             "a quoted minor like \"1.11\" (give the minor first installed to replace it)",
         )),
+    }
+}
+
+/// Values that pin Cilium's own images by tag (a mirror, an offline registry, Kubespray's
+/// `cilium_version` written into `image.tag`) would keep the old agent running under the new
+/// chart: the upgrade would change the chart and not the datapath. A `tag` equal to the version
+/// being left (with or without the `v`) and an `override` reference ending in `:v<that version>`
+/// follow to the step's version; tags of other images (Envoy, Hubble UI, …) never equal it. A
+/// digest next to such a tag still names the old image: a warning, never a guess.
+fn image_tags_follow(ctx: &mut Ctx<'_>) -> Result<(), MigrateError> {
+    let (prev, at) = (ctx.prev, ctx.at);
+    if prev == at {
+        return Ok(());
+    }
+    let mut found = Vec::new();
+    pinned_images(&Value::Object(ctx.values.clone()), "", prev, &mut found);
+    let why = format!(
+        "the values pin this image at {prev}; with it the {at} chart would keep running the {prev} image"
+    );
+    for (path, old, digest) in found {
+        let new = match old.as_str() {
+            Some(s) if path.ends_with(".override") => {
+                s.replacen(&format!(":v{prev}"), &format!(":v{at}"), 1)
+            }
+            Some(s) if s.starts_with('v') => format!("v{at}"),
+            _ => at.to_string(),
+        };
+        ctx.map_value(&path, json!(new), &why)?;
+        if digest {
+            ctx.warn(
+                Some(&path),
+                format!("a digest is pinned next to it and still names the {prev} image: remove it or give the {at} image's digest"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `(path, value, digest pinned)` of every image reference in `v` that names version `prev`.
+fn pinned_images(v: &Value, prefix: &str, prev: Version, out: &mut Vec<(String, Value, bool)>) {
+    let Value::Object(map) = v else { return };
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    let digest_pinned = map.get("useDigest") == Some(&json!(true))
+        && map
+            .get("digest")
+            .and_then(Value::as_str)
+            .is_some_and(|d| !d.trim().is_empty());
+    if let Some(Value::String(t)) = map.get("tag")
+        && (t.trim() == format!("v{prev}") || t.trim() == prev.to_string())
+    {
+        out.push((join("tag"), json!(t.trim()), digest_pinned));
+    }
+    if let Some(Value::String(o)) = map.get("override") {
+        let (reference, digest) = match o.split_once('@') {
+            Some((r, _)) => (r, true),
+            None => (o.as_str(), false),
+        };
+        if reference.ends_with(&format!(":v{prev}")) {
+            out.push((join("override"), json!(o), digest));
+        }
+    }
+    for (k, child) in map {
+        pinned_images(child, &join(k), prev, out);
     }
 }
 
