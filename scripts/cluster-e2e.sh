@@ -39,6 +39,10 @@
 # `none`: Kubernetes only — no Cilium build, apply with --skip-phases cilium,cluster, nodes
 # NotReady for want of a CNI, the Cilium checks and probes left out, as CI runs it),
 # KUBEDRILL_E2E_KEEP_FAILED=1 (keep the lab and logs of a failed run, for a look),
+# KUBEDRILL_E2E_DRILL_TO (a Cilium version newer than KUBEDRILL_E2E_CILIUM: build it too, bundle
+# its chart, serve its images from the lab's registry mirror as a quay.io mirror, write a `drill:`
+# section from KUBEDRILL_E2E_CILIUM to it into the lab file and, with --keep, snapshot the passing
+# cluster as `clean` and print lab=… and snapshot=… for `kubedrill drill run LAB --reset clean`),
 # KUBEDRILL_UPSTREAM_DIR (see
 # scripts/upstream-build.sh), KUBEDRILL_CACHE_DIR (images; default /var/cache/kubedrill).
 set -euo pipefail
@@ -77,6 +81,10 @@ K8S="${KUBEDRILL_E2E_KUBERNETES:-1.34.4}"
 CILIUM="${KUBEDRILL_E2E_CILIUM:-1.19.7}"
 WITH_CILIUM=1
 [ "$CILIUM" = none ] && WITH_CILIUM=0
+DRILL_TO="${KUBEDRILL_E2E_DRILL_TO:-}"
+[ -z "$DRILL_TO" ] || [ "$WITH_CILIUM" = 1 ] || die "KUBEDRILL_E2E_DRILL_TO needs a Cilium version in KUBEDRILL_E2E_CILIUM"
+[ -z "$DRILL_TO" ] || [ "$DRILL_TO" != "$CILIUM" ] || die "KUBEDRILL_E2E_DRILL_TO is the installed version"
+ALL_CILIUM="$CILIUM${DRILL_TO:+,$DRILL_TO}"
 export KUBEDRILL_CACHE_DIR="${KUBEDRILL_CACHE_DIR:-/var/cache/kubedrill}"
 T0=$(date +%s)
 stage_start=$T0
@@ -92,7 +100,7 @@ stage() { # NAME: record the time since the previous stage under NAME
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || die "Go is needed to build Kubernetes from its modules (install Go 1.26)"
 if [ "$WITH_CILIUM" = 1 ]; then
-  ./scripts/upstream-build.sh --kubernetes "$K8S" --cilium "$CILIUM" \
+  ./scripts/upstream-build.sh --kubernetes "$K8S" --cilium "$ALL_CILIUM" \
     --only kubernetes,etcd,crictl,pause,coredns,helm3,cilium
 else
   ./scripts/upstream-build.sh --kubernetes "$K8S" --only kubernetes,etcd,crictl,pause,coredns
@@ -110,7 +118,7 @@ if [ "$WITH_CILIUM" = 1 ]; then
   HELM_V=$(find "$UP/files/get.helm.sh" -name 'helm-v3.*-linux-amd64.tar.gz' -printf '%f\n' |
     sed 's/^helm-v\(.*\)-linux-amd64.tar.gz$/\1/' | sort -V | tail -n1)
   [ -n "$HELM_V" ] || die "no helm 3 in $UP/files/get.helm.sh"
-  CILIUM_BUNDLE=(--helm "$HELM_V" --cilium "$CILIUM" --chart-repo "$UP/charts"
+  CILIUM_BUNDLE=(--helm "$HELM_V" --cilium "$ALL_CILIUM" --chart-repo "$UP/charts"
     --image "$CILIUM_AGENT_TAR" --image "$CILIUM_OPERATOR_TAR")
 fi
 stage "upstream build"
@@ -189,6 +197,18 @@ stage "bundle"
 sed -e "s|^hypervisor:.*|hypervisor: \"$URI\"|" -e "s|^kubernetes_version:.*|kubernetes_version: \"$K8S\"|" \
   -e "s|^cilium_version:.*|cilium_version: \"${CILIUM/none/1.19.7}\"|" \
   tests/data/labs/cluster-e2e.yaml > "$WORK/lab.yaml"
+if [ -n "$DRILL_TO" ]; then
+  cat >> "$WORK/lab.yaml" <<DRILL
+# Added by scripts/cluster-e2e.sh (KUBEDRILL_E2E_DRILL_TO): the upgrade to rehearse on this lab.
+drill:
+  # The lab has only the two versions built: no catch-up to the latest patch of the first one.
+  cilium: {from: $CILIUM, to: $DRILL_TO, catch_up: false}
+  # Under TCG the new agent compiles its datapath for many minutes; from 1.19 its own start-hook
+  # limit (5 min by default) can be raised, as the lab adjustment does for the first install.
+  values: {extraConfig: {hive-start-timeout: "2400s"}}
+  policy: {soak_secs: 60, pod_burst: 4}
+DRILL
+fi
 in_ns "$KD" lab up "$WORK/lab.yaml" 2>&1 | tee "$WORK/logs/lab-up.log"
 INV="$KUBEDRILL_STATE_DIR/labs/$LAB_NAME/inventory/hosts.yaml"
 [ -f "$INV" ] || die "lab up wrote no inventory"
@@ -214,6 +234,12 @@ ip netns exec "$NS" docker-registry serve "$WORK/registry/config.yml" > "$WORK/l
 REGISTRY_PID=$!
 echo "REGISTRY_PID=$REGISTRY_PID" >> "$WORK/e2e.env"
 for _ in $(seq 50); do in_ns curl -fsS -o /dev/null "http://$GW:5000/v2/" 2>/dev/null && break; sleep 0.2; done
+if [ -n "$DRILL_TO" ]; then
+  # The drill's target images: pulled by the nodes through the mirror during the pre-flight.
+  for img in cilium operator-generic; do
+    mirrored+=("quay.io/cilium/$img:v$DRILL_TO=$UP/images/quay.io_cilium_${img}_v$DRILL_TO.tar")
+  done
+fi
 for m in "${mirrored[@]}"; do
   ref=${m%%=*}; f=${m#*=}; path=${ref#*/}
   in_ns skopeo copy -q --dest-tls-verify=false "oci-archive:$f" "docker://$GW:5000/$path" \
@@ -229,6 +255,15 @@ containerd_registries_mirrors:
         capabilities: ["pull", "resolve"]
         skip_verify: true
 VARS
+if [ -n "$DRILL_TO" ]; then
+  cat >> "$(dirname "$INV")/group_vars/k8s_cluster.yml" <<VARS
+  - prefix: quay.io
+    mirrors:
+      - host: http://$GW:5000
+        capabilities: ["pull", "resolve"]
+        skip_verify: true
+VARS
+fi
 if [ "$WITH_CILIUM" = 1 ]; then
   cat >> "$(dirname "$INV")/group_vars/k8s_cluster.yml" <<'VARS'
 # Cilium's images by tag (they are imported from the bundle and have their own digests); XDP where
@@ -239,10 +274,13 @@ kubedrill_cilium_lb_acceleration: best-effort
 # way a Kubespray inventory says it: cilium_extra_values, merged last into the chart values.
 # One operator replica: the second one only waits for the leader lease, and on a 2-core host
 # under TCG every client of the API server counts.
+# The operator's client may send 100 requests/s with bursts of 200 by default (the agent's: 10/20);
+# its start-up burst is what a TCG control plane cannot take, so it gets the agent's limits.
 cilium_extra_values:
   l7Proxy: false
   envoy: {enabled: false}
   operator: {replicas: 1}
+  k8sClientRateLimit: {operator: {qps: 10, burst: 20}}
 VARS
 fi
 stage "registry mirror"
@@ -499,7 +537,12 @@ stage "secret checks"
 TIMINGS+="total	$(( $(date +%s) - T0 ))"$'\n'
 printf 'stage\tseconds\n%s' "$TIMINGS" | tee "$WORK/timings.tsv"
 say "PASS"
+if [ "$KEEP" = 1 ] && [ -n "$DRILL_TO" ]; then
+  in_ns "$KD" lab snapshot "$LAB_NAME" clean 2>&1 | tee "$WORK/logs/snapshot.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || die "lab snapshot failed"
+fi
 if [ "$KEEP" = 1 ]; then
+  [ -z "$DRILL_TO" ] || { echo "lab=$WORK/lab.yaml"; echo "snapshot=clean"; }
   echo "netns=$NS"
   echo "kubeconfig=$KUBECONFIG_FILE"
   echo "inventory=$INV"

@@ -273,22 +273,12 @@ pub fn install_change(input: &Input<'_>, values: &Value) -> Result<HostChange, P
                 });
                 prepare.push_str("command -v helm >/dev/null || install -m 0755 /usr/local/lib/kubedrill/helm /usr/local/bin/helm\n");
             }
-            match b.chart(&version) {
-                Some(c) => {
-                    let remote = format!("{CHART_DIR}/cilium-{version}.tgz");
-                    uploads.push(Upload {
-                        local: b.dir.join(&c.file),
-                        remote: remote.clone(),
-                        sha256: c.sha256.clone(),
-                        mode: 0o644,
-                    });
-                    remote
-                }
-                None => {
-                    prepare.push_str(REPO);
-                    "cilium/cilium".into()
-                }
-            }
+            let (charts, installed) = bundle_charts(b, &version);
+            uploads.extend(charts);
+            installed.unwrap_or_else(|| {
+                prepare.push_str(REPO);
+                "cilium/cilium".into()
+            })
         }
         PackageSource::Online => {
             prepare.push_str(REPO);
@@ -395,9 +385,75 @@ pub async fn kube_client(
         .map_err(|e| e.to_string())
 }
 
+/// Every chart of the bundle, uploaded to [`CHART_DIR`] on the control plane, and the remote
+/// archive of `version` when the bundle has it. The others go along for `drill run`, which
+/// upgrades to them from that node.
+fn bundle_charts(b: &crate::bundle::Bundle, version: &str) -> (Vec<Upload>, Option<String>) {
+    let mut installed = None;
+    let uploads = b
+        .manifest
+        .charts
+        .iter()
+        .filter_map(|c| {
+            let name = std::path::Path::new(&c.file).file_name()?.to_string_lossy();
+            let remote = format!("{CHART_DIR}/{name}");
+            if b.chart(version) == Some(c) {
+                installed = Some(remote.clone());
+            }
+            Some(Upload {
+                local: b.dir.join(&c.file),
+                remote,
+                sha256: c.sha256.clone(),
+                mode: 0o644,
+            })
+        })
+        .collect();
+    (uploads, installed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_bundled_chart_goes_to_the_control_plane() {
+        let chart = |v: &str| crate::bundle::Artifact {
+            file: format!("charts/cilium-{v}.tgz"),
+            sha256: format!("sum-{v}"),
+            size: 1,
+            source: "file:///charts".into(),
+        };
+        let manifest: crate::bundle::Manifest = serde_json::from_value(serde_json::json!({
+            "schema": crate::bundle::SCHEMA, "created": "2026-12-06T00:00:00Z", "family": "deb",
+            "release": "bookworm", "requested": [], "packages": [],
+            "charts": [chart("1.18.11"), chart("1.19.7")],
+        }))
+        .expect("manifest");
+        let b = crate::bundle::Bundle {
+            dir: "/b".into(),
+            manifest,
+        };
+        let (up, installed) = bundle_charts(&b, "1.18.11");
+        assert_eq!(
+            installed.as_deref(),
+            Some("/var/cache/kubedrill/charts/cilium-1.18.11.tgz")
+        );
+        let remotes: Vec<&str> = up.iter().map(|u| u.remote.as_str()).collect();
+        assert_eq!(
+            remotes,
+            [
+                "/var/cache/kubedrill/charts/cilium-1.18.11.tgz",
+                "/var/cache/kubedrill/charts/cilium-1.19.7.tgz"
+            ]
+        );
+        assert_eq!(up[1].sha256, "sum-1.19.7");
+        assert_eq!(
+            up[1].local,
+            std::path::Path::new("/b/charts/cilium-1.19.7.tgz")
+        );
+        // A version the bundle lacks: the charts still go along, helm takes the online repo.
+        assert_eq!(bundle_charts(&b, "1.20.2").1, None);
+    }
 
     #[test]
     fn token_and_key_shapes() {

@@ -26,8 +26,8 @@ pub struct BuildOptions {
     pub kubernetes: Option<Version>,
     /// Add helm of this version (`3.19.0`) from get.helm.sh.
     pub helm: Option<String>,
-    /// Add the Cilium chart of this version from helm.cilium.io.
-    pub cilium_chart: Option<Version>,
+    /// Add the Cilium charts of these versions from helm.cilium.io (more than one for a drill).
+    pub cilium_charts: Vec<Version>,
     /// A Helm repository mirror to take the chart from instead (a directory, `file://` or
     /// `http(s)://` URL holding `index.yaml` and the chart files), e.g. Harbor or ChartMuseum
     /// inside an air gap.
@@ -246,8 +246,11 @@ pub fn build(o: &BuildOptions, say: &dyn Fn(&str)) -> Result<Manifest, BundleErr
         binaries.push(fetch_helm(&o.out, &base, v, say)?);
     }
     let mut charts = Vec::new();
-    if let Some(v) = o.cilium_chart {
-        let base = o.chart_repo.clone().unwrap_or_else(chart_base);
+    let base = o.chart_repo.clone().unwrap_or_else(chart_base);
+    let mut wanted = o.cilium_charts.clone();
+    wanted.sort();
+    wanted.dedup();
+    for v in wanted {
         charts.push(fetch_chart(&o.out, &base, v, say)?);
     }
     let mut images = Vec::new();

@@ -51,9 +51,11 @@ pub struct BuildArgs {
     /// Add helm of this version from get.helm.sh (checksum-verified).
     #[arg(long, value_name = "VERSION")]
     pub helm: Option<String>,
-    /// Add the Cilium chart of this version from helm.cilium.io (digest-verified).
-    #[arg(long, value_name = "VERSION")]
-    pub cilium: Option<Version>,
+    /// Add the Cilium chart of this version from helm.cilium.io (digest-verified). Repeat it
+    /// (or give a comma-separated list) for a drill: `apply` installs the inventory's
+    /// `cilium_version` and leaves the others on the control planes for `drill run`.
+    #[arg(long, value_name = "VERSION", value_delimiter = ',')]
+    pub cilium: Vec<Version>,
     /// Take the chart from this Helm repository instead of helm.cilium.io: a directory,
     /// file:// or http(s):// URL with `index.yaml` and the chart (an internal mirror; the
     /// digest in its index is checked).
@@ -132,7 +134,7 @@ pub fn run(cmd: BundleCmd, out: Output) -> anyhow::Result<ExitCode> {
                 packages,
                 kubernetes: a.kubernetes,
                 helm: a.helm,
-                cilium_chart: a.cilium,
+                cilium_charts: a.cilium,
                 chart_repo: a.chart_repo,
                 images,
                 files_repo: a.files_repo,

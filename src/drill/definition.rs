@@ -84,7 +84,7 @@ pub fn default_max_loss_ms(kind: ProbeKind) -> u64 {
 pub struct RawDrill {
     #[serde(default)]
     name: Option<Spanned<String>>,
-    cilium: RawVersions,
+    cilium: RawCilium,
     #[serde(default)]
     kubernetes: Option<RawVersions>,
     #[serde(default)]
@@ -106,6 +106,15 @@ pub struct RawDrill {
 struct RawVersions {
     from: Spanned<String>,
     to: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCilium {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    #[serde(default)]
+    catch_up: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +237,9 @@ pub struct DrillDefinition {
     pub name: Option<String>,
     /// Cilium versions.
     pub cilium: VersionPair,
+    /// `drill.cilium.catch_up` (default true): upgrade to the latest patch of `from`'s minor
+    /// first, as Cilium's upgrade guide asks; false where that patch cannot be had.
+    pub catch_up: bool,
     /// Kubernetes versions (recorded; upgrading Kubernetes is not implemented).
     pub kubernetes: Option<VersionPair>,
     /// Extra Helm values, deep-merged into each step's migrated values.
@@ -279,12 +291,12 @@ fn parse_version(
 
 fn parse_pair(
     file: &Arc<PathBuf>,
-    raw: &RawVersions,
+    (from, to): (&Spanned<String>, &Spanned<String>),
     prefix: &str,
     d: &mut Diagnostics,
 ) -> Option<VersionPair> {
-    let from = parse_version(file, &raw.from, &format!("{prefix}.from"), d);
-    let to = parse_version(file, &raw.to, &format!("{prefix}.to"), d);
+    let from = parse_version(file, from, &format!("{prefix}.from"), d);
+    let to = parse_version(file, to, &format!("{prefix}.to"), d);
     Some(VersionPair {
         from: from?,
         to: to?,
@@ -335,11 +347,16 @@ pub fn validate(
         }
     });
 
-    let cilium = parse_pair(file, &raw.cilium, "drill.cilium", &mut d);
+    let cilium = parse_pair(
+        file,
+        (&raw.cilium.from, &raw.cilium.to),
+        "drill.cilium",
+        &mut d,
+    );
     let kubernetes = raw
         .kubernetes
         .as_ref()
-        .map(|k| parse_pair(file, k, "drill.kubernetes", &mut d));
+        .map(|k| parse_pair(file, (&k.from, &k.to), "drill.kubernetes", &mut d));
 
     let values = match &raw.values {
         None => serde_json::Map::new(),
@@ -584,6 +601,7 @@ pub fn validate(
         cilium,
         kubernetes,
         values,
+        catch_up: raw.cilium.catch_up.as_ref().is_none_or(|c| c.value),
         reuse_values: raw.reuse_values.as_ref().is_some_and(|r| r.value),
         pin_config: raw.pin_config.as_ref().is_some_and(|r| r.value),
         probes: ProbeSettings {
@@ -682,8 +700,12 @@ impl DrillDefinition {
         };
         let from = pick(&self.cilium.from, o.from, "--from");
         let to = pick(&self.cilium.to, o.to, "--to");
+        let opts = path::PathOptions {
+            force: o.force,
+            catch_up: self.catch_up,
+        };
         let plan =
-            path::plan(from.value, to.value, &Releases::default(), o.force).map_err(|e| {
+            path::plan_with(from.value, to.value, &Releases::default(), opts).map_err(|e| {
                 let hint = match e {
                     path::PathError::SkippedMinor { .. } | path::PathError::UnknownMinor { .. } => {
                         Some("pass --force to take the untested jump")
@@ -796,6 +818,37 @@ mod tests {
             "{}",
             d.warnings[0]
         );
+    }
+
+    #[test]
+    fn catch_up_false_leaves_from_the_installed_patch_with_a_warning() {
+        let steps = |d: &DrillDefinition| -> (Vec<String>, Vec<String>) {
+            let r = d.resolve(&Overrides::default()).expect("path");
+            (
+                r.plan.steps().iter().map(|s| s.to_string()).collect(),
+                r.warnings.clone(),
+            )
+        };
+        let d = parse("drill:\n  cilium: {from: 1.18.11, to: 1.19.7}\n").expect("valid");
+        assert!(d.catch_up);
+        assert_eq!(steps(&d).0.len(), 2, "{:?}", steps(&d));
+        let d = parse("drill:\n  cilium: {from: 1.18.11, to: 1.19.7, catch_up: false}\n")
+            .expect("valid");
+        let (s, w) = steps(&d);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert!(s[0].starts_with("1.18.11 → 1.19.7"), "{s:?}");
+        assert!(w.iter().any(|w| w.contains("1.18.12")), "{w:?}");
+        let e = parse("drill:\n  cilium: {from: 1.18.11, to: 1.19.7, catch_up: 3}\n")
+            .expect_err("not a boolean");
+        assert!(
+            e.to_string().contains("catch_up") || e.to_string().contains("labs/t.yaml"),
+            "{e}"
+        );
+        let e = parse(
+            "drill:\n  cilium: {from: 1.18.11, to: 1.19.7}\n  kubernetes: {from: 1.34.4, to: 1.34.4, catch_up: false}\n",
+        )
+        .expect_err("cilium only");
+        assert!(e.to_string().contains("catch_up"), "{e}");
     }
 
     #[test]

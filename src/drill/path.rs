@@ -309,6 +309,35 @@ pub fn plan(
     releases: &Releases,
     force: bool,
 ) -> Result<UpgradePlan, PathError> {
+    plan_with(
+        from,
+        to,
+        releases,
+        PathOptions {
+            force,
+            catch_up: true,
+        },
+    )
+}
+
+/// How a path may deviate from the one Cilium tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathOptions {
+    /// Take one untested jump across minors the table lacks (with a warning).
+    pub force: bool,
+    /// Upgrade to the latest patch of `from`'s minor first. `false` where only some versions can
+    /// be had (an air gap's mirror): the first step leaves from `from` itself, with a warning.
+    pub catch_up: bool,
+}
+
+/// [`plan`] with [`PathOptions`].
+pub fn plan_with(
+    from: Version,
+    to: Version,
+    releases: &Releases,
+    o: PathOptions,
+) -> Result<UpgradePlan, PathError> {
+    let force = o.force;
     check_direction(from, to)?;
     let mut p = UpgradePlan {
         steps: Vec::new(),
@@ -318,7 +347,16 @@ pub fn plan(
         p.steps.push(Step::new(from, to)?);
         return Ok(p);
     }
-    let mut at = catch_up(from, to, releases, force, &mut p)?;
+    let mut at = if o.catch_up {
+        catch_up(from, to, releases, force, &mut p)?
+    } else {
+        if let Some(latest) = releases.latest(Minor::of(from)).filter(|l| *l > from) {
+            p.warnings.push(format!(
+                "not catching up to {latest} first (catch_up: false): Cilium tests upgrades from the latest patch of a minor"
+            ));
+        }
+        from
+    };
     // Every minor strictly between: its latest patch, or a gap.
     let mut minor = Minor::of(from).next();
     let mut gap_start: Option<Minor> = None;
