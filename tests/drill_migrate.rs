@@ -422,8 +422,13 @@ fn pinned_image_tags_follow_the_upgrade() {
         "routingMode": "native",
         "ipv4NativeRoutingCIDR": "10.233.64.0/18",
     });
-    let m = migrate::migrate(&values, v("1.18.12"), v("1.20.0"), &MigrateOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let m = migrate::migrate(
+        &values,
+        v("1.18.12"),
+        v("1.20.0"),
+        &MigrateOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(m.values["image"]["tag"], json!("v1.20.0"));
     assert_eq!(m.values["preflight"]["image"]["tag"], json!("1.20.0"));
     assert_eq!(
@@ -435,7 +440,10 @@ fn pinned_image_tags_follow_the_upgrade() {
         json!("v1.34.10-1757000000-0123456789abcdef")
     );
     // Another patch than the one left: not this release's image, left alone.
-    assert_eq!(m.values["hubble"]["relay"]["image"]["tag"], json!("v1.18.11"));
+    assert_eq!(
+        m.values["hubble"]["relay"]["image"]["tag"],
+        json!("v1.18.11")
+    );
     let steps: Vec<String> = m
         .changes
         .iter()
@@ -443,8 +451,16 @@ fn pinned_image_tags_follow_the_upgrade() {
         .map(|c| c.to_string())
         .collect();
     assert_eq!(steps.len(), 2, "one change per step: {steps:?}");
-    assert!(steps[0].contains("\"v1.18.12\" → \"v1.19.6\""), "{}", steps[0]);
-    assert!(steps[1].contains("\"v1.19.6\" → \"v1.20.0\""), "{}", steps[1]);
+    assert!(
+        steps[0].contains("\"v1.18.12\" → \"v1.19.6\""),
+        "{}",
+        steps[0]
+    );
+    assert!(
+        steps[1].contains("\"v1.19.6\" → \"v1.20.0\""),
+        "{}",
+        steps[1]
+    );
     let digest = m
         .warnings
         .iter()
