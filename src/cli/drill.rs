@@ -52,12 +52,28 @@ pub struct RunArgs {
     /// Where run directories go (default: <state>/drills/<lab>).
     #[arg(long, value_name = "DIR")]
     pub runs_dir: Option<PathBuf>,
-    /// Seconds allowed for the agents to roll out after an upgrade or a rollback.
-    #[arg(long, default_value_t = 900, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub rollout_timeout: u64,
+    /// Seconds allowed for the agents to roll out after an upgrade or a rollback, and for one
+    /// pre-flight (default 900 and 600; where the inventory lets the agent start for longer —
+    /// `kubedrill_cilium_startup_timeout`, a lab under TCG — that time plus 10 minutes).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub rollout_timeout: Option<u64>,
     /// Seconds allowed for SSH connect, handshake and authentication per node.
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
     pub connect_timeout: u64,
+}
+
+/// The drill's time limits: the defaults, raised where the agents may take longer to start than
+/// the default rollout allows (a lab under TCG compiles the datapath for many minutes), unless
+/// `--rollout-timeout` says otherwise.
+fn timeouts(rollout: Option<u64>, agent_startup_secs: Option<u64>) -> Timeouts {
+    let d = Timeouts::default();
+    let slow = agent_startup_secs.map(|s| Duration::from_secs(s.saturating_add(600)));
+    let at_least = |t: Duration| slow.map_or(t, |s| s.max(t));
+    Timeouts {
+        rollout: rollout.map_or_else(|| at_least(d.rollout), Duration::from_secs),
+        preflight: rollout.map_or_else(|| at_least(d.preflight), Duration::from_secs),
+        ..d
+    }
 }
 
 fn parse_version(s: &str) -> Result<Version, String> {
@@ -140,6 +156,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
             return Ok(Exit::Invalid.into());
         }
     };
+    let timeouts = timeouts(a.rollout_timeout, spec.cilium_startup_timeout);
     let input = DrillInput {
         runs_dir: a
             .runs_dir
@@ -154,10 +171,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         host_keys,
         connect_timeout: Duration::from_secs(a.connect_timeout),
         concurrency: usize::from(kubedrill::fleet::DEFAULT_CONCURRENCY),
-        timeouts: Timeouts {
-            rollout: Duration::from_secs(a.rollout_timeout),
-            ..Timeouts::default()
-        },
+        timeouts,
         helm: Helm::default(),
     };
     let progress = if out == Output::Json {
@@ -264,4 +278,27 @@ fn print_written(w: &Written) {
         w.html.display(),
         w.markdown.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_agents_raise_the_rollout_and_preflight_limits() {
+        let d = Timeouts::default();
+        assert_eq!(timeouts(None, None), d);
+        // A TCG lab: the agent's startup probe allows 40 minutes.
+        let t = timeouts(None, Some(2400));
+        assert_eq!(t.rollout, Duration::from_secs(3000));
+        assert_eq!(t.preflight, Duration::from_secs(3000));
+        assert_eq!(t.helm, d.helm);
+        // A short startup allowance never lowers the defaults; the option wins over both.
+        assert_eq!(timeouts(None, Some(60)).rollout, d.rollout);
+        let t = timeouts(Some(120), Some(2400));
+        assert_eq!(
+            (t.rollout, t.preflight),
+            (Duration::from_secs(120), Duration::from_secs(120))
+        );
+    }
 }
