@@ -143,6 +143,73 @@ fn check_version(version: &str) {
     }
 }
 
+/// kubeadm reads the lab's `kubeadm_patches` (Kubespray's form, as a lab under TCG writes them)
+/// from the directory the rendered config names, and the static pods it writes carry them.
+fn check_patches(version: &str) {
+    let Some(bin) = kubeadm(version) else { return };
+    let tpl = Templates::load().expect("templates");
+    let dir = tempfile::tempdir().expect("tmp");
+    let patches = serde_json::to_string(&spec::patches::tcg_lab_adjustment()).expect("json");
+    let inv = inventory(
+        dir.path(),
+        version,
+        &format!("    kubeadm_patches: {patches}\n"),
+    );
+    let (spec, _) = spec::build(&inv, &SpecContext::default()).unwrap_or_else(|d| panic!("{d}"));
+    let pdir = dir.path().join("patches");
+    std::fs::create_dir(&pdir).expect("mkdir");
+    for f in render::kubeadm::patch_files(&spec).expect("patch files") {
+        let name = f.path.rsplit('/').next().expect("name");
+        std::fs::write(pdir.join(name), &f.content).expect("write patch");
+    }
+    let init = render::kubeadm::init(&tpl, &spec, &inv, &secrets()).expect("init");
+    let want = format!("directory: \"{}\"", spec::patches::PATCHES_DIR);
+    assert!(init.content.contains(&want), "{}", init.content);
+    let cfg = dir.path().join("init.yaml");
+    std::fs::write(
+        &cfg,
+        init.content
+            .replace(&want, &format!("directory: \"{}\"", pdir.display())),
+    )
+    .expect("write");
+    let dry = dir.path().join("dry");
+    for (phase, target) in [
+        (&["init", "phase", "etcd", "local"][..], "etcd"),
+        (
+            &["init", "phase", "control-plane", "apiserver"][..],
+            "kube-apiserver",
+        ),
+    ] {
+        let o = Command::new(&bin)
+            .args(phase)
+            .args(["--dry-run", "--config", cfg.to_str().expect("utf-8")])
+            .env("KUBEADM_INIT_DRYRUN_DIR", &dry)
+            .output()
+            .expect("kubeadm");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.contains(&format!("Applied patch of type \"application/strategic-merge-patch+json\" to target \"{target}\"")),
+            "{out}"
+        );
+        let manifest = std::fs::read_to_string(dry.join(format!("{target}.yaml")))
+            .unwrap_or_else(|e| panic!("{target}.yaml in the dry-run directory: {e}\n{out}"));
+        assert!(
+            manifest.contains("failureThreshold: 30") && manifest.contains("cpu: \"1\""),
+            "{manifest}"
+        );
+    }
+}
+
+#[test]
+fn kubeadm_1_34_applies_kubespray_patches() {
+    check_patches("1.34.4");
+}
+
 #[test]
 fn kubeadm_1_34_accepts_kubedrills_configs() {
     check_version("1.34.4");

@@ -151,6 +151,8 @@ pub fn random_hex(bytes: usize) -> String {
 /// `kubeadm init` on the first control plane, from its rendered config (with `secrets`).
 pub fn init_change(input: &Input<'_>, secrets: &Secrets) -> Result<HostChange, PhaseError> {
     let file = kubeadm::init(&input.templates, input.spec, input.inv, secrets)?;
+    let mut files = vec![file.clone()];
+    files.extend(kubeadm::patch_files(input.spec)?);
     let upload = if input.inv.control_planes().count() > 1 {
         " --upload-certs"
     } else {
@@ -163,7 +165,7 @@ pub fn init_change(input: &Input<'_>, secrets: &Secrets) -> Result<HostChange, P
             "[ -f {ADMIN_CONF} ] || {{ echo 'no {ADMIN_CONF}'; exit 1; }}\n\
              kubectl --kubeconfig {ADMIN_CONF} get --raw /readyz >/dev/null 2>&1 || {{ echo 'the API server does not answer'; exit 1; }}\n"
         ),
-        files: vec![file],
+        files,
         uploads: Vec::new(),
         // The config (with the token and certificate key) is removed whatever happens.
         apply: format!(
@@ -194,10 +196,12 @@ pub fn join_change(
 ) -> Result<HostChange, PhaseError> {
     let file = kubeadm::join(&input.templates, input.spec, input.inv, host, secrets)?;
     let f = quote(&file.path);
+    let mut files = vec![file];
+    files.extend(kubeadm::patch_files(input.spec)?);
     Ok(HostChange {
         precondition: Some(kubeadm_precondition(input)),
         check: "[ -f /etc/kubernetes/kubelet.conf ] || { echo 'not joined'; exit 1; }\n".into(),
-        files: vec![file],
+        files,
         uploads: Vec::new(),
         apply: format!(
             "{}kubeadm join --config \"$cfg\"; rc=$?\n{KUBELET_JOURNAL_ON_FAILURE}{}exit $rc\n",

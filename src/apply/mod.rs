@@ -326,16 +326,34 @@ pub async fn execute<'a>(
                 "kube_scheduler_leader_elect_lease_duration",
                 spec.leader_elect.scheduler,
             ),
+            (
+                "Cilium operator",
+                "kubedrill_cilium_operator_leader_elect_lease_duration",
+                spec.leader_elect.cilium_operator,
+            ),
         ] {
             if let Some(l) = lease {
                 let at = from(var);
                 progress.println(&format!(
-                    "note: the {name}'s leader-election lease is {} s, renewed within {} s ({}); kubeadm's default is 15 s / 10 s",
+                    "note: the {name}'s leader-election lease is {} s, renewed within {} s ({}); the default is 15 s / 10 s",
                     l.duration_secs,
                     l.renew_deadline_secs,
                     if at.is_empty() { var.to_string() } else { format!("{var} ({at})") }
                 ));
             }
+        }
+        if !spec.kubeadm_patches.is_empty() {
+            progress.println(&format!(
+                "note: kubeadm applies {} patch(es) to {} ({}); written to {}",
+                spec.kubeadm_patches.len(),
+                spec.kubeadm_patches
+                    .iter()
+                    .map(|p| p.target.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                from("kubeadm_patches"),
+                crate::spec::patches::PATCHES_DIR
+            ));
         }
         if let Some(secs) = spec.cilium_startup_timeout {
             progress.println(&format!(

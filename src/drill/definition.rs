@@ -16,6 +16,7 @@
 //!     soak_secs: 120
 //!     pod_burst: 20
 //!   resources: {interval_secs: 5}
+//!   faults: [{kind: kill-agent, node: w1}]   # optional: prove the measures can fail
 //! ```
 //!
 //! The section is read with the lab file ([`crate::lab::definition::parse`]); every finding names
@@ -99,6 +100,8 @@ pub struct RawDrill {
     policy: Option<RawPolicy>,
     #[serde(default)]
     resources: Option<RawResources>,
+    #[serde(default)]
+    faults: Option<Vec<super::fault::RawFault>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +258,8 @@ pub struct DrillDefinition {
     pub policy: PolicySettings,
     /// Resource sampling.
     pub resources: ResourceSettings,
+    /// Deliberate failures during the first upgrade step ([`super::fault`]).
+    pub faults: Vec<super::fault::Fault>,
     /// Findings that do not stop the drill (e.g. a low probe rate).
     #[serde(skip)]
     pub warnings: Vec<Diagnostic>,
@@ -587,6 +592,8 @@ pub fn validate(
         Some(i) => i.value,
     };
 
+    let faults = super::fault::parse(file, raw.faults.as_deref().unwrap_or_default(), &mut d);
+
     if d.has_errors() {
         return Err(d);
     }
@@ -611,6 +618,7 @@ pub fn validate(
         },
         policy,
         resources: ResourceSettings { interval_secs },
+        faults,
         warnings,
     })
 }

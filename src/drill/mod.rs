@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod definition;
 pub mod drift;
 pub mod engine;
+pub mod fault;
 pub mod layout;
 pub mod migrate;
 pub mod path;

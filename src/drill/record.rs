@@ -168,6 +168,8 @@ pub struct RecordBuilder {
     pub helm_events: Vec<HelmEvent>,
     /// kube-proxy sightings.
     pub kube_proxy_events: Vec<KubeProxyEvent>,
+    /// Injected faults.
+    pub faults: Vec<crate::report::record::FaultEvent>,
     /// Values diff lines (already redacted).
     pub values_diff: Vec<String>,
     /// Agent settings each step changes.
@@ -206,6 +208,7 @@ impl RecordBuilder {
             bursts: Vec::new(),
             helm_events: Vec::new(),
             kube_proxy_events: Vec::new(),
+            faults: Vec::new(),
             values_diff: Vec::new(),
             config_drift: Vec::new(),
             before: BTreeMap::new(),
@@ -406,6 +409,15 @@ impl RecordBuilder {
                 detail: k.detail.clone(),
             })
             .collect();
+        let faults = self
+            .faults
+            .iter()
+            .map(|f| crate::report::record::FaultEvent {
+                at: clamp(f.at),
+                node: f.node.clone().filter(|n| known(n)),
+                ..f.clone()
+            })
+            .collect();
         let verification = self
             .before
             .iter()
@@ -437,6 +449,7 @@ impl RecordBuilder {
             pod_burst,
             helm_events,
             kube_proxy_events,
+            faults,
             values_diff: self.values_diff.clone(),
             verification,
             config_drift: self.config_drift.clone(),

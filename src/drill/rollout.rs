@@ -43,6 +43,8 @@ pub struct PodObservation {
     pub started_ms: Option<i64>,
     /// Cilium version from the agent image.
     pub version: Option<Version>,
+    /// Why the agent container waits (`CrashLoopBackOff`), if it does.
+    pub waiting_reason: Option<String>,
 }
 
 /// What a pod object says, for the tracker.
@@ -63,6 +65,7 @@ pub fn observe(pod: &Pod) -> PodObservation {
         ready: a.ready,
         node: a.node,
         version: a.version,
+        waiting_reason: a.waiting_reason,
         name: a.name,
     }
 }
@@ -170,6 +173,39 @@ impl RolloutTracker {
             .collect()
     }
 
+    /// Restart counts of the agent pods seen now, by pod name: the baseline of
+    /// [`Self::crash_loops`].
+    pub fn restarts_by_pod(&self) -> BTreeMap<String, u32> {
+        self.nodes
+            .values()
+            .flat_map(|v| v.pods.values())
+            .map(|p| (p.name.clone(), p.restarts))
+            .collect()
+    }
+
+    /// Agents in `CrashLoopBackOff` that restarted at least `min` times since `baseline` (a pod
+    /// not in it started at 0): a rollout that cannot complete, said at once instead of at the
+    /// end of its time limit. One line per pod, `node: pod … after N restarts`.
+    pub fn crash_loops(&self, baseline: &BTreeMap<String, u32>, min: u32) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|(n, v)| v.pods.values().map(move |p| (n, p)))
+            .filter(|(_, p)| !p.terminating)
+            .filter(|(_, p)| p.waiting_reason.as_deref() == Some("CrashLoopBackOff"))
+            .filter_map(|(n, p)| {
+                let new = p
+                    .restarts
+                    .saturating_sub(baseline.get(&p.name).copied().unwrap_or(0));
+                (new >= min).then(|| {
+                    format!(
+                        "{n}: agent pod {} in CrashLoopBackOff after {new} restarts",
+                        p.name
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Nodes known to the tracker.
     pub fn nodes(&self) -> Vec<String> {
         self.nodes.keys().cloned().collect()
@@ -214,7 +250,40 @@ mod tests {
             restarts,
             started_ms: running.then_some(1000),
             version: Some(Version::new(1, 17, 18)),
+            waiting_reason: None,
         }
+    }
+
+    #[test]
+    fn crash_loops_count_from_the_baseline() {
+        let mut t = RolloutTracker::new(&[pod("a", "n1", true, true, 2)]);
+        let base = t.restarts_by_pod();
+        let looping = |name: &str, node: &str, restarts: u32| PodObservation {
+            waiting_reason: Some("CrashLoopBackOff".into()),
+            ..pod(name, node, false, false, restarts)
+        };
+        // The old pod had 2 restarts before: 4 is 2 more, below the limit of 3.
+        t.observe(
+            Timestamp::from_unix_ms(1),
+            &[looping("a", "n1", 4), pod("b", "n2", true, true, 0)],
+        );
+        assert!(t.crash_loops(&base, 3).is_empty());
+        // A new pod starts at 0.
+        t.observe(
+            Timestamp::from_unix_ms(2),
+            &[looping("a", "n1", 5), looping("b", "n2", 3)],
+        );
+        let c = t.crash_loops(&base, 3);
+        assert_eq!(
+            c,
+            [
+                "n1: agent pod a in CrashLoopBackOff after 3 restarts",
+                "n2: agent pod b in CrashLoopBackOff after 3 restarts"
+            ]
+        );
+        // A pod that restarted a lot but runs now is not looping.
+        t.observe(Timestamp::from_unix_ms(3), &[pod("a", "n1", true, true, 9)]);
+        assert!(t.crash_loops(&base, 3).is_empty());
     }
 
     fn kinds(ev: &[AgentEvent]) -> Vec<(String, &'static str, u32)> {

@@ -571,7 +571,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Lab, LabError> {
     }
     let drill = raw.drill.as_ref().and_then(|r| {
         match crate::drill::definition::validate(&file, r, line_of("drill")) {
-            Ok(def) => Some(def),
+            Ok(def) => {
+                // A fault acts on a node of this lab.
+                for (i, f) in def.faults.iter().enumerate() {
+                    if let Some(n) = f.node().filter(|n| !vms.iter().any(|v| v.name == *n)) {
+                        d.push(
+                            err(
+                                &file,
+                                line_of("drill"),
+                                &format!("drill.faults[{i}].node"),
+                                format!("`{n}` is not a host of this lab"),
+                            )
+                            .hint(format!(
+                                "use one of {}",
+                                vms.iter()
+                                    .map(|v| v.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )),
+                        );
+                    }
+                }
+                Some(def)
+            }
             Err(findings) => {
                 d.extend(findings);
                 None

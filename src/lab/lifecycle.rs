@@ -497,6 +497,17 @@ fn write_inventory(
             "    kube_controller_manager_leader_elect_renew_deadline: \"40s\"\n",
             "    kube_scheduler_leader_elect_lease_duration: \"60s\"\n",
             "    kube_scheduler_leader_elect_renew_deadline: \"40s\"\n",
+            "    # lab adjustment: the Cilium operator lost its 15 s lease the same way while registering\n",
+            "    # Cilium's CRDs, and exited\n",
+            "    kubedrill_cilium_operator_leader_elect_lease_duration: \"60s\"\n",
+            "    kubedrill_cilium_operator_leader_elect_renew_deadline: \"40s\"\n",
+            "    # lab adjustment: under TCG a saturated control plane starved etcd (cgroup CPU weight 4\n",
+            "    # against the kubelet's 100), its reads timed out and the API server exited; etcd and the\n",
+            "    # API server get CPU requests (a larger share), and liveness probes that allow 5 minutes\n",
+        ));
+        y.push_str(&format!(
+            "    kubeadm_patches: {}\n",
+            serde_json::to_string(&crate::spec::patches::tcg_lab_adjustment()).unwrap_or_default()
         ));
     }
     if lab.mirrors.is_none() {

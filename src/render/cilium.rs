@@ -143,6 +143,21 @@ pub fn values(spec: &ClusterSpec, node_count: usize) -> Value {
             );
         }
     }
+    if let Some(l) = spec.leader_elect.cilium_operator {
+        // The operator reads cilium-config too: a slow API server made it lose its 15 s lease
+        // and exit while it was registering the CRDs (seen on the lab under TCG).
+        let extra = m.entry("extraConfig").or_insert_with(|| json!({}));
+        if let Value::Object(e) = extra {
+            e.insert(
+                "leader-election-lease-duration".into(),
+                json!(format!("{}s", l.duration_secs)),
+            );
+            e.insert(
+                "leader-election-renew-deadline".into(),
+                json!(format!("{}s", l.renew_deadline_secs)),
+            );
+        }
+    }
     m.insert("hubble".into(), json!({ "enabled": i.hubble }));
 
     let mut out = Value::Object(m);

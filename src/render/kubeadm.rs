@@ -40,6 +40,8 @@ struct Ctx<'a> {
     timeout: Option<String>,
     /// Leader-election flags per component (`controllerManager`, `scheduler`), when set.
     leader_elect: Vec<LeaderArgs>,
+    /// kubeadm's `patches.directory`, when the inventory has `kubeadm_patches`.
+    patches_dir: Option<&'static str>,
 }
 
 /// The `extraArgs` of one component's leader election.
@@ -121,7 +123,32 @@ fn ctx<'a>(
             })
         })
         .collect(),
+        patches_dir: (!spec.kubeadm_patches.is_empty())
+            .then_some(crate::spec::patches::PATCHES_DIR),
     }
+}
+
+/// The files of `kubeadm_patches`, as Kubespray writes them, for every node kubeadm runs on.
+pub fn patch_files(spec: &ClusterSpec) -> Result<Vec<RenderedFile>, RenderError> {
+    spec.kubeadm_patches
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let body =
+                serde_json::to_string_pretty(&p.patch).map_err(|e| RenderError::Serialize {
+                    what: format!("kubeadm_patches[{i}]"),
+                    message: e.to_string(),
+                })?;
+            Ok(RenderedFile {
+                path: format!("{}/{}", crate::spec::patches::PATCHES_DIR, p.file_name(i)),
+                mode: 0o600,
+                content: format!(
+                    "# kubeadm_patches[{i}], rendered by kubedrill (JSON is YAML)\n{body}\n"
+                ),
+                sensitive: false,
+            })
+        })
+        .collect()
 }
 
 /// The init configuration for the first control plane.

@@ -85,6 +85,10 @@ pub struct RunRecord {
     /// Sightings of kube-proxy (which a kube-proxy-free cluster must never get back).
     #[serde(default)]
     pub kube_proxy_events: Vec<KubeProxyEvent>,
+    /// Failures the drill injected on purpose (`drill.faults`), to show what its measures make
+    /// of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultEvent>,
     /// Unified diff of the Helm values (old → new), one line per entry, with its ` `/`-`/`+`
     /// prefix.
     #[serde(default)]
@@ -522,6 +526,23 @@ pub struct KubeProxyEvent {
     pub detail: String,
 }
 
+/// A failure the drill injected on purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultEvent {
+    /// When it was injected (or tried).
+    pub at: Timestamp,
+    /// `kill-agent`, `link-down` or `bad-value`.
+    pub kind: String,
+    /// The node it acted on, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// What was done, or why it could not be.
+    pub detail: String,
+    /// False when the injection itself failed (no agent to kill, no SSH session).
+    pub injected: bool,
+}
+
 /// The agent settings one upgrade step changes: what the agents read before the step (the
 /// deployed manifest, or the previous step's rendering) against the step's chart rendered with
 /// the values the upgrade passes.
@@ -799,6 +820,12 @@ impl RunRecord {
             within(&mut p, format!("kube_proxy_events[{i}].at"), k.at);
             if let Some(n) = &k.node {
                 node(&mut p, format!("kube_proxy_events[{i}].node"), n);
+            }
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            within(&mut p, format!("faults[{i}].at"), f.at);
+            if let Some(n) = &f.node {
+                node(&mut p, format!("faults[{i}].node"), n);
             }
         }
         for (i, v) in self.verification.iter().enumerate() {

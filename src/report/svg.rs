@@ -260,6 +260,8 @@ pub fn timeline(r: &RunRecord) -> Svg {
         .collect();
     let kp_lane =
         (!r.kube_proxy_events.is_empty()).then(|| lane(&mut shapes, "kube-proxy".into(), "lane"));
+    let fault_lane =
+        (!r.faults.is_empty()).then(|| lane(&mut shapes, "injected faults".into(), "lane"));
     let top = phases.y - 4.0;
     let bottom = next_y - LANE_PITCH + LANE_H + 4.0;
 
@@ -430,6 +432,26 @@ pub fn timeline(r: &RunRecord) -> Svg {
         }
     }
 
+    if let Some(l) = &fault_lane {
+        for f in &r.faults {
+            shapes.push(circle(
+                xs.x(f.at),
+                l.mid(),
+                5.0,
+                "ev fault",
+                Some(format!(
+                    "{} at {}{}: {}",
+                    f.kind,
+                    xs.at(f.at),
+                    f.node
+                        .as_ref()
+                        .map(|n| format!(" on {n}"))
+                        .unwrap_or_default(),
+                    f.detail
+                )),
+            ));
+        }
+    }
     if let Some(l) = &kp_lane {
         for k in &r.kube_proxy_events {
             shapes.push(circle(

@@ -68,13 +68,11 @@ pub fn leak_word(v: Option<&LeakVerdict>) -> String {
 
 /// Every table of a run report, in order.
 pub fn sections(r: &RunRecord, a: &Analysis) -> Vec<Table> {
-    let mut out = vec![
-        versions(r),
-        interruptions(r, a),
-        probes(r),
-        phases(r),
-        restarts(a),
-    ];
+    let mut out = vec![versions(r)];
+    if !r.faults.is_empty() {
+        out.push(faults(r));
+    }
+    out.extend([interruptions(r, a), probes(r), phases(r), restarts(a)]);
     out.push(pod_burst(r));
     out.push(helm(r));
     out.push(kube_proxy(r));
@@ -357,6 +355,39 @@ fn helm(r: &RunRecord) -> Table {
             })
             .collect(),
         empty: "No Helm actions were recorded.".into(),
+    }
+}
+
+/// What the drill broke on purpose: the rest of the report shows what its measures made of it.
+fn faults(r: &RunRecord) -> Table {
+    Table {
+        id: "faults",
+        title: "Injected faults".into(),
+        note: Some(
+            "Failures injected on purpose (drill.faults): the verdict below is expected to be no-go."
+                .into(),
+        ),
+        headers: headers(&["at", "fault", "node", "what"]),
+        rows: r
+            .faults
+            .iter()
+            .map(|f| {
+                row(
+                    vec![
+                        offset(f.at.since(r.started)),
+                        f.kind.clone(),
+                        f.node.clone().unwrap_or_else(|| "–".into()),
+                        if f.injected {
+                            f.detail.clone()
+                        } else {
+                            format!("not injected: {}", f.detail)
+                        },
+                    ],
+                    true,
+                )
+            })
+            .collect(),
+        empty: String::new(),
     }
 }
 

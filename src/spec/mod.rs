@@ -7,6 +7,7 @@
 
 pub mod cilium;
 mod extra;
+pub mod patches;
 pub mod rules;
 pub mod version;
 
@@ -204,6 +205,9 @@ pub struct ClusterSpec {
     /// (kubeadm's defaults otherwise). Labs under TCG set longer leases: a slow API server made
     /// both lose their lease, exit and restart in a loop (seen on the lab with Cilium).
     pub leader_elect: LeaderElect,
+    /// Kubespray's `kubeadm_patches`, written to [`patches::PATCHES_DIR`] and named in kubeadm's
+    /// `patches.directory`. Labs under TCG add some ([`patches::tcg_lab_adjustment`]).
+    pub kubeadm_patches: Vec<patches::KubeadmPatch>,
     /// Remove (never install) kube-proxy.
     pub kube_proxy_remove: bool,
     /// Container runtime.
@@ -301,6 +305,9 @@ const CLUSTER_VARS: &[&str] = &[
     "kube_controller_manager_leader_elect_renew_deadline",
     "kube_scheduler_leader_elect_lease_duration",
     "kube_scheduler_leader_elect_renew_deadline",
+    "kubedrill_cilium_operator_leader_elect_lease_duration",
+    "kubedrill_cilium_operator_leader_elect_renew_deadline",
+    "kubeadm_patches",
     "quay_image_repo",
     "cilium_image_repo",
     "cilium_image_tag",
@@ -347,6 +354,10 @@ pub struct LeaderElect {
     pub controller_manager: Option<Lease>,
     /// kube-scheduler's.
     pub scheduler: Option<Lease>,
+    /// The Cilium operator's (`kubedrill_cilium_operator_leader_elect_lease_duration` /
+    /// `_renew_deadline`, rendered as the operator options `leader-election-lease-duration` /
+    /// `leader-election-renew-deadline` in `extraConfig`; Cilium's defaults are 15 s / 10 s).
+    pub cilium_operator: Option<Lease>,
 }
 
 /// A leader-election lease (`--leader-elect-lease-duration`, `--leader-elect-renew-deadline`).
@@ -571,6 +582,30 @@ impl<'a> Builder<'a> {
         let leader_elect = LeaderElect {
             controller_manager: lease("kube_controller_manager"),
             scheduler: lease("kube_scheduler"),
+            cilium_operator: lease("kubedrill_cilium_operator"),
+        };
+        let kubeadm_patches = match self.get("kubeadm_patches") {
+            None => Vec::new(),
+            Some((v, src)) => match patches::parse(v) {
+                Ok(p) => {
+                    if !p.is_empty() {
+                        prov.push(Provenance {
+                            setting: "kubeadm_patches",
+                            value: p
+                                .iter()
+                                .map(|p| format!("{} ({})", p.target.as_str(), p.kind.as_str()))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            source: src,
+                        });
+                    }
+                    p
+                }
+                Err(d) => {
+                    fail(d, diags);
+                    Vec::new()
+                }
+            },
         };
         let cilium_images = self.cilium_images(cilium_v, &mut prov).unwrap_or_else(|d| {
             fail(d, diags);
@@ -676,6 +711,7 @@ impl<'a> Builder<'a> {
             cilium_images,
             cilium_startup_timeout,
             leader_elect,
+            kubeadm_patches,
             kube_proxy_remove: kube_proxy_remove.value,
             runtime,
             cilium_intent: intent,
@@ -719,6 +755,10 @@ impl<'a> Builder<'a> {
             "kube_controller_manager" => [
                 "kube_controller_manager_leader_elect_lease_duration",
                 "kube_controller_manager_leader_elect_renew_deadline",
+            ],
+            "kubedrill_cilium_operator" => [
+                "kubedrill_cilium_operator_leader_elect_lease_duration",
+                "kubedrill_cilium_operator_leader_elect_renew_deadline",
             ],
             _ => [
                 "kube_scheduler_leader_elect_lease_duration",

@@ -43,8 +43,8 @@ use crate::kernel::{self, NodeReport};
 use crate::lab::definition::Lab;
 use crate::report::leak::{self, LeakThresholds, LeakVerdict};
 use crate::report::record::{
-    DrillId, HelmEvent, KubeProxyEvent, Node, NodeRole, PhaseOutcome, ResourceSample, Verdict,
-    VersionChange, Window,
+    DrillId, FaultEvent, HelmEvent, KubeProxyEvent, Node, NodeRole, PhaseOutcome, ResourceSample,
+    Verdict, VersionChange, Window,
 };
 use crate::report::time::Timestamp;
 use crate::report::{self, ReportError, Written};
@@ -59,6 +59,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
+
+/// Restarts in `CrashLoopBackOff` after which a rollout is given up as failing.
+const CRASH_LOOP_RESTARTS: u32 = 3;
 
 /// Time limits of the steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -698,7 +701,7 @@ impl Ctx<'_> {
         };
         let progress = self.progress.clone();
         let mut last = String::new();
-        let r = wait::cilium_rolled_out(&client, self.d.timeouts.rollout, |p| {
+        let rolled_out = wait::cilium_rolled_out(&client, self.d.timeouts.rollout, |p| {
             if let wait::Progress::State(s) = p {
                 let line = format!("  {what}: {s}");
                 if line != last {
@@ -706,10 +709,30 @@ impl Ctx<'_> {
                     last = line;
                 }
             }
-        })
-        .await;
-        r.map(|_| ()).map_err(|e| {
-            let msg = e.to_string();
+        });
+        // An agent that crash-loops never rolls out: said at once, not at the time limit.
+        let tracker = self.tracker.clone();
+        let baseline = tracker
+            .lock()
+            .map(|t| t.restarts_by_pod())
+            .unwrap_or_default();
+        let crash_loop = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let found = tracker
+                    .lock()
+                    .map(|t| t.crash_loops(&baseline, CRASH_LOOP_RESTARTS))
+                    .unwrap_or_default();
+                if !found.is_empty() {
+                    return found.join("; ");
+                }
+            }
+        };
+        let r = tokio::select! {
+            r = rolled_out => r.map(|_| ()).map_err(|e| e.to_string()),
+            looping = crash_loop => Err(looping),
+        };
+        r.map_err(|msg| {
             let h = self.api_host();
             self.fail(
                 &h,

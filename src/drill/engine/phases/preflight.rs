@@ -112,6 +112,26 @@ impl Ctx<'_> {
             }
             let mut merged = m.clone();
             crate::render::cilium::merge(&mut merged.values, &extra);
+            // The bad-value fault goes into the first step's values only.
+            if steps.first().map(|s| s.to()) == Some(step.to())
+                && d.drill
+                    .definition
+                    .faults
+                    .contains(&crate::drill::fault::Fault::BadValue)
+            {
+                if let serde_json::Value::Object(v) = &mut merged.values {
+                    crate::drill::fault::inject_bad_value(v);
+                }
+                let f = crate::drill::fault::Fault::BadValue;
+                self.say(&format!("  fault: {}", f.describe()));
+                self.b.faults.push(FaultEvent {
+                    at: now(),
+                    kind: super::upgrade::fault_kind(&f),
+                    node: None,
+                    detail: format!("{} (values of {step})", f.describe()),
+                    injected: true,
+                });
+            }
             let diff = record::redact_diff(&migrate::diff(&current, &merged.values));
             self.say(&format!("  values {step}: {} changed line(s)", diff.len()));
             for l in &diff {

@@ -67,6 +67,12 @@ impl Ctx<'_> {
                 }
                 Err(Stop) => step_failure = Some("helm history failed".into()),
             }
+            // Faults on nodes (drill.faults) fire during the first step's rollout.
+            let faults = if i == 0 {
+                self.start_faults()
+            } else {
+                Vec::new()
+            };
             // The rollout, with the pod burst while it runs.
             let burst = self.start_burst(i).await;
             if let Err(e) = self
@@ -102,6 +108,7 @@ impl Ctx<'_> {
                     Err(e) => self.notes.push(format!("pod burst during {name}: {e}")),
                 }
             }
+            self.join_faults(faults).await;
             if step_failure.is_none() {
                 let lagging: Vec<String> = {
                     let at = self
@@ -154,4 +161,69 @@ impl Ctx<'_> {
         self.deployed = step.to();
         Ok(PhaseOutcome::Ok)
     }
+
+    /// Start every node fault of the drill, each after its delay, on its node's SSH session.
+    fn start_faults(&mut self) -> Vec<JoinHandle<FaultEvent>> {
+        let mut out = Vec::new();
+        for f in self.d.drill.definition.faults.clone() {
+            let (Some(node), Some(after), Some(cmd)) = (f.node(), f.after_secs(), f.command())
+            else {
+                continue;
+            };
+            let node = node.to_owned();
+            let session = self.session(&node);
+            let progress = self.progress.clone();
+            self.say(&format!("  fault in {after} s: {}", f.describe()));
+            out.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(after)).await;
+                let at = now();
+                let kind = fault_kind(&f);
+                let Some(s) = session else {
+                    return FaultEvent {
+                        at,
+                        kind,
+                        node: Some(node),
+                        detail: "no SSH session".into(),
+                        injected: false,
+                    };
+                };
+                let r = s.exec(&Command::new(cmd).privileged()).await;
+                let (injected, detail) = match r {
+                    Ok(o) if o.success() => (true, o.stdout_text().trim().to_owned()),
+                    Ok(o) => (false, o.stderr_text().trim().to_owned()),
+                    Err(e) => (false, e.to_string()),
+                };
+                progress.println(&format!(
+                    "  fault {kind} on {node}: {}{detail}",
+                    if injected { "" } else { "NOT injected: " }
+                ));
+                FaultEvent {
+                    at,
+                    kind,
+                    node: Some(node),
+                    detail,
+                    injected,
+                }
+            }));
+        }
+        out
+    }
+
+    /// Wait for the faults started by [`Self::start_faults`] and record them.
+    async fn join_faults(&mut self, faults: Vec<JoinHandle<FaultEvent>>) {
+        for h in faults {
+            match h.await {
+                Ok(e) => self.b.faults.push(e),
+                Err(e) => self.notes.push(format!("a fault task failed: {e}")),
+            }
+        }
+    }
+}
+
+/// The record's name of a fault kind.
+pub(in crate::drill::engine) fn fault_kind(f: &crate::drill::fault::Fault) -> String {
+    serde_json::to_value(f)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+        .unwrap_or_default()
 }
