@@ -199,7 +199,7 @@ fn check_patches(version: &str) {
         let manifest = std::fs::read_to_string(dry.join(format!("{target}.yaml")))
             .unwrap_or_else(|e| panic!("{target}.yaml in the dry-run directory: {e}\n{out}"));
         assert!(
-            manifest.contains("failureThreshold: 30") && manifest.contains("cpu: \"1\""),
+            manifest.contains("failureThreshold: 30") && manifest.contains("cpu: 500m"),
             "{manifest}"
         );
     }
