@@ -536,7 +536,10 @@ fn image_variables_turn_digests_off_and_name_the_images() {
         v["startupProbe"],
         json!({"failureThreshold": 900, "periodSeconds": 2})
     );
-    assert_eq!(v["extraConfig"], json!({"hive-start-timeout": "1800s"}));
+    assert_eq!(
+        v["extraConfig"],
+        json!({"crd-wait-timeout": "1800s", "hive-start-timeout": "1800s"})
+    );
     // The operator's lease (a lab under TCG sets it) joins the agent options in extraConfig.
     let (spec, inv) = try_build(&format!(
         "cilium_version: \"1.19.7\"\nkubedrill_cilium_startup_timeout: 30m\nkubedrill_cilium_operator_leader_elect_lease_duration: 1m\nkubedrill_cilium_operator_leader_elect_renew_deadline: 40s\nkubedrill_cilium_maglev_hash_seed: \"{SEED}\"\n"
@@ -545,7 +548,7 @@ fn image_variables_turn_digests_off_and_name_the_images() {
     let v = render::cilium::values(&spec, inv.hosts.len());
     assert_eq!(
         v["extraConfig"],
-        json!({"hive-start-timeout": "1800s", "leader-election-lease-duration": "60s", "leader-election-renew-deadline": "40s"})
+        json!({"crd-wait-timeout": "1800s", "hive-start-timeout": "1800s", "leader-election-lease-duration": "60s", "leader-election-renew-deadline": "40s"})
     );
     let e = try_build(&format!(
         "cilium_version: \"1.19.7\"\nkubedrill_cilium_operator_leader_elect_renew_deadline: 20s\nkubedrill_cilium_maglev_hash_seed: \"{SEED}\"\n"

@@ -133,14 +133,20 @@ pub fn values(spec: &ClusterSpec, node_count: usize) -> Value {
             "startupProbe".into(),
             json!({ "failureThreshold": secs.div_ceil(STARTUP_PERIOD_SECS), "periodSeconds": STARTUP_PERIOD_SECS }),
         );
-        // The agent also gives its own start hooks 5 minutes and then panics ("Start or stop
-        // failed to finish on time", seen on the lab under TCG); from 1.19 that limit is the
-        // `hive-start-timeout` option (pkg/option/config.go), before it is fixed.
+        // The agent also waits 5 minutes for the operator to register Cilium's CRDs and then
+        // exits ("Unable to find all Cilium CRDs necessary within 5m0s timeout", seen on the lab
+        // under TCG): `crd-wait-timeout` (an option since 1.14 at least). It gives its own start
+        // hooks 5 minutes and then panics ("Start or stop failed to finish on time"); from 1.19
+        // that limit is the `hive-start-timeout` option (pkg/option/config.go), before it is fixed.
+        let mut extra = Map::new();
+        if v.at_least(1, 14) {
+            extra.insert("crd-wait-timeout".into(), json!(format!("{secs}s")));
+        }
         if v.at_least(1, 19) {
-            m.insert(
-                "extraConfig".into(),
-                json!({ "hive-start-timeout": format!("{secs}s") }),
-            );
+            extra.insert("hive-start-timeout".into(), json!(format!("{secs}s")));
+        }
+        if !extra.is_empty() {
+            m.insert("extraConfig".into(), Value::Object(extra));
         }
     }
     if let Some(l) = spec.leader_elect.cilium_operator {
