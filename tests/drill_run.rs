@@ -21,8 +21,8 @@ use kubedrill::k8s::kube_proxy;
 use kubedrill::k8s::status::ExpectedDatapath;
 use kubedrill::lab::definition::{self as labdef, LabError};
 use kubedrill::report::record::{
-    Datapath, DrillId, Endpoint, HelmEvent, KubeProxyEvent, Node, NodeRole, Outcome, PhaseOutcome,
-    PodBurst, PodBurstNode, ProbeKind, VersionChange, XdpMode,
+    Datapath, DrillId, Endpoint, FaultEvent, HelmEvent, KubeProxyEvent, Node, NodeRole, Outcome,
+    PhaseOutcome, PodBurst, PodBurstNode, ProbeKind, VersionChange, XdpMode,
 };
 use kubedrill::report::time::{Millis, Timestamp};
 use kubedrill::spec::Version;
@@ -1386,8 +1386,47 @@ fn a_failing_run_record_keeps_its_reasons_and_renders() {
         serde_json::to_string_pretty(&rec).expect("json"),
     )
     .expect("write");
+    // The restart on w1 was injected on purpose: the report says so first.
+    rec.faults.push(FaultEvent {
+        at: rec.started.plus(Millis(140_000)),
+        kind: "kill-agent".into(),
+        node: Some("w1".into()),
+        detail: "killed cilium-agent 4242".into(),
+        injected: true,
+    });
+    assert!(rec.problems().is_empty(), "{:#?}", rec.problems());
+    std::fs::write(
+        run_dir.join("run.json"),
+        serde_json::to_string_pretty(&rec).expect("json"),
+    )
+    .expect("write");
     let w = kubedrill::report::write(&run_dir).expect("renders");
     assert_eq!(w.verdict, Outcome::Fail);
+    let md = std::fs::read_to_string(&w.markdown).expect("md");
+    assert!(
+        md.contains("Injected faults") && md.contains("killed cilium-agent 4242"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(&w.html).expect("html");
+    assert!(html.contains("ev fault"), "the fault is on the timeline");
+    assert_eq!(
+        kubedrill::report::load(&run_dir.join("run.json")).expect("load"),
+        rec
+    );
+    // A fault on a node the lab does not have is refused with the field.
+    let e = lab_with_drill(
+        "drill:\n  cilium: {from: 1.17.18, to: 1.18.12}\n  faults: [{kind: kill-agent, node: w9}]\n",
+    )
+    .expect_err("unknown node")
+    .to_string();
+    assert!(
+        e.contains("`drill.faults[0].node`") && e.contains("w9"),
+        "{e}"
+    );
+    let d = definition(
+        "drill:\n  cilium: {from: 1.17.18, to: 1.18.12}\n  faults: [{kind: link-down, node: w1, secs: 5}, {kind: bad-value}]\n",
+    );
+    assert_eq!(d.faults.len(), 2);
 }
 
 #[test]
