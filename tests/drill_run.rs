@@ -1643,6 +1643,73 @@ fn cli_refuses_what_it_cannot_run_before_touching_anything() {
     let o = kubedrill(&["drill", "run", lab.to_str().expect("utf8")], state.path());
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("has no `drill:` section"));
+    // --production: the inventory is required, a reset is refused, a question needs a terminal
+    // (or --yes), a drill with faults is for labs only, and the inventory must exist.
+    let o = kubedrill(
+        &["drill", "run", "quickstart", "--production"],
+        state.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--inventory"));
+    let o = kubedrill(
+        &[
+            "drill",
+            "run",
+            "quickstart",
+            "--production",
+            "-i",
+            "x",
+            "--reset",
+            "clean",
+        ],
+        state.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
+    let o = kubedrill(
+        &["drill", "run", "quickstart", "--production", "-i", "x"],
+        state.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("run it on a terminal, or pass --yes"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = kubedrill(
+        &[
+            "drill",
+            "run",
+            "quickstart",
+            "--production",
+            "-i",
+            "/nonexistent/hosts.yaml",
+            "--yes",
+        ],
+        state.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such inventory"));
+    let faulty = state.path().join("faulty.yaml");
+    std::fs::write(
+        &faulty,
+        "name: faulty\nhosts:\n  - {name: cp1, role: control-plane}\ndrill:\n  cilium: {from: 1.17.18, to: 1.18.12}\n  faults: [{kind: kill-agent, node: cp1}]\n",
+    )
+    .expect("lab");
+    let o = kubedrill(
+        &[
+            "drill",
+            "run",
+            faulty.to_str().expect("utf8"),
+            "--production",
+            "-i",
+            "x",
+            "--yes",
+        ],
+        state.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("never with --production"));
     // Nothing was written to the state directory.
     assert!(!state.path().join("drills").exists());
     // The engine's default run directory is under the state directory.
@@ -1720,6 +1787,7 @@ async fn a_drill_that_cannot_reach_its_nodes_still_writes_a_failed_record() {
         concurrency: 4,
         timeouts: engine::Timeouts::default(),
         helm: kubedrill::cilium::helm::Helm::default(),
+        production: None,
     };
     let r = engine::run(&input, &kubedrill::fleet::Progress::quiet())
         .await

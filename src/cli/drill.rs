@@ -57,6 +57,22 @@ pub struct RunArgs {
     /// `kubedrill_cilium_startup_timeout`, a lab under TCG — that time plus 10 minutes).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub rollout_timeout: Option<u64>,
+    /// Run the lab's drill on a production cluster: this inventory instead of the lab's, no
+    /// snapshot and no reset, the same pre-flight, probes and report, and a question before each
+    /// `helm upgrade` and `helm rollback`.
+    #[arg(long, requires = "inventory", conflicts_with = "reset")]
+    pub production: bool,
+    /// The production inventory (with --production).
+    #[arg(
+        short = 'i',
+        long = "inventory",
+        value_name = "INVENTORY",
+        requires = "production"
+    )]
+    pub inventory: Option<PathBuf>,
+    /// Answer the production questions with yes in advance (an unattended run).
+    #[arg(long, requires = "production")]
+    pub yes: bool,
     /// Seconds allowed for SSH connect, handshake and authentication per node.
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
     pub connect_timeout: u64,
@@ -118,10 +134,30 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
     for w in &drill.warnings {
         eprintln!("warning: {w}");
     }
-    let inv_path = lifecycle::lab_dir(&lab.name)
-        .join("inventory")
-        .join("hosts.yaml");
-    if !inv_path.is_file() {
+    if a.production && !def.faults.is_empty() {
+        eprintln!(
+            "error: {}: `drill.faults` injects failures on purpose: a lab only, never with --production",
+            path.display()
+        );
+        return Ok(Exit::Invalid.into());
+    }
+    if a.production && !a.yes && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!(
+            "error: --production asks before each helm upgrade and rollback: run it on a terminal, or pass --yes"
+        );
+        return Ok(Exit::Invalid.into());
+    }
+    let inv_path = match (&a.inventory, a.production) {
+        (Some(p), true) => p.clone(),
+        _ => lifecycle::lab_dir(&lab.name)
+            .join("inventory")
+            .join("hosts.yaml"),
+    };
+    if a.production && !inv_path.exists() {
+        eprintln!("error: {}: no such inventory", inv_path.display());
+        return Ok(Exit::Invalid.into());
+    }
+    if !a.production && !inv_path.is_file() {
         eprintln!(
             "error: lab `{}` is not up here: no {} (run `kubedrill lab up {}` and `kubedrill apply -i {}` first)",
             lab.name,
@@ -142,7 +178,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
     // another drill meanwhile fails at once, naming this one.
     let cluster = ClusterState::of(&inventory);
     let _locks = kubedrill::lock::cluster(&cluster).context("drill run")?;
-    let _lab_lock = match cluster.lab.as_deref() == Some(lab.name.as_str()) {
+    let _lab_lock = match a.production || cluster.lab.as_deref() == Some(lab.name.as_str()) {
         true => None,
         false => Some(kubedrill::lock::lab(&lab.name).context("drill run")?),
     };
@@ -157,11 +193,28 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         }
     };
     let timeouts = timeouts(a.rollout_timeout, spec.cilium_startup_timeout);
+    let production = a.production.then(|| {
+        let yes = a.yes;
+        engine::Production {
+            cluster: spec.label.clone(),
+            confirm: engine::Confirm(std::sync::Arc::new(move |q: &str| {
+                if yes {
+                    eprintln!("{q}: yes (--yes)");
+                    return true;
+                }
+                super::apply::confirm(&format!("{q}?")).unwrap_or(false)
+            })),
+        }
+    });
+    let runs_name = match &production {
+        Some(p) => format!("production-{}", p.cluster),
+        None => lab.name.clone(),
+    };
     let input = DrillInput {
         runs_dir: a
             .runs_dir
             .clone()
-            .unwrap_or_else(|| engine::default_runs_dir(&lab.name)),
+            .unwrap_or_else(|| engine::default_runs_dir(&runs_name)),
         kubeconfig: cluster.kubeconfig(),
         lab,
         drill,
@@ -173,6 +226,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         concurrency: usize::from(kubedrill::fleet::DEFAULT_CONCURRENCY),
         timeouts,
         helm: Helm::default(),
+        production,
     };
     let progress = if out == Output::Json {
         Progress::quiet()

@@ -130,6 +130,28 @@ pub struct DrillInput {
     pub timeouts: Timeouts,
     /// Helm on the first control plane.
     pub helm: Helm,
+    /// `--production`: the drill runs on a production inventory, not on the lab's.
+    pub production: Option<Production>,
+}
+
+/// A drill run on production (`drill run --production`): what was rehearsed on the lab, with
+/// the same probes and report, and the operator's confirmation before every disruptive phase.
+#[derive(Debug, Clone)]
+pub struct Production {
+    /// The production cluster's label (its inventory), in messages and the record.
+    pub cluster: String,
+    /// Asked before each `helm upgrade` and `helm rollback`; false stops the drill there.
+    pub confirm: Confirm,
+}
+
+/// The question before a disruptive phase (`--yes` answers it in advance).
+#[derive(Clone)]
+pub struct Confirm(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Confirm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Confirm(..)")
+    }
 }
 
 /// `<state>/drills/<lab>`.
@@ -442,9 +464,14 @@ struct Ctx<'a> {
 pub async fn run(d: &DrillInput, progress: &Progress) -> Result<DrillReport, DrillError> {
     let started = now();
     let (run_id, run_dir) = new_run_dir(&d.runs_dir, &record::run_id(&d.drill.name, started))?;
+    // A production run names its cluster where a lab run names the lab.
+    let where_ = match &d.production {
+        Some(p) => format!("production:{}", p.cluster),
+        None => d.lab.name.clone(),
+    };
     let info = RunInfo {
         drill: d.drill.name.clone(),
-        lab: d.lab.name.clone(),
+        lab: where_.clone(),
         reset: d.reset.clone(),
         from: d.drill.from.to_string(),
         to: d.drill.to.to_string(),
@@ -458,7 +485,7 @@ pub async fn run(d: &DrillInput, progress: &Progress) -> Result<DrillReport, Dri
             name: d.drill.name.clone(),
             run_id: run_id.clone(),
         },
-        &d.lab.name,
+        &where_,
         started,
         VersionChange {
             from: d.drill.from.to_string(),
@@ -503,10 +530,13 @@ pub async fn run(d: &DrillInput, progress: &Progress) -> Result<DrillReport, Dri
         leaks: Vec::new(),
         node_locks: Vec::new(),
     };
+    let target = match &d.production {
+        Some(p) => format!("PRODUCTION cluster {}", p.cluster),
+        None => format!("lab {}", d.lab.name),
+    };
     c.say(&format!(
-        "drill {} on lab {}: Cilium {} → {} ({}); run {run_id}",
+        "drill {} on {target}: Cilium {} → {} ({}); run {run_id}",
         d.drill.name,
-        d.lab.name,
         d.drill.from,
         d.drill.to,
         d.drill.steps.join(", ")
@@ -557,6 +587,30 @@ impl Ctx<'_> {
             .image
             .clone()
             .unwrap_or_else(|| crate::render::containerd::sandbox_image(d.spec.kubernetes))
+    }
+
+    /// On production, ask before a disruptive phase; a refusal is the drill's failure there
+    /// (nothing of the phase has run).
+    fn confirm(&mut self, phase: &str, what: &str) -> Result<(), Stop> {
+        let Some(p) = &self.d.production else {
+            return Ok(());
+        };
+        let question = format!("{what} on PRODUCTION cluster {}", p.cluster);
+        // The answer may wait on a terminal: off the runtime's worker (the probes, the watch and
+        // the sampler keep running meanwhile).
+        let confirm = p.confirm.0.clone();
+        if tokio::task::block_in_place(|| confirm(&question)) {
+            self.notes
+                .push(format!("{phase}: confirmed by the operator: {question}"));
+            Ok(())
+        } else {
+            Err(self.fail(
+                "(operator)",
+                phase,
+                what,
+                "not confirmed: the drill stops before it",
+            ))
+        }
     }
 
     fn say(&self, line: &str) {

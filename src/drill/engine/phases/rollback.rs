@@ -28,6 +28,13 @@ impl Ctx<'_> {
             Ok(c) => c,
             Err(e) => return Err(self.fail(&cp, phase, "helm rollback", e)),
         };
+        self.confirm(
+            phase,
+            &format!(
+                "helm rollback cilium to revision {to} (Cilium {})",
+                d.drill.from
+            ),
+        )?;
         self.helm(phase, &cmd).await?;
         let at = now();
         let h = self.history(phase).await?;

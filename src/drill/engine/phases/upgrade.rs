@@ -49,6 +49,13 @@ impl Ctx<'_> {
                 return self.after_failed_step(&name);
             }
         };
+        if self
+            .confirm(&name, &format!("helm upgrade cilium to {}", step.to()))
+            .is_err()
+        {
+            self.b.phase(&name, t, now(), PhaseOutcome::Failed);
+            return self.after_failed_step(&name);
+        }
         self.changed = true;
         let mut step_failure: Option<String> = None;
         if self.helm(&name, &cmd).await.is_err() {
