@@ -786,15 +786,14 @@ impl Ctx<'_> {
             r = rolled_out => r.map(|_| ()).map_err(|e| e.to_string()),
             looping = crash_loop => Err(looping),
         };
-        r.map_err(|msg| {
+        r.inspect_err(|msg| {
             let h = self.api_host();
             self.fail(
                 &h,
                 phase,
                 "wait for daemonset kube-system/cilium rolled out",
-                &msg,
+                msg,
             );
-            msg
         })
     }
 
