@@ -789,16 +789,25 @@ async fn burst_counts_pods_that_cannot_start_per_node_with_the_kubelet_reason() 
 // Policy
 // ---------------------------------------------------------------------------------------------
 
-fn lab_with_drill(drill: &str) -> Result<labdef::Lab, LabError> {
+/// A two-node lab with this drill section, and the drill read from it (the findings of either,
+/// as text).
+fn lab_with_drill(drill: &str) -> Result<(labdef::Lab, DrillDefinition), String> {
     let text = format!(
         "name: t\nhosts:\n  - {{name: cp1, role: control-plane}}\n  - {{name: w1, role: worker}}\n{drill}"
     );
-    labdef::parse(Path::new("labs/t.yaml"), &text)
+    let lab = labdef::parse(Path::new("labs/t.yaml"), &text).map_err(|e| match e {
+        LabError::Invalid(d) => d.to_string(),
+        e => e.to_string(),
+    })?;
+    let def = kubedrill::drill::definition::of_lab(&lab)
+        .map_err(|d| d.to_string())?
+        .ok_or("no drill section")?;
+    Ok((lab, def))
 }
 
 fn definition(drill: &str) -> DrillDefinition {
     match lab_with_drill(drill) {
-        Ok(l) => l.drill.expect("drill section"),
+        Ok((_, d)) => d,
         Err(e) => panic!("{e}"),
     }
 }
@@ -1517,10 +1526,8 @@ fn drill_definition_errors_carry_file_line_and_field() {
     let text = format!(
         "name: t\nhosts:\n  - {{name: cp1, role: control-plane}}\n  - {{name: w1, role: worker}}\n{drill}"
     );
-    let e = lab_with_drill(drill).expect_err("invalid");
-    let LabError::Invalid(d) = e else {
-        panic!("expected diagnostics")
-    };
+    let lab = labdef::parse(Path::new("labs/t.yaml"), &text).expect("the lab itself is valid");
+    let d = kubedrill::drill::definition::of_lab(&lab).expect_err("invalid drill");
     let file = Path::new("labs/t.yaml");
     let find = |field: &str| {
         d.0.iter()
@@ -1594,7 +1601,9 @@ fn drill_definition_errors_carry_file_line_and_field() {
 fn the_bundled_labs_define_drills_that_resolve() {
     for lab in ["labs/lab-3node.yaml", "labs/quickstart.yaml"] {
         let l = labdef::load(&common::repo().join(lab)).unwrap_or_else(|e| panic!("{lab}: {e}"));
-        let d = l.drill.unwrap_or_else(|| panic!("{lab} has no drill"));
+        let d = kubedrill::drill::definition::of_lab(&l)
+            .unwrap_or_else(|e| panic!("{lab}: {e}"))
+            .unwrap_or_else(|| panic!("{lab} has no drill"));
         let r = d
             .resolve(&Overrides::default())
             .unwrap_or_else(|e| panic!("{lab}: {e}"));
@@ -1760,13 +1769,9 @@ async fn a_drill_that_cannot_reach_its_nodes_still_writes_a_failed_record() {
         Ok((s, _)) => s,
         Err(d) => panic!("{d}"),
     };
-    let lab = lab_with_drill("drill:\n  cilium: {from: 1.17.18, to: 1.18.12}\n").expect("lab");
-    let drill = lab
-        .drill
-        .as_ref()
-        .expect("drill")
-        .resolve(&Overrides::default())
-        .expect("path");
+    let (lab, def) =
+        lab_with_drill("drill:\n  cilium: {from: 1.17.18, to: 1.18.12}\n").expect("lab");
+    let drill = def.resolve(&Overrides::default()).expect("path");
     let runs = tempfile::tempdir().expect("runs");
     let kh = runs.path().join("known_hosts");
     std::fs::write(&kh, "").expect("known_hosts");

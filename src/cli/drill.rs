@@ -107,7 +107,14 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e).context("drill run"),
     };
-    let Some(def) = lab.drill.clone() else {
+    let def = match kubedrill::drill::definition::of_lab(&lab) {
+        Ok(d) => d,
+        Err(d) => {
+            print_diagnostics(&d);
+            return Ok(Exit::Invalid.into());
+        }
+    };
+    let Some(def) = def else {
         eprintln!(
             "error: {}: lab `{}` has no `drill:` section; add one, e.g.\n\ndrill:\n  cilium: {{from: 1.17.18, to: 1.18.12}}\n",
             path.display(),

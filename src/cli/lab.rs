@@ -6,6 +6,7 @@ use super::{Output, print_json};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use kubedrill::diag::Escaped;
+use kubedrill::drill::definition::DrillDefinition;
 use kubedrill::fleet::Progress;
 use kubedrill::lab::accel::{self, HostVirt};
 use kubedrill::lab::definition::{self, LabError, VmRole};
@@ -179,10 +180,17 @@ fn timed(
     }
 }
 
-/// Load a lab definition, printing its errors (file, line, field) when it is invalid.
-fn load_lab(arg: &str) -> Option<definition::Lab> {
+/// Load a lab definition and its drill, printing their errors (file, line, field) when either
+/// is invalid.
+fn load_lab(arg: &str) -> Option<(definition::Lab, Option<DrillDefinition>)> {
     match definition::load(&definition::locate(arg)) {
-        Ok(l) => Some(l),
+        Ok(l) => match kubedrill::drill::definition::of_lab(&l) {
+            Ok(d) => Some((l, d)),
+            Err(d) => {
+                super::print_diagnostics(&d);
+                None
+            }
+        },
         Err(LabError::Invalid(d)) => {
             super::print_diagnostics(&d);
             None
@@ -195,7 +203,7 @@ fn load_lab(arg: &str) -> Option<definition::Lab> {
 }
 
 fn up(a: UpArgs, out: Output) -> anyhow::Result<ExitCode> {
-    let Some(lab) = load_lab(&a.lab) else {
+    let Some((lab, _)) = load_lab(&a.lab) else {
         return Ok(Exit::Invalid.into());
     };
     // Two `lab up` at once would both define VMs and one record would lose the other's.
@@ -298,7 +306,7 @@ fn reset(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
 }
 
 fn show(a: ShowArgs, out: Output) -> anyhow::Result<ExitCode> {
-    let Some(lab) = load_lab(&a.lab) else {
+    let Some((lab, drill)) = load_lab(&a.lab) else {
         return Ok(Exit::Invalid.into());
     };
     let host = HostVirt::probe();
@@ -310,7 +318,9 @@ fn show(a: ShowArgs, out: Output) -> anyhow::Result<ExitCode> {
         }
     };
     if out == Output::Json {
-        print_json(&serde_json::json!({ "lab": lab, "accel": choice, "host": host }))?;
+        print_json(
+            &serde_json::json!({ "lab": lab, "drill": drill, "accel": choice, "host": host }),
+        )?;
         return Ok(Exit::Ok.into());
     }
     if let Some(w) = &choice.warning {
@@ -356,7 +366,7 @@ fn show(a: ShowArgs, out: Output) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    if let Some(d) = &lab.drill {
+    if let Some(d) = &drill {
         for w in &d.warnings {
             eprintln!("{w}");
         }

@@ -320,6 +320,70 @@ fn kind_names() -> String {
         .join(", ")
 }
 
+/// The drill of a lab: its file's `drill:` section validated, and the nodes its faults name
+/// checked against the lab's VMs. `Ok(None)` when the file has no such section.
+pub fn of_lab(lab: &crate::lab::definition::Lab) -> Result<Option<DrillDefinition>, Diagnostics> {
+    let Some(section) = &lab.drill else {
+        return Ok(None);
+    };
+    #[derive(Deserialize)]
+    struct File {
+        #[serde(default)]
+        drill: Option<RawDrill>,
+    }
+    let file = Arc::new(lab.path.clone());
+    let raw: File = serde_saphyr::from_str(&section.text).map_err(|e| {
+        let line = e
+            .location()
+            .and_then(|l| u32::try_from(l.line()).ok())
+            .filter(|l| *l > 0)
+            .or(section.line);
+        let msg = e.to_string();
+        let first = msg
+            .lines()
+            .next()
+            .unwrap_or("invalid drill section")
+            .to_owned();
+        let mut d = Diagnostics::default();
+        d.push(
+            Diagnostic::error(first.trim_start_matches("error: ").to_owned())
+                .at(&Origin::at(&file, line))
+                .field("drill"),
+        );
+        d
+    })?;
+    let Some(raw) = raw.drill else {
+        return Ok(None);
+    };
+    let def = validate(&file, &raw, section.line)?;
+    // A fault acts on a node of this lab.
+    let mut d = Diagnostics::default();
+    for (i, f) in def.faults.iter().enumerate() {
+        if let Some(n) = f.node().filter(|n| !lab.vms.iter().any(|v| v.name == *n)) {
+            d.push(
+                err(
+                    &file,
+                    section.line,
+                    &format!("drill.faults[{i}].node"),
+                    format!("`{n}` is not a host of this lab"),
+                )
+                .hint(format!(
+                    "use one of {}",
+                    lab.vms
+                        .iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
+        }
+    }
+    if d.has_errors() {
+        return Err(d);
+    }
+    Ok(Some(def))
+}
+
 /// Validate a `drill:` section. `section_line` is the line of the `drill:` key (for findings
 /// about the section as a whole).
 pub fn validate(

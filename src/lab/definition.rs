@@ -181,7 +181,7 @@ struct RawLab {
     #[serde(default)]
     cilium_version: Option<String>,
     #[serde(default)]
-    drill: Option<crate::drill::definition::RawDrill>,
+    drill: Option<serde::de::IgnoredAny>,
 }
 
 fn default_image() -> String {
@@ -261,8 +261,20 @@ pub struct Lab {
     pub kubernetes_version: Option<String>,
     /// Cilium version for a lab that does not mirror an inventory.
     pub cilium_version: Option<String>,
-    /// The upgrade drill rehearsed on this lab (`drill:` section), if any.
-    pub drill: Option<crate::drill::definition::DrillDefinition>,
+    /// The `drill:` section, if the file has one: the upgrade rehearsed on this lab, read by
+    /// [`crate::drill::definition::of_lab`] (the lab keeps it unread, so that `lab` does not
+    /// depend on `drill`).
+    pub drill: Option<DrillSection>,
+}
+
+/// A lab file's `drill:` section, unread.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillSection {
+    /// The whole lab file (the section's findings name its lines).
+    #[serde(skip)]
+    pub text: Arc<str>,
+    /// The line of the `drill:` key.
+    pub line: Option<u32>,
 }
 
 impl Lab {
@@ -569,36 +581,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Lab, LabError> {
             "the lab needs at least one control plane",
         ));
     }
-    let drill = raw.drill.as_ref().and_then(|r| {
-        match crate::drill::definition::validate(&file, r, line_of("drill")) {
-            Ok(def) => {
-                // A fault acts on a node of this lab.
-                for (i, f) in def.faults.iter().enumerate() {
-                    if let Some(n) = f.node().filter(|n| !vms.iter().any(|v| v.name == *n)) {
-                        d.push(
-                            err(
-                                &file,
-                                line_of("drill"),
-                                &format!("drill.faults[{i}].node"),
-                                format!("`{n}` is not a host of this lab"),
-                            )
-                            .hint(format!(
-                                "use one of {}",
-                                vms.iter()
-                                    .map(|v| v.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )),
-                        );
-                    }
-                }
-                Some(def)
-            }
-            Err(findings) => {
-                d.extend(findings);
-                None
-            }
-        }
+    // The drill section is the drill module's to read ([`crate::drill::definition::of_lab`]).
+    let drill = raw.drill.as_ref().map(|_| DrillSection {
+        text: Arc::from(text),
+        line: line_of("drill"),
     });
     if d.has_errors() {
         return Err(LabError::Invalid(d));
