@@ -338,7 +338,7 @@ pub async fn execute<'a>(
                     "note: the {name}'s leader-election lease is {} s, renewed within {} s ({}); the default is 15 s / 10 s",
                     l.duration_secs,
                     l.renew_deadline_secs,
-                    if at.is_empty() { var.to_string() } else { format!("{var} ({at})") }
+                    if at.is_empty() { var.to_string() } else { at }
                 ));
             }
         }
