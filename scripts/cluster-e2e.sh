@@ -6,6 +6,12 @@
 #
 #   scripts/cluster-e2e.sh [--keep]     run it (root; after scripts/setup.sh)
 #   scripts/cluster-e2e.sh --down NETNS remove what a --keep run left
+#   scripts/cluster-e2e.sh --resume WORK [--keep]
+#                                       go on with a run kept after a failure
+#                                       (KUBEDRILL_E2E_KEEP_FAILED=1): kubedrill rebuilt and
+#                                       copied in, one `apply` on the lab as it is (the
+#                                       kill-and-resume test is not repeated), then every check
+#                                       after it; the same KUBEDRILL_E2E_* settings as the run
 #
 # The upstream builds run in the host namespace; the lab, its private libvirtd and everything that
 # talks to the VMs run inside a network namespace made here, so guest addresses exist only there.
@@ -75,6 +81,12 @@ if [ "${1:-}" = --down ]; then
   exit 0
 fi
 KEEP=0
+RESUME=""
+if [ "${1:-}" = --resume ]; then
+  RESUME="${2:?usage: scripts/cluster-e2e.sh --resume WORK [--keep]}"
+  [ -f "$RESUME/e2e.env" ] || die "$RESUME/e2e.env: no kept run there"
+  shift 2
+fi
 [ "${1:-}" = --keep ] && KEEP=1
 
 K8S="${KUBEDRILL_E2E_KUBERNETES:-1.34.4}"
@@ -127,6 +139,46 @@ cargo build --release --locked
 PROBE="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/kubedrill-probe"
 stage "kubedrill build"
 
+# shellcheck source=scripts/lib/lab-netns.sh
+. scripts/lib/lab-netns.sh
+cleanup() {
+  local rc=$?
+  set +e
+  [ -n "${WORK:-}" ] || return
+  if [ "$KEEP" = 1 ] && [ "$rc" = 0 ]; then return; fi
+  if [ "${KUBEDRILL_E2E_KEEP_FAILED:-0}" = 1 ] && [ "$rc" != 0 ]; then
+    say "failed; everything is kept for a look: netns=$NS work=$WORK (remove: scripts/cluster-e2e.sh --down $NS)"
+    return
+  fi
+  [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
+  [ "$rc" = 0 ] || say "failed; logs were in $WORK/logs (removed now; use --keep to keep a passing run)"
+  [ "$rc" = 0 ] || tail -n 40 "$WORK"/logs/*.log 2>/dev/null >&2
+  ip netns exec "$NS" "$KD" lab down "$LAB_NAME" >/dev/null 2>&1
+  lab_netns_stop
+  rm -rf "$WORK"
+}
+in_ns() { ip netns exec "$NS" "$@"; }
+
+if [ -n "$RESUME" ]; then
+  # The kept run's namespace, libvirtd, lab, bundle and registry; this build of kubedrill.
+  set -a
+  # shellcheck disable=SC1091
+  . "$RESUME/e2e.env"
+  set +a
+  cp "${CARGO_TARGET_DIR:-target}/release/kubedrill" "$KD"
+  cp "$PROBE" "$WORK/kubedrill-probe"
+  KUBECTL="$BIN/kubectl"
+  INV="$KUBEDRILL_STATE_DIR/labs/$LAB_NAME/inventory/hosts.yaml"
+  [ -f "$INV" ] || die "$INV: the kept run has no lab inventory"
+  trap cleanup EXIT
+  APPLY=(apply -i "$INV" --bundle "$WORK/bundle")
+  # shellcheck disable=SC2054 # --skip-phases takes a comma-separated list
+  [ "$WITH_CILIUM" = 1 ] || APPLY+=(--skip-phases cilium,cluster)
+  say "resuming the kept run in $WORK (netns $NS)"
+  in_ns "$KD" "${APPLY[@]}" 2>&1 | tee "$WORK/logs/apply-resume.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || die "apply on the kept run failed"
+  stage "apply on the kept run"
+else
 mkdir -p "$E2E_ROOT"
 WORK="$E2E_ROOT/run$$"
 mkdir -p "$WORK/logs"
@@ -141,23 +193,6 @@ LAB_NAME=kde2e
 "$KD" image build debian-12
 stage "image"
 
-# shellcheck source=scripts/lib/lab-netns.sh
-. scripts/lib/lab-netns.sh
-cleanup() {
-  local rc=$?
-  set +e
-  if [ "$KEEP" = 1 ] && [ "$rc" = 0 ]; then return; fi
-  if [ "${KUBEDRILL_E2E_KEEP_FAILED:-0}" = 1 ] && [ "$rc" != 0 ]; then
-    say "failed; everything is kept for a look: netns=$NS work=$WORK (remove: scripts/cluster-e2e.sh --down $NS)"
-    return
-  fi
-  [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
-  [ "$rc" = 0 ] || say "failed; logs were in $WORK/logs (removed now; use --keep to keep a passing run)"
-  [ "$rc" = 0 ] || tail -n 40 "$WORK"/logs/*.log 2>/dev/null >&2
-  ip netns exec "$NS" "$KD" lab down "$LAB_NAME" >/dev/null 2>&1
-  lab_netns_stop
-  rm -rf "$WORK"
-}
 trap cleanup EXIT
 lab_netns_start "$WORK"
 cat > "$WORK/e2e.env" <<ENV
@@ -169,7 +204,6 @@ LAB_NAME=$LAB_NAME
 KUBEDRILL_STATE_DIR=$KUBEDRILL_STATE_DIR
 KUBEDRILL_CACHE_DIR=$KUBEDRILL_CACHE_DIR
 ENV
-in_ns() { ip netns exec "$NS" "$@"; }
 
 # 2. The bundle: node packages from this machine's apt sources, Kubernetes from the files
 #    repository, pause and etcd as image tarballs; the other images kubeadm will ask containerd
@@ -309,6 +343,7 @@ in_ns "$KD" "${APPLY[@]}" 2>&1 | tee "$WORK/logs/apply-2.log"
 [ "${PIPESTATUS[0]}" = 0 ] || die "the resumed apply failed"
 grep -q 'resuming: the previous apply' "$WORK/logs/apply-2.log" || die "the second apply did not say it resumes"
 stage "apply: resumed, init + join$([ "$WITH_CILIUM" = 0 ] || echo ' + Cilium')"
+fi
 
 # 5. The cluster as the API and the nodes show it.
 KC="$KUBEDRILL_STATE_DIR/clusters/lab-$(basename "$(dirname "$(dirname "$INV")")")"

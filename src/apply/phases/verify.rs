@@ -45,7 +45,13 @@ impl<'a> Phase<Run<'a>> for Verify {
     }
 }
 
-async fn verify(run: &Run<'_>, host: &str, phase: &str) -> Result<Outcome, Failure> {
+/// What differs now, what was confirmed, and how many agents were read. Only a failure to reach
+/// the API is an error.
+async fn verify_once(
+    run: &Run<'_>,
+    host: &str,
+    phase: &str,
+) -> Result<(Vec<String>, Vec<String>, usize), Failure> {
     use crate::k8s::{agents, status};
     let (client, _fwd) = kube_client(run)
         .await
@@ -56,6 +62,7 @@ async fn verify(run: &Run<'_>, host: &str, phase: &str) -> Result<Outcome, Failu
     let eff = crate::kernel::effective(run.input.spec, &run.reports);
     let expected = status::ExpectedDatapath::from_spec(run.input.spec, &eff);
     let mut problems = Vec::new();
+    let mut confirmed = Vec::new();
     for a in &list {
         let node = a.node.clone().unwrap_or_else(|| a.name.clone());
         match agents::agent_status(&client, a, Duration::from_secs(60)).await {
@@ -88,8 +95,7 @@ async fn verify(run: &Run<'_>, host: &str, phase: &str) -> Result<Outcome, Failu
                     crate::kernel::xdp::compare_attached(&r.xdp_devices, acceleration, &f)
                 {
                     if ok {
-                        run.progress
-                            .println(&format!("{phase}: {}: {line}", r.host));
+                        confirmed.push(format!("{phase}: {}: {line}", r.host));
                     } else {
                         problems.push(format!("{}: {line}", r.host));
                     }
@@ -98,21 +104,52 @@ async fn verify(run: &Run<'_>, host: &str, phase: &str) -> Result<Outcome, Failu
             Err(e) => problems.push(format!("{}: facts script: {e}", r.host)),
         }
     }
-    if problems.is_empty() {
-        run.progress.println(&format!(
-            "{phase}: {} agents report the expected datapath",
-            list.len()
-        ));
-        Ok(Outcome::Unchanged)
-    } else {
-        Err(Failure::new(
-            host,
-            phase,
-            "cilium-dbg status --verbose (every agent)",
-            problems.join("\n"),
-        )
-        .with_hint(
-            "compare with `kubedrill check`: a feature the kernel cannot run is turned down there",
-        ))
+    Ok((problems, confirmed, list.len()))
+}
+
+/// How long differences may last before they are failures: an agent reports Ready before it has
+/// compiled and attached its whole datapath (on the lab under TCG, cp1's bpf_host and XDP
+/// programs came ≈5 minutes after Ready), so a missing program is first "not yet".
+fn settle_time(run: &Run<'_>) -> Duration {
+    match run.input.spec.cilium_startup_timeout {
+        Some(secs) => Duration::from_secs(secs.min(900)),
+        None => Duration::from_secs(120),
+    }
+}
+
+async fn verify(run: &Run<'_>, host: &str, phase: &str) -> Result<Outcome, Failure> {
+    let deadline = Instant::now() + settle_time(run);
+    let mut last = String::new();
+    loop {
+        let (problems, confirmed, agents) = verify_once(run, host, phase).await?;
+        if problems.is_empty() {
+            for line in confirmed {
+                run.progress.println(&line);
+            }
+            run.progress.println(&format!(
+                "{phase}: {agents} agents report the expected datapath"
+            ));
+            return Ok(Outcome::Unchanged);
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::new(
+                host,
+                phase,
+                "cilium-dbg status --verbose (every agent)",
+                problems.join("\n"),
+            )
+            .with_hint(
+                "compare with `kubedrill check`: a feature the kernel cannot run is turned down there",
+            ));
+        }
+        let now = problems.join("; ");
+        if now != last {
+            run.progress.println(&format!(
+                "{phase}: not yet ({}s left): {now}",
+                deadline.saturating_duration_since(Instant::now()).as_secs()
+            ));
+            last = now;
+        }
+        tokio::time::sleep(Duration::from_secs(15)).await;
     }
 }
