@@ -483,9 +483,12 @@ mod tests {
         assert_eq!(loss["open"], false);
         assert_eq!(loss["reason"], "send: Network is unreachable");
         let d = loss["duration_ms"].as_u64().unwrap();
-        // Injected: 100 ms of failing sends at 10 ms intervals → 100 ± 10 ms (+ scheduling).
-        assert!((85..=130).contains(&d), "{d}");
+        // Injected: 100 ms of failing sends at 10 ms intervals → 100 ± 10 ms, plus scheduling:
+        // on a loaded 2-core host (the lab's VMs running) 82 ms and 17 lost were seen, the
+        // catch-up sender making up for late ticks. Wide enough for that, narrow enough that a
+        // window that never closed (350 ms) or never opened fails.
+        assert!((60..=250).contains(&d), "{d}");
         let lost = loss["lost"].as_u64().unwrap();
-        assert!((8..=11).contains(&lost), "{lost}");
+        assert!((5..=25).contains(&lost), "{lost}");
     }
 }
