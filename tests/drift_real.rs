@@ -191,3 +191,67 @@ fn chart_1_19_changes_the_datapath_and_the_pins_bring_it_back() {
         rest.lines()
     );
 }
+
+/// The pre-flight as `drill run` installs it: with the upgrade's values file (`envoy.enabled:
+/// false`, images by tag from a mirror) the real 1.19 chart renders no Envoy pre-pull and only
+/// the mirror's agent image; with the `--set` flags alone it pre-pulls the digest-pinned Envoy
+/// image, which an air gap without it never pulls (seen on the lab).
+#[test]
+fn the_preflight_with_the_upgrades_values_pulls_only_what_the_release_uses() {
+    let Some(helm) =
+        available("the_preflight_with_the_upgrades_values_pulls_only_what_the_release_uses")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            "envoy: {{enabled: false}}\nl7Proxy: false\nimage: {{repository: mirror.local/cilium/cilium, tag: v{TO}, useDigest: false}}\npreflight: {{image: {{repository: mirror.local/cilium/cilium, tag: v{TO}, useDigest: false}}}}\n"
+        ),
+    )
+    .expect("values");
+    let render = |with_values: bool| {
+        let mut c = Command::new(&helm);
+        c.args(["template", "cilium-preflight"]).arg(chart(TO));
+        if with_values {
+            c.arg("--values").arg(&values);
+        }
+        c.args([
+            "--set",
+            "preflight.enabled=true",
+            "--set",
+            "agent=false",
+            "--set",
+            "operator.enabled=false",
+            "-n",
+            "kube-system",
+        ]);
+        let out = c.output().expect("helm");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let bare = render(false);
+    assert!(
+        bare.contains("cilium-envoy"),
+        "the chart's default pre-pulls Envoy"
+    );
+    let with = render(true);
+    assert!(!with.contains("cilium-envoy"), "{with}");
+    let images: Vec<&str> = with
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image: "))
+        .collect();
+    assert!(!images.is_empty());
+    assert!(
+        images
+            .iter()
+            .all(|i| i.trim_matches('"') == format!("mirror.local/cilium/cilium:v{TO}")),
+        "{images:?}"
+    );
+}

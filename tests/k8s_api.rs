@@ -1296,6 +1296,7 @@ fn helm_argv_per_chart_version() {
                     port: 6443,
                 }),
                 image_tag: None,
+                values: None,
             },
         );
         assert_eq!(
@@ -1459,12 +1460,29 @@ fn helm_refusals_and_other_verbs() {
         &PreflightOptions {
             api_server: None,
             image_tag: Some("v1.16.19-patched".into()),
+            values: None,
         },
     );
     assert!(pf.shell().contains(
         "--set preflight.image.tag=v1.16.19-patched --set preflight.image.useDigest=false"
     ));
     assert!(!pf.shell().contains("k8sServiceHost"));
+    // With the upgrade's values file: the same images and parts, the pre-flight settings last.
+    let pf = odd.preflight_install(
+        &Chart::repo(v("1.19.7")),
+        &PreflightOptions {
+            api_server: None,
+            image_tag: None,
+            values: Some("/etc/kubernetes/kubedrill/drill-values-1.19.7.yaml".into()),
+        },
+    );
+    assert!(
+        pf.shell().contains(
+            "--version 1.19.7 --values /etc/kubernetes/kubedrill/drill-values-1.19.7.yaml --set preflight.enabled=true"
+        ),
+        "{}",
+        pf.shell()
+    );
 }
 
 #[test]

@@ -246,6 +246,11 @@ pub struct PreflightOptions {
     pub api_server: Option<Endpoint>,
     /// Override the pre-flight image tag (`preflight.image.tag`, with `useDigest=false`).
     pub image_tag: Option<String>,
+    /// The values file the upgrade will pass (on the node): the pre-flight then pulls the same
+    /// images from the same registry, and leaves out what the release leaves out (the Envoy
+    /// pre-pull of `envoy.enabled: false`, which an air gap without that image never pulls —
+    /// seen on the lab: ImagePullBackOff for `cilium-envoy@sha256:…`).
+    pub values: Option<String>,
 }
 
 /// Helm on the control plane.
@@ -410,6 +415,10 @@ impl Helm {
     pub fn preflight_install(&self, chart: &Chart, opts: &PreflightOptions) -> HelmCommand {
         let mut c = self.cmd(&["install", PREFLIGHT_RELEASE], false);
         c.argv.extend(chart.args());
+        if let Some(f) = &opts.values {
+            c.argv.push("--values".into());
+            c.argv.push(f.clone());
+        }
         let mut set = |kv: String| {
             c.argv.push("--set".into());
             c.argv.push(kv);

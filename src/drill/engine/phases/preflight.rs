@@ -239,6 +239,7 @@ impl Ctx<'_> {
             let opts = PreflightOptions {
                 api_server: kpr_free.then(|| d.spec.endpoint.clone()),
                 image_tag: None,
+                values: self.remote_values.get(&v).cloned(),
             };
             self.helm(phase, &d.helm.preflight_install(&chart, &opts))
                 .await?;
