@@ -1653,72 +1653,48 @@ fn cli_refuses_what_it_cannot_run_before_touching_anything() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("has no `drill:` section"));
     // --production: the inventory is required, a reset is refused, a question needs a terminal
-    // (or --yes), a drill with faults is for labs only, and the inventory must exist.
-    let o = kubedrill(
-        &["drill", "run", "quickstart", "--production"],
-        state.path(),
-    );
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--inventory"));
-    let o = kubedrill(
-        &[
-            "drill",
-            "run",
-            "quickstart",
-            "--production",
-            "-i",
-            "x",
-            "--reset",
-            "clean",
-        ],
-        state.path(),
-    );
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
-    let o = kubedrill(
-        &["drill", "run", "quickstart", "--production", "-i", "x"],
-        state.path(),
-    );
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("run it on a terminal, or pass --yes"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let o = kubedrill(
-        &[
-            "drill",
-            "run",
-            "quickstart",
-            "--production",
-            "-i",
-            "/nonexistent/hosts.yaml",
-            "--yes",
-        ],
-        state.path(),
-    );
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no such inventory"));
+    // (or --yes), the inventory must exist, and a drill with faults is for labs only.
     let faulty = state.path().join("faulty.yaml");
     std::fs::write(
         &faulty,
         "name: faulty\nhosts:\n  - {name: cp1, role: control-plane}\ndrill:\n  cilium: {from: 1.17.18, to: 1.18.12}\n  faults: [{kind: kill-agent, node: cp1}]\n",
     )
     .expect("lab");
-    let o = kubedrill(
-        &[
-            "drill",
-            "run",
-            faulty.to_str().expect("utf8"),
-            "--production",
-            "-i",
-            "x",
-            "--yes",
-        ],
-        state.path(),
-    );
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("never with --production"));
+    let faulty = faulty.to_str().expect("utf8");
+    for (args, code, want) in [
+        (&["quickstart", "--production"][..], 2, "--inventory"),
+        (
+            &["quickstart", "--production", "-i", "x", "--reset", "clean"][..],
+            2,
+            "cannot be used with",
+        ),
+        (
+            &["quickstart", "--production", "-i", "x"][..],
+            1,
+            "run it on a terminal, or pass --yes",
+        ),
+        (
+            &[
+                "quickstart",
+                "--production",
+                "-i",
+                "/nonexistent/hosts.yaml",
+                "--yes",
+            ][..],
+            1,
+            "no such inventory",
+        ),
+        (
+            &[faulty, "--production", "-i", "x", "--yes"][..],
+            1,
+            "never with --production",
+        ),
+    ] {
+        let o = kubedrill(&[&["drill", "run"][..], args].concat(), state.path());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
     // Nothing was written to the state directory.
     assert!(!state.path().join("drills").exists());
     // The engine's default run directory is under the state directory.
