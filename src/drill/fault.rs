@@ -68,6 +68,15 @@ impl Fault {
         }
     }
 
+    /// Its kind as written in the drill file and the record.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::KillAgent { .. } => "kill-agent",
+            Fault::LinkDown { .. } => "link-down",
+            Fault::BadValue => "bad-value",
+        }
+    }
+
     /// What it does, for progress lines and the record.
     pub fn describe(&self) -> String {
         match self {
@@ -308,6 +317,10 @@ mod tests {
         let c = l.command().expect("cmd");
         assert!(c.contains(" 4 \"$saved\""), "{c}");
         assert_eq!(Fault::BadValue.command(), None);
+        // The record's kind is the serialized tag.
+        for f in [k.clone(), l.clone(), Fault::BadValue] {
+            assert_eq!(serde_json::to_value(&f).expect("json")["kind"], f.kind());
+        }
         let mut v =
             serde_json::from_str::<Map<String, Value>>(r#"{"extraArgs": ["--a"]}"#).expect("json");
         inject_bad_value(&mut v);

@@ -49,14 +49,12 @@ impl<'a> Phase<Run<'a>> for Verify {
 /// the API is an error.
 async fn verify_once(
     run: &Run<'_>,
+    client: &kube::Client,
     host: &str,
     phase: &str,
 ) -> Result<(Vec<String>, Vec<String>, usize), Failure> {
     use crate::k8s::{agents, status};
-    let (client, _fwd) = kube_client(run)
-        .await
-        .map_err(|e| Failure::new(host, phase, "connect to the API server", e))?;
-    let list = agents::list_agents(&client)
+    let list = agents::list_agents(client)
         .await
         .map_err(|e| Failure::new(host, phase, "list cilium agents", e))?;
     let eff = crate::kernel::effective(run.input.spec, &run.reports);
@@ -65,7 +63,7 @@ async fn verify_once(
     let mut confirmed = Vec::new();
     for a in &list {
         let node = a.node.clone().unwrap_or_else(|| a.name.clone());
-        match agents::agent_status(&client, a, Duration::from_secs(60)).await {
+        match agents::agent_status(client, a, Duration::from_secs(60)).await {
             Ok(rep) => {
                 for m in status::compare(&expected, &rep.status) {
                     problems.push(format!("{node}: {m}"));
@@ -118,10 +116,14 @@ fn settle_time(run: &Run<'_>) -> Duration {
 }
 
 async fn verify(run: &Run<'_>, host: &str, phase: &str) -> Result<Outcome, Failure> {
+    // One API connection (and port forward) for every re-read.
+    let (client, _fwd) = kube_client(run)
+        .await
+        .map_err(|e| Failure::new(host, phase, "connect to the API server", e))?;
     let deadline = Instant::now() + settle_time(run);
     let mut last = String::new();
     loop {
-        let (problems, confirmed, agents) = verify_once(run, host, phase).await?;
+        let (problems, confirmed, agents) = verify_once(run, &client, host, phase).await?;
         if problems.is_empty() {
             for line in confirmed {
                 run.progress.println(&line);

@@ -126,7 +126,7 @@ impl Ctx<'_> {
                 self.say(&format!("  fault: {}", f.describe()));
                 self.b.faults.push(FaultEvent {
                     at: now(),
-                    kind: super::upgrade::fault_kind(&f),
+                    kind: f.kind().to_owned(),
                     node: None,
                     detail: format!("{} (values of {step})", f.describe()),
                     injected: true,

@@ -184,7 +184,7 @@ impl Ctx<'_> {
             out.push(tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(after)).await;
                 let at = now();
-                let kind = fault_kind(&f);
+                let kind = f.kind().to_owned();
                 let Some(s) = session else {
                     return FaultEvent {
                         at,
@@ -225,12 +225,4 @@ impl Ctx<'_> {
             }
         }
     }
-}
-
-/// The record's name of a fault kind.
-pub(in crate::drill::engine) fn fault_kind(f: &crate::drill::fault::Fault) -> String {
-    serde_json::to_value(f)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
-        .unwrap_or_default()
 }
