@@ -265,11 +265,16 @@ pub struct DrillDefinition {
     pub warnings: Vec<Diagnostic>,
 }
 
-fn line_of<T>(s: &Spanned<T>) -> Option<u32> {
+pub(super) fn line_of<T>(s: &Spanned<T>) -> Option<u32> {
     u32::try_from(s.referenced.line()).ok().filter(|l| *l > 0)
 }
 
-fn err(file: &Arc<PathBuf>, line: Option<u32>, field: &str, msg: impl Into<String>) -> Diagnostic {
+pub(super) fn err(
+    file: &Arc<PathBuf>,
+    line: Option<u32>,
+    field: &str,
+    msg: impl Into<String>,
+) -> Diagnostic {
     Diagnostic::error(msg)
         .at(&Origin::at(file, line))
         .field(field)

@@ -11,7 +11,7 @@
 //!     - {kind: bad-value}                              # the new agents crash-loop
 //! ```
 
-use crate::diag::{Diagnostic, Diagnostics, Origin};
+use crate::diag::Diagnostics;
 use crate::ssh::shell::quote;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -139,11 +139,10 @@ pub struct RawFault {
 
 /// Validate `drill.faults`; every finding names the file, the line and the field.
 pub fn parse(file: &Arc<PathBuf>, raw: &[RawFault], d: &mut Diagnostics) -> Vec<Fault> {
-    let line = |s: &Spanned<String>| u32::try_from(s.referenced.line()).ok();
+    // The drill definition's own helpers: findings read the same everywhere in the section.
+    let line = super::definition::line_of;
     let err = |line: Option<u32>, field: String, msg: String| {
-        Diagnostic::error(msg)
-            .at(&Origin::at(file, line.filter(|l| *l > 0)))
-            .field(field)
+        super::definition::err(file, line, &field, msg)
     };
     let mut out = Vec::new();
     let mut bad_value = false;
