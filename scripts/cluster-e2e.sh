@@ -49,6 +49,10 @@
 # its chart, serve its images from the lab's registry mirror as a quay.io mirror, write a `drill:`
 # section from KUBEDRILL_E2E_CILIUM to it into the lab file and, with --keep, snapshot the passing
 # cluster as `clean` and print lab=… and snapshot=… for `kubedrill drill run LAB --reset clean`),
+# KUBEDRILL_E2E_K8S_DRILL_TO (with --keep: a Kubernetes version one minor above
+# KUBEDRILL_E2E_KUBERNETES: after the checks pass, build it, make its offline bundle, serve its
+# control-plane images from the mirror, and write the drill's `kubernetes:` upgrade — with or
+# without KUBEDRILL_E2E_DRILL_TO — into the lab file; works with --resume too),
 # KUBEDRILL_UPSTREAM_DIR (see
 # scripts/upstream-build.sh), KUBEDRILL_CACHE_DIR (images; default /var/cache/kubedrill).
 set -euo pipefail
@@ -94,6 +98,9 @@ CILIUM="${KUBEDRILL_E2E_CILIUM:-1.19.7}"
 WITH_CILIUM=1
 [ "$CILIUM" = none ] && WITH_CILIUM=0
 DRILL_TO="${KUBEDRILL_E2E_DRILL_TO:-}"
+K8S_DRILL_TO="${KUBEDRILL_E2E_K8S_DRILL_TO:-}"
+[ -z "$K8S_DRILL_TO" ] || [ "$WITH_CILIUM" = 1 ] || die "KUBEDRILL_E2E_K8S_DRILL_TO needs Cilium (KUBEDRILL_E2E_CILIUM)"
+[ -z "$K8S_DRILL_TO" ] || [ "$K8S_DRILL_TO" != "$K8S" ] || die "KUBEDRILL_E2E_K8S_DRILL_TO is the installed version"
 [ -z "$DRILL_TO" ] || [ "$WITH_CILIUM" = 1 ] || die "KUBEDRILL_E2E_DRILL_TO needs a Cilium version in KUBEDRILL_E2E_CILIUM"
 [ -z "$DRILL_TO" ] || [ "$DRILL_TO" != "$CILIUM" ] || die "KUBEDRILL_E2E_DRILL_TO is the installed version"
 ALL_CILIUM="$CILIUM${DRILL_TO:+,$DRILL_TO}"
@@ -231,18 +238,6 @@ stage "bundle"
 sed -e "s|^hypervisor:.*|hypervisor: \"$URI\"|" -e "s|^kubernetes_version:.*|kubernetes_version: \"$K8S\"|" \
   -e "s|^cilium_version:.*|cilium_version: \"${CILIUM/none/1.19.7}\"|" \
   tests/data/labs/cluster-e2e.yaml > "$WORK/lab.yaml"
-if [ -n "$DRILL_TO" ]; then
-  cat >> "$WORK/lab.yaml" <<DRILL
-# Added by scripts/cluster-e2e.sh (KUBEDRILL_E2E_DRILL_TO): the upgrade to rehearse on this lab.
-drill:
-  # The lab has only the two versions built: no catch-up to the latest patch of the first one.
-  cilium: {from: $CILIUM, to: $DRILL_TO, catch_up: false}
-  # Under TCG the new agent compiles its datapath for many minutes; from 1.19 its own start-hook
-  # limit (5 min by default) can be raised, as the lab adjustment does for the first install.
-  values: {extraConfig: {hive-start-timeout: "2400s"}}
-  policy: {soak_secs: 60, pod_burst: 4}
-DRILL
-fi
 in_ns "$KD" lab up "$WORK/lab.yaml" 2>&1 | tee "$WORK/logs/lab-up.log"
 INV="$KUBEDRILL_STATE_DIR/labs/$LAB_NAME/inventory/hosts.yaml"
 [ -f "$INV" ] || die "lab up wrote no inventory"
@@ -572,12 +567,54 @@ stage "secret checks"
 TIMINGS+="total	$(( $(date +%s) - T0 ))"$'\n'
 printf 'stage\tseconds\n%s' "$TIMINGS" | tee "$WORK/timings.tsv"
 say "PASS"
-if [ "$KEEP" = 1 ] && [ -n "$DRILL_TO" ]; then
+DRILLS=""
+[ -z "$DRILL_TO$K8S_DRILL_TO" ] || DRILLS=1
+if [ "$KEEP" = 1 ] && [ -n "$K8S_DRILL_TO" ]; then
+  # The Kubernetes target: built, bundled as an air-gapped user bundles it (release binaries,
+  # pause and etcd as tarballs), its other control-plane images pushed to the registry mirror.
+  ./scripts/upstream-build.sh --kubernetes "$K8S_DRILL_TO" --only kubernetes,etcd,pause,coredns
+  [ -n "${GW:-}" ] || GW=$(sed -n 's/^  cidr: *\([0-9.]*\)\.0\/24.*/\1.1/p' "$WORK/lab.yaml")
+  BIN_TO="$UP/files/dl.k8s.io/release/v$K8S_DRILL_TO/bin/linux/amd64"
+  images_to=()
+  while read -r ref; do
+    case "$ref" in */kube-proxy:*) continue ;; esac
+    f="$UP/images/$(echo "${ref%:*}" | tr / _)_${ref##*:}.tar"
+    [ -f "$f" ] || die "image $ref: no $f (scripts/upstream-build.sh builds it)"
+    case "$ref" in
+      */pause:*|*/etcd:*) images_to+=(--image "$f") ;;
+      *) in_ns skopeo copy -q --dest-tls-verify=false "oci-archive:$f" "docker://$GW:5000/${ref#*/}" \
+           || die "pushing $ref to the registry mirror" ;;
+    esac
+  done < <("$BIN_TO/kubeadm" config images list --kubernetes-version "v$K8S_DRILL_TO")
+  crictl_v=$(find "$UP/files/github.com/kubernetes-sigs/cri-tools/releases/download/" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
+  "$KD" bundle build -o "$WORK/bundle-k8s-$K8S_DRILL_TO" --kubernetes "$K8S_DRILL_TO" --files-repo "$UP/files" \
+    --crictl "$crictl_v" "${images_to[@]}" 2>&1 | tee "$WORK/logs/bundle-k8s.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || die "the bundle of Kubernetes $K8S_DRILL_TO failed"
+  stage "Kubernetes $K8S_DRILL_TO built, bundled and mirrored"
+fi
+if [ "$KEEP" = 1 ] && [ -n "$DRILLS" ] && ! grep -q '^drill:' "$WORK/lab.yaml"; then
+  {
+    echo "# Added by scripts/cluster-e2e.sh: the upgrade to rehearse on this lab."
+    echo "drill:"
+    if [ -n "$DRILL_TO" ]; then
+      echo "  # The lab has only the two versions built: no catch-up to the latest patch of the first one."
+      echo "  cilium: {from: $CILIUM, to: $DRILL_TO, catch_up: false}"
+      echo "  # Under TCG the new agent compiles its datapath for many minutes; from 1.19 its own"
+      echo "  # start-hook limit (5 min by default) can be raised, as the lab adjustment does."
+      echo "  values: {extraConfig: {hive-start-timeout: \"2400s\"}}"
+    else
+      echo "  cilium: {from: $CILIUM, to: $CILIUM}"
+    fi
+    [ -z "$K8S_DRILL_TO" ] || echo "  kubernetes: {from: $K8S, to: $K8S_DRILL_TO, bundle: $WORK/bundle-k8s-$K8S_DRILL_TO}"
+    echo "  policy: {soak_secs: 60, pod_burst: 4}"
+  } >> "$WORK/lab.yaml"
+fi
+if [ "$KEEP" = 1 ] && [ -n "$DRILLS" ]; then
   in_ns "$KD" lab snapshot "$LAB_NAME" clean 2>&1 | tee "$WORK/logs/snapshot.log"
   [ "${PIPESTATUS[0]}" = 0 ] || die "lab snapshot failed"
 fi
 if [ "$KEEP" = 1 ]; then
-  [ -z "$DRILL_TO" ] || { echo "lab=$WORK/lab.yaml"; echo "snapshot=clean"; }
+  [ -z "$DRILLS" ] || { echo "lab=$WORK/lab.yaml"; echo "snapshot=clean"; }
   echo "netns=$NS"
   echo "kubeconfig=$KUBECONFIG_FILE"
   echo "inventory=$INV"

@@ -771,6 +771,8 @@ print("\n".join(re.findall(r"\"([^\"]*)\"", m.group(1))) if m else "")' "$src/pk
   mkdir -p "$root/tmp/bpf-check"
   for rule in "${rules[@]}"; do
     prog="${rule%%:*}"; optset="${rule#*:}"; opts=""
+    # Only the programs the module has (1.20 dropped bpf_network.c; its agent loads no such program).
+    [ -f "$src/bpf/$prog.c" ] || continue
     [ -f "$root$lib/$prog.c" ] || die "image lacks $lib/$prog.c"
     if [ "$optset" != - ]; then
       # shellcheck disable=SC2016  # make's syntax, not shell
@@ -807,8 +809,17 @@ cilium_agent_image() { # VERSION
   # The inputs' recipe stamps stand for their contents (same recipe, same bits; hashing 1 GB of
   # binaries and userspace on every run would cost seconds).
   local rstamp bstamp; rstamp=$(cilium_stamp "cilium-runtime_$CILIUM_DEBIAN_SUITE"); bstamp=$(cilium_stamp "cilium_v$v")
+  # The iptables wrapper installer script of images/runtime; 1.20 dropped it for a Go wrapper built
+  # from kubernetes-sigs/iptables-wrappers v3, which the proxy does not serve: then the script of the
+  # module CILIUM_IPTABLES_WRAPPER_FROM names (versions.env).
+  local wrapper="$src/images/runtime/iptables-wrapper-installer.sh"
+  if [ ! -f "$wrapper" ]; then
+    wrapper="$(mod_dir "$CILIUM_MOD@v${CILIUM_IPTABLES_WRAPPER_FROM:?not set in versions.env}")/images/runtime/iptables-wrapper-installer.sh" \
+      || die "$CILIUM_MOD@v$CILIUM_IPTABLES_WRAPPER_FROM is not served"
+    [ -f "$wrapper" ] || die "no iptables-wrapper-installer.sh in $CILIUM_MOD@v$v nor in v$CILIUM_IPTABLES_WRAPPER_FROM"
+  fi
   hash=$(recipe_hash "cilium agent image $ref" "${CSUM[$v]}" fn:cilium_agent_image fn:cilium_bpf_check fn:in_root \
-           fn:image_file "file:$REPO/scripts/lib/make-oci-image.sh" "runtime $rstamp" "binaries $bstamp")
+           fn:image_file "file:$REPO/scripts/lib/make-oci-image.sh" "runtime $rstamp" "binaries $bstamp" "sha:$wrapper")
   if fresh cilium "$id" "$hash" "$file" "$report"; then say "image $ref … cached"; return; fi
   say "assembling image $ref (Debian $CILIUM_DEBIAN_SUITE userspace + Cilium v$v)"
   local t0 secs root="$WORK/rootfs-$id" f; t0=$(date +%s)
@@ -830,7 +841,7 @@ cilium_agent_image() { # VERSION
   install -m 0755 "$src/plugins/cilium-cni/cni-uninstall.sh" "$root/cni-uninstall.sh"
   install -d -m 0755 "$root/home/cilium"
   # The wrapper installer deletes itself when done.
-  install -m 0755 "$src/images/runtime/iptables-wrapper-installer.sh" "$root/tmp/iptables-wrapper-installer.sh"
+  install -m 0755 "$wrapper" "$root/tmp/iptables-wrapper-installer.sh"
   in_root "$root" /bin/sh /tmp/iptables-wrapper-installer.sh --no-sanity-check >/dev/null
   # What the chart's containers and the agent run, by name, on the image's PATH.
   for b in cilium-agent cilium cilium-dbg cilium-health-responder cilium-mount cilium-sysctlfix clang llc \

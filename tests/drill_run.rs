@@ -1728,12 +1728,12 @@ all:
         cp1:
 ";
 
-#[tokio::test]
-async fn a_drill_that_cannot_reach_its_nodes_still_writes_a_failed_record() {
+/// A drill input for `hosts` (an inventory text), runs under `runs`.
+fn unreachable_input(hosts: &str, runs: &Path, connect_timeout: Duration) -> engine::DrillInput {
     let inv_dir = common::TempInv::new(
         "unreachable",
         &[
-            ("hosts.yaml", UNREACHABLE_HOSTS),
+            ("hosts.yaml", hosts),
             (
                 "group_vars/k8s_cluster.yml",
                 "cilium_version: \"1.17.18\"\n",
@@ -1748,28 +1748,34 @@ async fn a_drill_that_cannot_reach_its_nodes_still_writes_a_failed_record() {
     let (lab, def) =
         lab_with_drill("drill:\n  cilium: {from: 1.17.18, to: 1.18.12}\n").expect("lab");
     let drill = def.resolve(&Overrides::default()).expect("path");
-    let runs = tempfile::tempdir().expect("runs");
-    let kh = runs.path().join("known_hosts");
+    let kh = runs.join("known_hosts");
     std::fs::write(&kh, "").expect("known_hosts");
-    let input = engine::DrillInput {
+    engine::DrillInput {
         lab,
         drill,
         inventory,
         spec,
         reset: None,
-        runs_dir: runs.path().to_path_buf(),
-        kubeconfig: runs.path().join("admin.conf"),
+        runs_dir: runs.to_path_buf(),
+        kubeconfig: runs.join("admin.conf"),
         host_keys: kubedrill::check::HostKeySettings {
             file: kh,
             mode: kubedrill::ssh::HostKeyMode::Strict,
             source: "test".into(),
         },
-        connect_timeout: Duration::from_secs(3),
+        connect_timeout,
         concurrency: 4,
         timeouts: engine::Timeouts::default(),
         helm: kubedrill::cilium::helm::Helm::default(),
         production: None,
-    };
+        kubernetes_bundle: None,
+    }
+}
+
+#[tokio::test]
+async fn a_drill_that_cannot_reach_its_nodes_still_writes_a_failed_record() {
+    let runs = tempfile::tempdir().expect("runs");
+    let input = unreachable_input(UNREACHABLE_HOSTS, runs.path(), Duration::from_secs(3));
     let r = engine::run(&input, &kubedrill::fleet::Progress::quiet())
         .await
         .expect("a report is written even when the drill fails");
@@ -1812,6 +1818,58 @@ async fn a_drill_that_cannot_reach_its_nodes_still_writes_a_failed_record() {
     assert!(r.run_dir.join(engine::RUN_INFO).is_file());
     assert!(r.run_dir.starts_with(runs.path()));
     assert!(r.comparison.is_none());
+}
+
+#[tokio::test]
+async fn an_interrupted_drill_records_where_it_stopped_and_still_reports() {
+    // Nodes whose SSH port accepts connections (the kernel's backlog) but never speaks: the
+    // connect phase waits on them until the interruption.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = silent.local_addr().expect("addr").port();
+    let hosts = UNREACHABLE_HOSTS.replace("ansible_port: 1", &format!("ansible_port: {port}"));
+    let runs = tempfile::tempdir().expect("runs");
+    let input = unreachable_input(&hosts, runs.path(), Duration::from_secs(600));
+    let started = std::time::Instant::now();
+    let r = engine::run_until(&input, &kubedrill::fleet::Progress::quiet(), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        "SIGINT".to_owned()
+    })
+    .await
+    .expect("an interrupted drill writes its report");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "stopped at the interruption, not at the connect timeout"
+    );
+    assert_eq!(r.verdict.outcome, Outcome::Fail);
+    let f = r
+        .failures
+        .iter()
+        .find(|f| f.command == "SIGINT")
+        .unwrap_or_else(|| panic!("{:#?}", r.failures));
+    assert_eq!(f.phase, "connect");
+    assert!(f.message.contains("interrupted during connect"), "{f}");
+    let rec = kubedrill::report::load(&r.run_dir.join("run.json")).expect("valid record");
+    let phases: Vec<(&str, &str)> = rec
+        .phases
+        .iter()
+        .map(|p| (p.name.as_str(), p.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("reset", "skipped"),
+            ("connect", "failed"),
+            ("preflight", "skipped"),
+            ("probes-start", "skipped"),
+            ("resources", "skipped"),
+            ("upgrade", "skipped"),
+            ("rollback", "skipped"),
+            ("soak", "skipped"),
+            ("report", "ok"),
+        ]
+    );
+    assert!(r.written.html.is_file());
+    drop(silent);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -219,3 +219,32 @@ fn kubeadm_1_34_accepts_kubedrills_configs() {
 fn kubeadm_1_35_accepts_kubedrills_configs() {
     check_version("1.35.4");
 }
+
+/// The drill's `UpgradeConfiguration` (kube-proxy skipped, patches, raised waits), validated by
+/// the kubeadm that runs it (the target's) and by the one before it.
+fn check_upgrade_config(version: &str) {
+    let Some(bin) = kubeadm(version) else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let v: kubedrill::spec::Version = version.parse().expect("version");
+    for (patches, timeout) in [(Some("/etc/kubernetes/patches"), Some("20m")), (None, None)] {
+        let file = dir.path().join("upgrade.yaml");
+        let text = kubedrill::drill::kubernetes::upgrade_config(v, patches, timeout);
+        std::fs::write(&file, &text).expect("write");
+        let out = kubeadm_ok(
+            &bin,
+            &[
+                "config",
+                "validate",
+                "--config",
+                file.to_str().expect("utf8"),
+            ],
+        );
+        assert!(out.contains("ok"), "{out}\n{text}");
+    }
+}
+
+#[test]
+fn kubeadm_1_34_and_1_35_accept_the_drills_upgrade_configuration() {
+    check_upgrade_config("1.34.4");
+    check_upgrade_config("1.35.4");
+}

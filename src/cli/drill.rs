@@ -76,6 +76,44 @@ pub struct RunArgs {
     /// Seconds allowed for SSH connect, handshake and authentication per node.
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
     pub connect_timeout: u64,
+    /// The offline bundle of the Kubernetes version the drill upgrades to (`kubedrill bundle
+    /// build --kubernetes TO --files-repo …`); overrides `drill.kubernetes.bundle`.
+    #[arg(long, value_name = "DIR")]
+    pub kubernetes_bundle: Option<PathBuf>,
+}
+
+/// The Kubernetes target's bundle, when the drill upgrades Kubernetes: opened, and checked to
+/// carry that version's release binaries.
+fn kubernetes_bundle(
+    drill: &kubedrill::drill::definition::ResolvedDrill,
+    cli: Option<&std::path::Path>,
+) -> Result<Option<kubedrill::bundle::Bundle>, String> {
+    let Some(up) = drill.kubernetes_upgrade else {
+        return Ok(None);
+    };
+    let Some(dir) = cli
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| drill.definition.kubernetes_bundle.clone())
+    else {
+        return Err(format!(
+            "the drill upgrades Kubernetes to {}: name its offline bundle with drill.kubernetes.bundle or --kubernetes-bundle (kubedrill bundle build --kubernetes {} --files-repo …)",
+            up.to, up.to
+        ));
+    };
+    let b = kubedrill::bundle::Bundle::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    match b.kubernetes_binaries() {
+        Some((v, _)) if v == up.to.to_string() => Ok(Some(b)),
+        Some((v, _)) => Err(format!(
+            "{}: the bundle carries Kubernetes {v}, the drill upgrades to {}",
+            dir.display(),
+            up.to
+        )),
+        None => Err(format!(
+            "{}: the bundle carries no Kubernetes release binaries (build it with --kubernetes {} --files-repo …)",
+            dir.display(),
+            up.to
+        )),
+    }
 }
 
 /// The drill's time limits: the defaults, raised where the agents may take longer to start than
@@ -90,6 +128,31 @@ fn timeouts(rollout: Option<u64>, agent_startup_secs: Option<u64>) -> Timeouts {
         preflight: rollout.map_or_else(|| at_least(d.preflight), Duration::from_secs),
         ..d
     }
+}
+
+/// The first SIGINT or SIGTERM (named): the drill stops and still writes its report; a second
+/// SIGINT exits at once (130), leaving the probes to stop by their own time limit.
+async fn interrupt() -> String {
+    let why = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    };
+    eprintln!(
+        "{why}: the drill stops; its report is written (Ctrl-C again exits at once, without it)"
+    );
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("second SIGINT: exiting without the report");
+            std::process::exit(130);
+        }
+    });
+    why.to_owned()
 }
 
 fn parse_version(s: &str) -> Result<Version, String> {
@@ -141,6 +204,13 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
     for w in &drill.warnings {
         eprintln!("warning: {w}");
     }
+    let k8s_bundle = match kubernetes_bundle(&drill, a.kubernetes_bundle.as_deref()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Invalid.into());
+        }
+    };
     if a.production && !def.faults.is_empty() {
         eprintln!(
             "error: {}: `drill.faults` injects failures on purpose: a lab only, never with --production",
@@ -234,6 +304,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         timeouts,
         helm: Helm::default(),
         production,
+        kubernetes_bundle: k8s_bundle,
     };
     let progress = if out == Output::Json {
         Progress::quiet()
@@ -244,7 +315,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let r = rt
-        .block_on(engine::run(&input, &progress))
+        .block_on(engine::run_until(&input, &progress, interrupt()))
         .context("drill run")?;
     if out == Output::Json {
         print_json(&r)?;

@@ -4,7 +4,11 @@
 //! drill:
 //!   name: cilium-1.17-to-1.18          # optional; default cilium-FROM-to-TO
 //!   cilium: {from: 1.17.18, to: 1.18.12}
-//!   kubernetes: {from: 1.33.7, to: 1.33.7}   # optional, recorded only
+//!   kubernetes:                        # optional: a Kubernetes upgrade (kubeadm), with or
+//!     from: 1.33.7                     # without Cilium's (a Kubernetes-only drill names
+//!     to: 1.34.4                       # cilium: {from: X, to: X}); from == to: recorded only
+//!     batch: 1                         # workers drained and upgraded at once
+//!     bundle: ../bundles/k8s-1.34.4    # the target's offline bundle (or --kubernetes-bundle)
 //!   values:                            # extra Helm values, merged after the migration
 //!     hubble: {enabled: false}
 //!   probes:
@@ -24,6 +28,7 @@
 //! path is checked when the drill is resolved with the command line's overrides
 //! ([`DrillDefinition::resolve`]), because `--force` may allow what the file alone does not.
 
+use super::kubernetes;
 use super::migrate::refuse_reuse_values;
 use super::path::{self, Releases, UpgradePlan};
 use crate::diag::{Diagnostic, Diagnostics, Origin};
@@ -87,7 +92,7 @@ pub struct RawDrill {
     name: Option<Spanned<String>>,
     cilium: RawCilium,
     #[serde(default)]
-    kubernetes: Option<RawVersions>,
+    kubernetes: Option<RawKubernetes>,
     #[serde(default)]
     values: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
@@ -106,9 +111,13 @@ pub struct RawDrill {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawVersions {
+struct RawKubernetes {
     from: Spanned<String>,
     to: Spanned<String>,
+    #[serde(default)]
+    batch: Option<Spanned<u32>>,
+    #[serde(default)]
+    bundle: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,8 +252,13 @@ pub struct DrillDefinition {
     /// `drill.cilium.catch_up` (default true): upgrade to the latest patch of `from`'s minor
     /// first, as Cilium's upgrade guide asks; false where that patch cannot be had.
     pub catch_up: bool,
-    /// Kubernetes versions (recorded; upgrading Kubernetes is not implemented).
+    /// Kubernetes versions; when they differ, the drill upgrades Kubernetes with kubeadm.
     pub kubernetes: Option<VersionPair>,
+    /// `drill.kubernetes.batch`: workers drained and upgraded at once (default 1).
+    pub kubernetes_batch: u32,
+    /// `drill.kubernetes.bundle`: the target version's offline bundle (relative paths are the
+    /// lab file's), unless `--kubernetes-bundle` names one.
+    pub kubernetes_bundle: Option<PathBuf>,
     /// Extra Helm values, deep-merged into each step's migrated values.
     pub values: serde_json::Map<String, serde_json::Value>,
     /// Upgrade with `--reuse-values` (only allowed when every step stays within one minor).
@@ -431,6 +445,31 @@ pub fn validate(
         .kubernetes
         .as_ref()
         .map(|k| parse_pair(file, (&k.from, &k.to), "drill.kubernetes", &mut d));
+    let kubernetes_batch = match raw.kubernetes.as_ref().and_then(|k| k.batch.as_ref()) {
+        None => 1,
+        Some(b) if b.value == 0 => {
+            d.push(err(
+                file,
+                line_of(b),
+                "drill.kubernetes.batch",
+                "0 workers at once would never finish: at least 1",
+            ));
+            1
+        }
+        Some(b) => b.value,
+    };
+    let kubernetes_bundle = raw
+        .kubernetes
+        .as_ref()
+        .and_then(|k| k.bundle.as_ref())
+        .map(|b| {
+            let p = PathBuf::from(&b.value);
+            if p.is_absolute() {
+                p
+            } else {
+                file.parent().map_or(p.clone(), |dir| dir.join(&p))
+            }
+        });
 
     let values = match &raw.values {
         None => serde_json::Map::new(),
@@ -676,6 +715,8 @@ pub fn validate(
         name,
         cilium,
         kubernetes,
+        kubernetes_batch,
+        kubernetes_bundle,
         values,
         catch_up: raw.cilium.catch_up.as_ref().is_none_or(|c| c.value),
         reuse_values: raw.reuse_values.as_ref().is_some_and(|r| r.value),
@@ -720,6 +761,8 @@ pub struct ResolvedDrill {
     pub to: Version,
     /// Kubernetes (from, to), recorded.
     pub kubernetes: Option<(Version, Version)>,
+    /// The Kubernetes upgrade, when the versions differ.
+    pub kubernetes_upgrade: Option<KubernetesUpgrade>,
     /// The steps.
     #[serde(skip)]
     pub plan: UpgradePlan,
@@ -731,22 +774,32 @@ pub struct ResolvedDrill {
     pub warnings: Vec<String>,
 }
 
+/// A drill's Kubernetes upgrade (kubeadm's procedure, one minor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KubernetesUpgrade {
+    /// From.
+    pub from: Version,
+    /// To.
+    pub to: Version,
+    /// Before or after Cilium's steps ([`super::kubernetes::order`]).
+    pub order: super::kubernetes::Order,
+    /// Workers at once.
+    pub batch: u32,
+}
+
 /// Why a drill cannot run as asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     /// A finding about the definition or the overrides, with file, line and field.
     #[error("{0}")]
     Invalid(Diagnostic),
-    /// Upgrading Kubernetes in a drill.
-    #[error("{0}")]
-    NotImplemented(Diagnostic),
 }
 
 impl ResolveError {
     /// The finding.
     pub fn diagnostic(&self) -> &Diagnostic {
         match self {
-            ResolveError::Invalid(d) | ResolveError::NotImplemented(d) => d,
+            ResolveError::Invalid(d) => d,
         }
     }
 }
@@ -763,9 +816,11 @@ fn located_err(l: &Located<Version>, msg: String, hint: Option<&str>) -> Diagnos
 
 impl DrillDefinition {
     /// Apply the overrides and check the upgrade path with [`path::plan`] on the bundled release
-    /// table: a skipped minor is an error unless `force`; a downgrade, the same version or a
-    /// major change always is. `--reuse-values` is refused across minors, and a Kubernetes
-    /// version change is refused (not implemented).
+    /// table: a skipped minor is an error unless `force`; a downgrade or a major change always
+    /// is, and so is the same version unless Kubernetes changes (Cilium then stays). A
+    /// Kubernetes change must be one minor forward ([`kubernetes::check_path`]) and keep every
+    /// Cilium/Kubernetes pair the cluster passes through supported ([`kubernetes::order`];
+    /// `force` accepts an untested newer Kubernetes). `--reuse-values` is refused across minors.
     pub fn resolve(&self, o: &Overrides) -> Result<ResolvedDrill, ResolveError> {
         let pick = |file: &Located<Version>, cli: Option<Version>, flag: &str| match cli {
             Some(v) => Located {
@@ -777,11 +832,17 @@ impl DrillDefinition {
         };
         let from = pick(&self.cilium.from, o.from, "--from");
         let to = pick(&self.cilium.to, o.to, "--to");
+        let k8s_change = self
+            .kubernetes
+            .as_ref()
+            .filter(|k| k.from.value != k.to.value);
         let opts = path::PathOptions {
             force: o.force,
             catch_up: self.catch_up,
         };
-        let plan =
+        let plan = if from.value == to.value && k8s_change.is_some() {
+            path::UpgradePlan::stay()
+        } else {
             path::plan_with(from.value, to.value, &Releases::default(), opts).map_err(|e| {
                 let hint = match e {
                     path::PathError::SkippedMinor { .. } | path::PathError::UnknownMinor { .. } => {
@@ -790,7 +851,8 @@ impl DrillDefinition {
                     _ => None,
                 };
                 ResolveError::Invalid(located_err(&to, e.to_string(), hint))
-            })?;
+            })?
+        };
         if self.reuse_values {
             for s in plan.steps() {
                 refuse_reuse_values(s.from(), s.to()).map_err(|e| {
@@ -802,34 +864,48 @@ impl DrillDefinition {
                 })?;
             }
         }
-        let kubernetes = match &self.kubernetes {
+        let mut k8s_warnings = Vec::new();
+        let kubernetes_upgrade = match k8s_change {
             None => None,
-            Some(k) if k.from.value != k.to.value => {
-                return Err(ResolveError::NotImplemented(located_err(
-                    &k.to,
-                    format!(
-                        "upgrading Kubernetes ({} → {}) in a drill is not implemented: `drill run` upgrades Cilium only",
-                        k.from.value, k.to.value
-                    ),
-                    Some(
-                        "set drill.kubernetes.to equal to from (it is recorded in the report), or remove drill.kubernetes",
-                    ),
-                )));
+            Some(k) => {
+                kubernetes::check_path(k.from.value, k.to.value)
+                    .map_err(|e| ResolveError::Invalid(located_err(&k.to, e.to_string(), None)))?;
+                let (order, compat_warnings) =
+                    kubernetes::order((from.value, to.value), (k.from.value, k.to.value)).map_err(
+                        |e| ResolveError::Invalid(located_err(&k.to, e.to_string(), None)),
+                    )?;
+                k8s_warnings = compat_warnings;
+                Some(KubernetesUpgrade {
+                    from: k.from.value,
+                    to: k.to.value,
+                    order,
+                    batch: self.kubernetes_batch,
+                })
             }
-            Some(k) => Some((k.from.value, k.to.value)),
         };
-        let name = self
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("cilium-{}-to-{}", from.value, to.value));
+        let kubernetes = self.kubernetes.as_ref().map(|k| (k.from.value, k.to.value));
+        let name = self.name.clone().unwrap_or_else(|| {
+            let k8s = kubernetes_upgrade.map(|k| format!("kubernetes-{}-to-{}", k.from, k.to));
+            match (plan.steps().is_empty(), k8s) {
+                (true, Some(k)) => k,
+                (false, Some(k)) => format!("cilium-{}-to-{}-{k}", from.value, to.value),
+                (_, None) => format!("cilium-{}-to-{}", from.value, to.value),
+            }
+        });
         Ok(ResolvedDrill {
             name,
             definition: self.clone(),
             from: from.value,
             to: to.value,
             kubernetes,
+            kubernetes_upgrade,
             steps: plan.steps().iter().map(|s| s.to_string()).collect(),
-            warnings: plan.warnings().to_vec(),
+            warnings: plan
+                .warnings()
+                .iter()
+                .cloned()
+                .chain(k8s_warnings)
+                .collect(),
             plan,
             forced: o.force,
         })
@@ -958,12 +1034,32 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_upgrade_is_not_implemented() {
-        let d = parse("drill:\n  cilium: {from: 1.17.18, to: 1.18.12}\n  kubernetes:\n    from: 1.33.7\n    to: 1.34.2\n")
+    fn kubernetes_upgrade_resolves_with_its_order_batch_and_bundle() {
+        let d = parse("drill:\n  cilium: {from: 1.19.7, to: 1.19.7}\n  kubernetes:\n    from: 1.34.4\n    to: 1.35.4\n    batch: 2\n    bundle: ../bundles/k8s\n")
             .expect("valid");
-        let e = d.resolve(&Overrides::default()).expect_err("k8s");
-        assert!(matches!(e, ResolveError::NotImplemented(_)));
-        assert!(e.to_string().contains("labs/t.yaml:5"), "{e}");
+        assert_eq!(
+            d.kubernetes_bundle,
+            Some(PathBuf::from("labs/../bundles/k8s"))
+        );
+        let r = d.resolve(&Overrides::default()).expect("kubernetes alone");
+        assert!(r.plan.steps().is_empty());
+        assert_eq!(r.name, "kubernetes-1.34.4-to-1.35.4");
+        let k = r.kubernetes_upgrade.expect("upgrade");
+        assert_eq!(
+            (k.from, k.to, k.batch),
+            (Version::new(1, 34, 4), Version::new(1, 35, 4), 2)
+        );
+        assert_eq!(k.order, kubernetes::Order::CiliumFirst);
+        // Both: named after both; Cilium 1.18 first would meet 1.32 fine.
+        let both = parse("drill:\n  cilium: {from: 1.17.16, to: 1.18.11, catch_up: false}\n  kubernetes: {from: 1.31.2, to: 1.32.1}\n")
+            .expect("valid")
+            .resolve(&Overrides::default())
+            .expect("both");
+        assert_eq!(
+            both.name,
+            "cilium-1.17.16-to-1.18.11-kubernetes-1.31.2-to-1.32.1"
+        );
+        // Recorded only.
         let same = parse("drill:\n  cilium: {from: 1.17.18, to: 1.18.12}\n  kubernetes: {from: 1.33.7, to: 1.33.7}\n")
             .expect("valid");
         let r = same.resolve(&Overrides::default()).expect("record only");
@@ -971,6 +1067,62 @@ mod tests {
             r.kubernetes,
             Some((Version::new(1, 33, 7), Version::new(1, 33, 7)))
         );
+        assert!(r.kubernetes_upgrade.is_none());
+        // Cilium unchanged and Kubernetes unchanged: nothing to drill.
+        assert!(
+            parse("drill:\n  cilium: {from: 1.19.7, to: 1.19.7}\n")
+                .expect("valid")
+                .resolve(&Overrides::default())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn kubernetes_upgrade_refusals_name_the_field_and_the_reason() {
+        let cases = [
+            // two minors
+            (
+                "cilium: {from: 1.19.7, to: 1.19.7}\n  kubernetes: {from: 1.33.1, to: 1.35.4}",
+                "one minor at a time",
+            ),
+            // downgrade
+            (
+                "cilium: {from: 1.19.7, to: 1.19.7}\n  kubernetes: {from: 1.35.4, to: 1.34.4}",
+                "does not downgrade",
+            ),
+            // 1.20 does not support 1.32 at the start
+            (
+                "cilium: {from: 1.20.0, to: 1.20.0}\n  kubernetes: {from: 1.32.1, to: 1.33.1}",
+                "unsupported",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = parse(&format!("drill:\n  {body}\n"))
+                .expect("valid")
+                .resolve(&Overrides::default())
+                .expect_err(body);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(want) && msg.contains("drill.kubernetes.to"),
+                "{body}: {msg}"
+            );
+        }
+        // 1.18 is tested up to 1.33: a warning, not a refusal.
+        let untested = parse("drill:\n  cilium: {from: 1.18.11, to: 1.18.11}\n  kubernetes: {from: 1.33.1, to: 1.34.4}\n")
+            .expect("valid")
+            .resolve(&Overrides::default())
+            .expect("newer Kubernetes warns");
+        assert!(
+            untested
+                .warnings
+                .iter()
+                .any(|w| w.contains("not tested upstream")),
+            "{:?}",
+            untested.warnings
+        );
+        let e = parse("drill:\n  cilium: {from: 1.19.7, to: 1.19.7}\n  kubernetes: {from: 1.34.4, to: 1.35.4, batch: 0}\n")
+            .expect_err("batch 0");
+        assert!(e.to_string().contains("drill.kubernetes.batch"), "{e}");
     }
 
     #[test]

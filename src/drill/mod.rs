@@ -12,6 +12,7 @@ pub mod definition;
 pub mod drift;
 pub mod engine;
 pub mod fault;
+pub mod kubernetes;
 pub mod layout;
 pub mod migrate;
 pub mod path;

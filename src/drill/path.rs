@@ -191,7 +191,8 @@ impl fmt::Display for Step {
     }
 }
 
-/// An upgrade path: at least one step, each starting where the previous one ended.
+/// An upgrade path: steps each starting where the previous one ended (none only in a drill
+/// that keeps Cilium where it is and upgrades Kubernetes: [`UpgradePlan::stay`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpgradePlan {
     steps: Vec<Step>,
@@ -199,6 +200,14 @@ pub struct UpgradePlan {
 }
 
 impl UpgradePlan {
+    /// No Cilium step: Cilium stays at the version it runs.
+    pub fn stay() -> Self {
+        UpgradePlan {
+            steps: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     /// The steps, in order.
     pub fn steps(&self) -> &[Step] {
         &self.steps

@@ -132,6 +132,9 @@ pub struct DrillInput {
     pub helm: Helm,
     /// `--production`: the drill runs on a production inventory, not on the lab's.
     pub production: Option<Production>,
+    /// The Kubernetes target's offline bundle (`drill.kubernetes.bundle`,
+    /// `--kubernetes-bundle`): its release binaries and images are staged on every node.
+    pub kubernetes_bundle: Option<crate::bundle::Bundle>,
 }
 
 /// A drill run on production (`drill run --production`): what was rehearsed on the lab, with
@@ -457,11 +460,25 @@ struct Ctx<'a> {
     leaks: Vec<(String, LeakVerdict)>,
     /// The lock on every node, held from connect to the end of the run.
     node_locks: Vec<crate::ssh::node_lock::NodeLock>,
+    /// The phase running and since when (what an interruption cut short).
+    current: Option<(String, Timestamp)>,
 }
 
 /// Run the drill. Returns an error only when no report can be written; a failed drill is an
 /// `Ok` report with a `fail` verdict and its failures.
 pub async fn run(d: &DrillInput, progress: &Progress) -> Result<DrillReport, DrillError> {
+    run_until(d, progress, std::future::pending()).await
+}
+
+/// [`run`], ended early when `stop` resolves (to what stopped it, e.g. `SIGINT`): the running
+/// phase is abandoned where it is and recorded as failed, a pre-flight release it may have left
+/// is removed, and the report runs as after any failure — probers stopped, the drill's namespace
+/// deleted, the record written — so an interrupted drill leaves a record and no probes behind.
+pub async fn run_until(
+    d: &DrillInput,
+    progress: &Progress,
+    stop: impl std::future::Future<Output = String>,
+) -> Result<DrillReport, DrillError> {
     let started = now();
     let (run_id, run_dir) = new_run_dir(&d.runs_dir, &record::run_id(&d.drill.name, started))?;
     // A production run names its cluster where a lab run names the lab.
@@ -529,23 +546,50 @@ pub async fn run(d: &DrillInput, progress: &Progress) -> Result<DrillReport, Dri
         rolled_back: false,
         leaks: Vec::new(),
         node_locks: Vec::new(),
+        current: None,
     };
     let target = match &d.production {
         Some(p) => format!("PRODUCTION cluster {}", p.cluster),
         None => format!("lab {}", d.lab.name),
     };
+    let k8s = d
+        .drill
+        .kubernetes_upgrade
+        .map(|k| {
+            format!(
+                "; Kubernetes {} → {} ({})",
+                k.from,
+                k.to,
+                match k.order {
+                    crate::drill::kubernetes::Order::CiliumFirst => "after Cilium",
+                    crate::drill::kubernetes::Order::KubernetesFirst => "before Cilium",
+                }
+            )
+        })
+        .unwrap_or_default();
     c.say(&format!(
-        "drill {} on {target}: Cilium {} → {} ({}); run {run_id}",
+        "drill {} on {target}: Cilium {} → {} ({}){k8s}; run {run_id}",
         d.drill.name,
         d.drill.from,
         d.drill.to,
-        d.drill.steps.join(", ")
+        if d.drill.steps.is_empty() {
+            "stays".to_owned()
+        } else {
+            d.drill.steps.join(", ")
+        }
     ));
-    let tree = phases::tree(d.drill.plan.steps());
-    let report = crate::phase::run(&tree, &crate::phase::Selection::all(), &mut c).await;
+    let tree = phases::tree(d.drill.plan.steps(), &phases::KubernetesNodes::of(d));
+    let all = crate::phase::Selection::all();
+    let ran = tokio::select! {
+        r = crate::phase::run(&tree, &all, &mut c) => Ok(r),
+        why = stop => Err(why),
+    };
+    let reached: std::collections::BTreeSet<String> = match ran {
+        Ok(report) => report.phases.iter().map(|p| p.phase.clone()).collect(),
+        Err(why) => c.interrupted(&why).await,
+    };
     // What a failure kept from running is in the record as skipped.
-    let mut reached = report.phases.iter().map(|p| p.phase.as_str());
-    let reached: std::collections::BTreeSet<&str> = reached.by_ref().collect();
+    let reached: std::collections::BTreeSet<&str> = reached.iter().map(String::as_str).collect();
     for g in &tree.groups {
         let names: Vec<String> = g
             .phases
@@ -615,6 +659,43 @@ impl Ctx<'_> {
 
     fn say(&self, line: &str) {
         self.progress.println(line);
+    }
+
+    /// The drill was stopped (`why`: the signal): the phase that was running is a failure, a
+    /// pre-flight release it may have left is removed. Returns the phases recorded so far.
+    async fn interrupted(&mut self, why: &str) -> BTreeSet<String> {
+        let what = match &self.current {
+            Some((name, _)) => format!("during {name}"),
+            None => "between phases".to_owned(),
+        };
+        self.say(&format!(
+            "interrupted ({why}) {what}: stopping the probes and writing the report"
+        ));
+        let phase = self
+            .current
+            .as_ref()
+            .map_or_else(|| "(none)".to_owned(), |(n, _)| n.clone());
+        let _ = self.fail(
+            "(local)",
+            &phase,
+            why,
+            format!("the drill was interrupted {what}; the phases after it did not run"),
+        );
+        if let Some((name, start)) = self.current.take() {
+            self.b.phase(&name, start, now(), PhaseOutcome::Failed);
+            if name == "preflight"
+                && let Some(s) = self.session(&self.cp)
+                && s.exec(&self.d.helm.status(Release::Preflight).ssh_command())
+                    .await
+                    .is_ok_and(|o| o.success())
+            {
+                self.say("  removing the cilium-preflight release it installed");
+                let _ = self
+                    .helm("report", &self.d.helm.uninstall(Release::Preflight))
+                    .await;
+            }
+        }
+        self.b.phases.iter().map(|p| p.name.clone()).collect()
     }
 
     fn fail(&mut self, host: &str, phase: &str, command: &str, message: impl ToString) -> Stop {
@@ -1049,7 +1130,12 @@ mod tests {
     #[test]
     fn phases_are_the_documented_ones() {
         // The report is written after the tree, whatever happened in it.
-        let tree = phases::tree(&[]);
+        let none = phases::KubernetesNodes {
+            upgrade: None,
+            control_planes: vec!["cp1".into()],
+            batches: vec![],
+        };
+        let tree = phases::tree(&[], &none);
         let names: Vec<&str> = tree.groups.iter().map(|g| g.name).collect();
         assert_eq!(
             names,
@@ -1064,6 +1150,63 @@ mod tests {
                 "soak",
             ]
         );
+    }
+
+    #[test]
+    fn kubernetes_phases_are_node_by_node_and_ordered() {
+        use crate::drill::definition::KubernetesUpgrade;
+        use crate::drill::kubernetes::Order;
+        let up = |order| KubernetesUpgrade {
+            from: Version::new(1, 34, 4),
+            to: Version::new(1, 35, 4),
+            order,
+            batch: 2,
+        };
+        let k = phases::KubernetesNodes {
+            upgrade: Some(up(Order::CiliumFirst)),
+            control_planes: vec!["cp1".into(), "cp2".into()],
+            batches: vec![vec!["w1".into(), "w2".into()], vec!["w3".into()]],
+        };
+        let tree = phases::tree(&[], &k);
+        let names = |t: &crate::phase::Tree<Ctx<'_>>| -> Vec<String> {
+            t.groups
+                .iter()
+                .flat_map(|g| {
+                    g.phases
+                        .iter()
+                        .map(|p| crate::phase::full_name(g.name, p.name()))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let all = names(&tree);
+        let k8s: Vec<&str> = all
+            .iter()
+            .filter(|n| n.starts_with("kubernetes/"))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            k8s,
+            [
+                "kubernetes/stage",
+                "kubernetes/cp1",
+                "kubernetes/cp2",
+                "kubernetes/workers-1",
+                "kubernetes/workers-2",
+                "kubernetes/verify"
+            ]
+        );
+        let groups: Vec<&str> = tree.groups.iter().map(|g| g.name).collect();
+        let pos = |n: &str| groups.iter().position(|g| *g == n).expect(n);
+        assert!(pos("upgrade") < pos("kubernetes"));
+        let k_first = phases::KubernetesNodes {
+            upgrade: Some(up(Order::KubernetesFirst)),
+            ..k
+        };
+        let tree = phases::tree(&[], &k_first);
+        let groups: Vec<&str> = tree.groups.iter().map(|g| g.name).collect();
+        let pos = |n: &str| groups.iter().position(|g| *g == n).expect(n);
+        assert!(pos("kubernetes") < pos("upgrade"));
     }
 
     #[test]

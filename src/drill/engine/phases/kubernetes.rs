@@ -1,0 +1,510 @@
+//! `kubernetes/*`: a Kubernetes minor upgrade the way kubeadm's documentation does it, with the
+//! probes running: the target's binaries and images staged on every node, then node by node
+//! (the first control plane with `kubeadm upgrade apply`, the others with `kubeadm upgrade
+//! node`, workers one batch at a time) drain, kubeadm, kubelet, Ready at the new version,
+//! uncordon; then the hard check that kube-proxy did not come back.
+
+#[allow(unused_imports)]
+use super::super::*;
+use crate::drill::kubernetes::{self as k8sup, NodeKind};
+
+/// Time allowed for `kubeadm upgrade apply` / `node` on one node (image pulls, static pods
+/// restarted one by one, the API server waited for): kubeadm's own waits plus margin.
+const KUBEADM_SECS: u64 = 1800;
+/// Time allowed for draining one node.
+const DRAIN_SECS: u64 = 600;
+/// Time allowed for a node to be Ready at the new version after its kubelet restarted.
+const NODE_READY_SECS: u64 = 900;
+
+impl Ctx<'_> {
+    /// `kubernetes/stage`: on every node, the target's kubeadm, kubelet and kubectl in the stage
+    /// directory, its image tarballs imported into containerd, and kubeadm's
+    /// `UpgradeConfiguration` written — nothing running changes yet. Refuses a cluster that does
+    /// not run `from`.
+    pub(in crate::drill::engine) async fn k8s_stage(&mut self) -> PhaseResult {
+        let phase = "kubernetes/stage";
+        let d = self.d;
+        let Some(up) = d.drill.kubernetes_upgrade else {
+            return Ok(PhaseOutcome::Skipped);
+        };
+        let Some(bundle) = d.kubernetes_bundle.as_ref() else {
+            return Err(self.fail(
+                "(local)",
+                phase,
+                "kubernetes bundle",
+                format!(
+                    "no bundle for Kubernetes {}: name one with drill.kubernetes.bundle or --kubernetes-bundle (kubedrill bundle build --kubernetes {} --files-repo …)",
+                    up.to, up.to
+                ),
+            ));
+        };
+        // The cluster must run `from`: every node's kubelet says so.
+        let Some(client) = self.client() else {
+            return Err(self.fail("(local)", phase, "kubernetes client", "not connected"));
+        };
+        let nodes = match kube::Api::<k8s_openapi::api::core::v1::Node>::all(client)
+            .list(&Default::default())
+            .await
+        {
+            Ok(l) => l.items,
+            Err(e) => {
+                let h = self.api_host();
+                return Err(self.fail(&h, phase, "list nodes", e));
+            }
+        };
+        let want = format!("v{}", up.from);
+        let off: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| {
+                let v = kubelet_version(n);
+                (v.as_deref() != Some(want.as_str())).then(|| {
+                    format!(
+                        "{} runs {}",
+                        n.metadata.name.clone().unwrap_or_default(),
+                        v.unwrap_or_else(|| "an unknown version".into())
+                    )
+                })
+            })
+            .collect();
+        if !off.is_empty() {
+            let h = self.api_host();
+            return Err(self.fail(
+                &h,
+                phase,
+                "node versions",
+                format!(
+                    "the drill starts from Kubernetes {} but {}: reset the lab to a snapshot at {} (--reset)",
+                    up.from,
+                    off.join(", "),
+                    up.from
+                ),
+            ));
+        }
+        let Some((_, bins)) = bundle.kubernetes_binaries() else {
+            return Err(self.fail(
+                "(local)",
+                phase,
+                "kubernetes bundle",
+                format!(
+                    "{} carries no Kubernetes release binaries (build it with --files-repo)",
+                    bundle.dir.display()
+                ),
+            ));
+        };
+        let stage = k8sup::stage_dir(up.to);
+        let mut uploads: Vec<crate::apply::Upload> = bins
+            .iter()
+            .filter(|a| !a.file.ends_with("crictl"))
+            .map(|a| crate::apply::Upload {
+                local: bundle.dir.join(&a.file),
+                remote: format!(
+                    "{stage}/{}",
+                    a.file.rsplit('/').next().unwrap_or(a.file.as_str())
+                ),
+                sha256: a.sha256.clone(),
+                mode: 0o755,
+            })
+            .collect();
+        let mut apply = String::from("set -e\n");
+        let mut check = String::new();
+        let images = &bundle.manifest.images;
+        if !images.is_empty() {
+            apply.push_str(&format!(
+                "mkdir -p {}\n",
+                crate::apply::node::IMPORTED_MARKS
+            ));
+        }
+        for a in images {
+            let name = a.file.rsplit('/').next().unwrap_or(a.file.as_str());
+            let remote = format!("{}/{name}", crate::apply::node::BUNDLE_IMAGES);
+            let mark = format!("{}/{}", crate::apply::node::IMPORTED_MARKS, a.sha256);
+            check.push_str(&format!(
+                "[ -f {mark} ] || {{ echo '{} not imported'; exit 1; }}\n",
+                name.replace('\'', "")
+            ));
+            apply.push_str(&format!(
+                "if [ ! -f {mark} ]; then ctr -n k8s.io images import {} >/dev/null && touch {mark}; fi\n",
+                quote(&remote)
+            ));
+            uploads.push(crate::apply::Upload {
+                local: bundle.dir.join(&a.file),
+                remote,
+                sha256: a.sha256.clone(),
+                mode: 0o644,
+            });
+        }
+        for t in ["kubeadm", "kubelet", "kubectl"] {
+            check.push_str(&format!(
+                "[ -x {stage}/{t} ] || {{ echo '{t} {} not staged'; exit 1; }}\n",
+                up.to
+            ));
+        }
+        let patches =
+            (!d.spec.kubeadm_patches.is_empty()).then_some(crate::spec::patches::PATCHES_DIR);
+        let config = k8sup::upgrade_config(up.to, patches, d.spec.kubeadm_timeout.as_deref());
+        let files = vec![crate::render::RenderedFile {
+            path: k8sup::UPGRADE_CONFIG.to_owned(),
+            mode: 0o600,
+            content: config,
+            sensitive: false,
+        }];
+        let change = crate::apply::HostChange {
+            precondition: None,
+            check,
+            files,
+            uploads,
+            apply,
+            apply_label: format!(
+                "stage kubeadm/kubelet/kubectl {}; import {} image tarballs",
+                up.to,
+                images.len()
+            ),
+            timeout_secs: crate::apply::node::import_timeout_secs(images.iter().map(|a| a.size)),
+            error_lines: 0,
+        };
+        self.say(&format!(
+            "  staging Kubernetes {} on {} nodes from {}",
+            up.to,
+            d.inventory.hosts.len(),
+            bundle.dir.display()
+        ));
+        let redactor = crate::apply::Redactor::default();
+        for h in &d.inventory.hosts {
+            let Some(s) = self.session(&h.name) else {
+                return Err(self.fail(&h.name, phase, "ssh", "no SSH session to this host"));
+            };
+            let p = self.progress.host(phase, &h.name);
+            let r =
+                crate::apply::change::run_change(s.as_ref(), phase, &change, &redactor, &p).await;
+            p.finish(r.is_ok(), if r.is_ok() { "staged" } else { "failed" });
+            if let Err(f) = r {
+                return Err(self.fail(&h.name, phase, &f.command, f.stderr));
+            }
+        }
+        Ok(PhaseOutcome::Ok)
+    }
+
+    /// `kubernetes/<control plane>`: kubeadm's part (`upgrade apply` on the first, `upgrade
+    /// node` on the others), then drain, kubelet, Ready at the new version, uncordon.
+    pub(in crate::drill::engine) async fn k8s_control_plane(&mut self, i: usize) -> PhaseResult {
+        let d = self.d;
+        let cps: Vec<String> = d
+            .inventory
+            .control_planes()
+            .map(|h| h.name.clone())
+            .collect();
+        let Some(host) = cps.get(i).cloned() else {
+            return Ok(PhaseOutcome::Skipped);
+        };
+        let kind = if i == 0 {
+            NodeKind::FirstControlPlane
+        } else {
+            NodeKind::ControlPlane
+        };
+        self.k8s_nodes(&format!("kubernetes/{host}"), &[host], kind)
+            .await
+    }
+
+    /// `kubernetes/workers-<n>`: one batch of workers (`drill.kubernetes.batch` at once).
+    pub(in crate::drill::engine) async fn k8s_workers(&mut self, i: usize) -> PhaseResult {
+        let d = self.d;
+        let Some(up) = d.drill.kubernetes_upgrade else {
+            return Ok(PhaseOutcome::Skipped);
+        };
+        let Some(batch) = worker_batches(&d.inventory, up.batch).get(i).cloned() else {
+            return Ok(PhaseOutcome::Skipped);
+        };
+        self.k8s_nodes(
+            &format!("kubernetes/workers-{}", i + 1),
+            &batch,
+            NodeKind::Worker,
+        )
+        .await
+    }
+
+    /// The procedure on `hosts` (one control plane, or a batch of workers side by side):
+    /// kubeadm, drain, kubelet, Ready at `to`, uncordon. A failure leaves the node cordoned
+    /// (as a careful operator would: it says which).
+    async fn k8s_nodes(&mut self, phase: &str, hosts: &[String], kind: NodeKind) -> PhaseResult {
+        let d = self.d;
+        let Some(up) = d.drill.kubernetes_upgrade else {
+            return Ok(PhaseOutcome::Skipped);
+        };
+        let cp = self.cp.clone();
+        self.say(&format!(
+            "-- {phase}: Kubernetes {} → {} on {} ({kind})",
+            up.from,
+            up.to,
+            hosts.join(", ")
+        ));
+        if self
+            .confirm(
+                phase,
+                &format!("upgrade Kubernetes to {} on {}", up.to, hosts.join(", ")),
+            )
+            .is_err()
+        {
+            return Err(Stop);
+        }
+        self.changed = true;
+        // kubeadm first: the control plane (first node) or the node's own configuration.
+        let kubeadm = k8sup::kubeadm_script(up.to, kind);
+        let label = match kind {
+            NodeKind::FirstControlPlane => format!("kubeadm upgrade apply v{}", up.to),
+            _ => "kubeadm upgrade node".to_owned(),
+        };
+        let runs = hosts.iter().map(|h| {
+            let cmd = Command::new(kubeadm.clone())
+                .privileged()
+                .label(label.clone())
+                .timeout(Duration::from_secs(KUBEADM_SECS));
+            let s = self.session(h);
+            let h = h.clone();
+            async move {
+                let r = match s {
+                    None => Err("no SSH session to this host".to_owned()),
+                    Some(s) => match s.exec(&cmd).await {
+                        Ok(o) if o.success() => Ok(o.stdout_text()),
+                        Ok(o) => Err(format!(
+                            "exited with {}: {}{}",
+                            o.status
+                                .map_or_else(|| "a signal".into(), |s| s.to_string()),
+                            tail(&o.stdout_text(), 8),
+                            o.stderr_tail(4)
+                        )),
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                (h, r)
+            }
+        });
+        let t = now();
+        for (h, r) in futures::future::join_all(runs).await {
+            match r {
+                Ok(out) => {
+                    let file = self.run_dir.join(format!(
+                        "kubeadm-{}-{h}.log",
+                        if kind == NodeKind::FirstControlPlane {
+                            "apply"
+                        } else {
+                            "node"
+                        }
+                    ));
+                    if let Err(e) = report::write_file(&file, &out) {
+                        self.notes.push(format!("{}: {e}", file.display()));
+                    }
+                    self.say(&format!(
+                        "  {h}: {label}: done in {:.0} s",
+                        (now().unix_ms().saturating_sub(t.unix_ms())) as f64 / 1000.0
+                    ));
+                }
+                Err(e) => return Err(self.fail(&h, phase, &label, e)),
+            }
+        }
+        // Drain (on the first control plane, with its admin.conf), kubelet, uncordon.
+        for h in hosts {
+            let drain = Command::new(k8sup::drain_script(h, DRAIN_SECS))
+                .privileged()
+                .label(format!("kubectl drain {h}"))
+                .timeout(Duration::from_secs(DRAIN_SECS + 60));
+            self.exec(&cp, phase, &drain).await?;
+            self.say(&format!("  {h}: drained"));
+        }
+        for h in hosts {
+            let kubelet = Command::new(k8sup::kubelet_script(up.to))
+                .privileged()
+                .label(format!(
+                    "kubelet and kubectl {} installed; kubelet restarted",
+                    up.to
+                ))
+                .timeout(Duration::from_secs(300));
+            self.exec(h, phase, &kubelet).await?;
+        }
+        for h in hosts {
+            self.k8s_wait_node(phase, h, up.to).await?;
+            let uncordon = Command::new(k8sup::uncordon_script(h))
+                .privileged()
+                .label(format!("kubectl uncordon {h}"))
+                .timeout(Duration::from_secs(120));
+            self.exec(&cp, phase, &uncordon).await?;
+            self.say(&format!("  {h}: Ready at v{}, uncordoned", up.to));
+        }
+        self.check_kube_proxy().await;
+        Ok(PhaseOutcome::Ok)
+    }
+
+    /// Wait until `node` is Ready with its kubelet at `to` (one API read every 5 s).
+    async fn k8s_wait_node(&mut self, phase: &str, node: &str, to: Version) -> Result<(), Stop> {
+        let Some(client) = self.client() else {
+            return Err(self.fail("(local)", phase, "kubernetes client", "not connected"));
+        };
+        let api = kube::Api::<k8s_openapi::api::core::v1::Node>::all(client);
+        let want = format!("v{to}");
+        let cond = |n: Option<&k8s_openapi::api::core::v1::Node>| {
+            n.is_some_and(|n| {
+                kubelet_version(n).as_deref() == Some(want.as_str()) && wait::node_state(n).ready
+            })
+        };
+        let waited = tokio::time::timeout(
+            Duration::from_secs(NODE_READY_SECS),
+            kube::runtime::wait::await_condition(api, node, cond),
+        )
+        .await;
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let h = self.api_host();
+                Err(self.fail(&h, phase, &format!("watch node {node}"), e))
+            }
+            Err(_) => {
+                let h = self.api_host();
+                Err(self.fail(
+                    &h,
+                    phase,
+                    &format!("wait for node {node} Ready at {want}"),
+                    format!("not Ready at {want} within {NODE_READY_SECS} s (it stays cordoned)"),
+                ))
+            }
+        }
+    }
+
+    /// `kubernetes/verify`: every node at the new version; kube-proxy's DaemonSet, ConfigMap and
+    /// iptables chains absent — and if kube-proxy came back into a cluster that had none, it is
+    /// recorded and removed (after the operator's yes on production).
+    pub(in crate::drill::engine) async fn k8s_verify(&mut self) -> PhaseResult {
+        let phase = "kubernetes/verify";
+        let d = self.d;
+        let Some(up) = d.drill.kubernetes_upgrade else {
+            return Ok(PhaseOutcome::Skipped);
+        };
+        let Some(client) = self.client() else {
+            return Err(self.fail("(local)", phase, "kubernetes client", "not connected"));
+        };
+        // Every node at the new version.
+        let want = format!("v{}", up.to);
+        match kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+            .list(&Default::default())
+            .await
+        {
+            Ok(l) => {
+                let off: Vec<String> = l
+                    .items
+                    .iter()
+                    .filter(|n| kubelet_version(n).as_deref() != Some(want.as_str()))
+                    .map(|n| n.metadata.name.clone().unwrap_or_default())
+                    .collect();
+                if !off.is_empty() {
+                    let h = self.api_host();
+                    return Err(self.fail(
+                        &h,
+                        phase,
+                        "node versions",
+                        format!("not at {want}: {}", off.join(", ")),
+                    ));
+                }
+            }
+            Err(e) => {
+                let h = self.api_host();
+                return Err(self.fail(&h, phase, "list nodes", e));
+            }
+        }
+        // kube-proxy: objects, then each node's iptables.
+        self.check_kube_proxy().await;
+        let absent_at_start = self.kube_proxy_absent_at_start.unwrap_or(false);
+        let mut chains_on = Vec::new();
+        for h in &d.inventory.hosts {
+            let cmd = Command::new(k8sup::KUBE_PROXY_CHAINS)
+                .privileged()
+                .idempotent()
+                .label("iptables-save | grep KUBE-SERVICES/SVC/SEP/NODEPORTS");
+            let out = self.exec(&h.name, phase, &cmd).await?;
+            let chains: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+            if !chains.is_empty() && absent_at_start {
+                let detail = format!(
+                    "kube-proxy's iptables chains on {}: {}",
+                    h.name,
+                    chains.join(" ")
+                );
+                self.say(&format!("  {detail}"));
+                self.b.kube_proxy_events.push(KubeProxyEvent {
+                    at: now(),
+                    node: Some(h.name.clone()),
+                    detail,
+                });
+                chains_on.push(h.name.clone());
+            }
+        }
+        let presence = match kube_proxy::detect(&client).await {
+            Ok(p) => p,
+            Err(e) => {
+                let h = self.api_host();
+                return Err(self.fail(&h, phase, "kube-proxy objects", e));
+            }
+        };
+        if !absent_at_start || (presence.is_absent() && chains_on.is_empty()) {
+            self.say(&format!(
+                "  every node at {want}; kube-proxy {}",
+                if absent_at_start {
+                    "still absent (no DaemonSet, ConfigMap or iptables chains)"
+                } else {
+                    "was there from the start"
+                }
+            ));
+            return Ok(PhaseOutcome::Ok);
+        }
+        // It came back: remove it (the lab) or ask (production).
+        self.confirm(
+            phase,
+            &format!("remove kube-proxy ({presence}) and flush its iptables rules"),
+        )?;
+        if !presence.is_absent() {
+            match kube_proxy::remove(&client, presence.clone().confirm_removal()).await {
+                Ok(r) => self.notes.push(format!(
+                    "kube-proxy came back after the upgrade and was removed: {r:?}"
+                )),
+                Err(e) => {
+                    let h = self.api_host();
+                    return Err(self.fail(&h, phase, "remove kube-proxy", e));
+                }
+            }
+        }
+        for h in &chains_on {
+            let cmd = Command::new(k8sup::FLUSH_KUBE_PROXY_RULES)
+                .privileged()
+                .label("iptables-save | grep -v KUBE | iptables-restore");
+            self.exec(h, phase, &cmd).await?;
+        }
+        // The drill's verdict counts the sighting (policy: kube-proxy back is a no-go).
+        Ok(PhaseOutcome::Ok)
+    }
+}
+
+/// The kubelet version a node reports.
+fn kubelet_version(n: &k8s_openapi::api::core::v1::Node) -> Option<String> {
+    n.status
+        .as_ref()?
+        .node_info
+        .as_ref()
+        .map(|i| i.kubelet_version.clone())
+}
+
+/// The workers in their batches.
+pub(in crate::drill::engine) fn worker_batches(inv: &Inventory, batch: u32) -> Vec<Vec<String>> {
+    let workers: Vec<String> = inv
+        .hosts
+        .iter()
+        .filter(|h| matches!(h.role, InvRole::Worker))
+        .map(|h| h.name.clone())
+        .collect();
+    k8sup::batches(&workers, batch)
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let mut t = lines[start..].join("\n");
+    if !t.is_empty() {
+        t.push('\n');
+    }
+    t
+}
