@@ -408,6 +408,16 @@ impl Ctx<'_> {
                 return Err(self.fail(&h, phase, "list nodes", e));
             }
         }
+        // Cilium's agents after every node's kubelet restarted: the datapath still as asked.
+        let deployed = self.deployed;
+        let mismatches = self.verify(deployed).await;
+        for m in &mismatches {
+            self.say(&format!(
+                "  after the Kubernetes upgrade: {} {}",
+                m.node, m.detail
+            ));
+        }
+        self.mismatches.extend(mismatches);
         // kube-proxy: objects, then each node's iptables.
         self.check_kube_proxy().await;
         let absent_at_start = self.kube_proxy_absent_at_start.unwrap_or(false);
