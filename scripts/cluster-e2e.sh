@@ -40,6 +40,9 @@
 #      directory that is not 0600.
 # With --keep the lab stays up and the last three lines are netns=…, kubeconfig=…, inventory=….
 # Stage timings go to $WORK/timings.tsv and are printed at the end.
+# On a 2-core host under TCG, run nothing else CPU-heavy meanwhile: with a Cilium build beside it
+# kubeadm init ran out of its 20 minutes, and the control plane never settled (docs/upstream.md,
+# "the sixth run").
 #
 # Environment: KUBEDRILL_E2E_KUBERNETES (default 1.34.4), KUBEDRILL_E2E_CILIUM (default 1.19.7;
 # `none`: Kubernetes only — no Cilium build, apply with --skip-phases cilium,cluster, nodes

@@ -1772,6 +1772,30 @@ fn unreachable_input(hosts: &str, runs: &Path, connect_timeout: Duration) -> eng
     }
 }
 
+/// The record of a drill that stopped in `connect`: every later phase skipped, the report written.
+fn assert_stopped_at_connect(run_dir: &Path) {
+    let rec = kubedrill::report::load(&run_dir.join("run.json")).expect("valid record");
+    let phases: Vec<(&str, &str)> = rec
+        .phases
+        .iter()
+        .map(|p| (p.name.as_str(), p.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("reset", "skipped"),
+            ("connect", "failed"),
+            ("preflight", "skipped"),
+            ("probes-start", "skipped"),
+            ("resources", "skipped"),
+            ("upgrade", "skipped"),
+            ("rollback", "skipped"),
+            ("soak", "skipped"),
+            ("report", "ok"),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_drill_that_cannot_reach_its_nodes_still_writes_a_failed_record() {
     let runs = tempfile::tempdir().expect("runs");
@@ -1793,26 +1817,8 @@ async fn a_drill_that_cannot_reach_its_nodes_still_writes_a_failed_record() {
         "{:?}",
         r.verdict.reasons
     );
+    assert_stopped_at_connect(&r.run_dir);
     let rec = kubedrill::report::load(&r.run_dir.join("run.json")).expect("valid record");
-    let phases: Vec<(&str, &str)> = rec
-        .phases
-        .iter()
-        .map(|p| (p.name.as_str(), p.outcome.as_str()))
-        .collect();
-    assert_eq!(
-        phases,
-        [
-            ("reset", "skipped"),
-            ("connect", "failed"),
-            ("preflight", "skipped"),
-            ("probes-start", "skipped"),
-            ("resources", "skipped"),
-            ("upgrade", "skipped"),
-            ("rollback", "skipped"),
-            ("soak", "skipped"),
-            ("report", "ok"),
-        ]
-    );
     assert_eq!(rec.nodes.len(), 2);
     assert!(r.written.html.is_file() && r.written.markdown.is_file());
     assert!(r.run_dir.join(engine::RUN_INFO).is_file());
@@ -1848,26 +1854,7 @@ async fn an_interrupted_drill_records_where_it_stopped_and_still_reports() {
         .unwrap_or_else(|| panic!("{:#?}", r.failures));
     assert_eq!(f.phase, "connect");
     assert!(f.message.contains("interrupted during connect"), "{f}");
-    let rec = kubedrill::report::load(&r.run_dir.join("run.json")).expect("valid record");
-    let phases: Vec<(&str, &str)> = rec
-        .phases
-        .iter()
-        .map(|p| (p.name.as_str(), p.outcome.as_str()))
-        .collect();
-    assert_eq!(
-        phases,
-        [
-            ("reset", "skipped"),
-            ("connect", "failed"),
-            ("preflight", "skipped"),
-            ("probes-start", "skipped"),
-            ("resources", "skipped"),
-            ("upgrade", "skipped"),
-            ("rollback", "skipped"),
-            ("soak", "skipped"),
-            ("report", "ok"),
-        ]
-    );
+    assert_stopped_at_connect(&r.run_dir);
     assert!(r.written.html.is_file());
     drop(silent);
 }

@@ -42,30 +42,7 @@ impl Ctx<'_> {
         let Some(client) = self.client() else {
             return Err(self.fail("(local)", phase, "kubernetes client", "not connected"));
         };
-        let nodes = match kube::Api::<k8s_openapi::api::core::v1::Node>::all(client)
-            .list(&Default::default())
-            .await
-        {
-            Ok(l) => l.items,
-            Err(e) => {
-                let h = self.api_host();
-                return Err(self.fail(&h, phase, "list nodes", e));
-            }
-        };
-        let want = format!("v{}", up.from);
-        let off: Vec<String> = nodes
-            .iter()
-            .filter_map(|n| {
-                let v = kubelet_version(n);
-                (v.as_deref() != Some(want.as_str())).then(|| {
-                    format!(
-                        "{} runs {}",
-                        n.metadata.name.clone().unwrap_or_default(),
-                        v.unwrap_or_else(|| "an unknown version".into())
-                    )
-                })
-            })
-            .collect();
+        let off = self.nodes_not_at(phase, &client, up.from).await?;
         if !off.is_empty() {
             let h = self.api_host();
             return Err(self.fail(
@@ -333,7 +310,40 @@ impl Ctx<'_> {
         Ok(PhaseOutcome::Ok)
     }
 
-    /// Wait until `node` is Ready with its kubelet at `to` (one API read every 5 s).
+    /// The nodes whose kubelet is not at `v` (`NAME runs vX.Y.Z` each).
+    async fn nodes_not_at(
+        &mut self,
+        phase: &str,
+        client: &kube::Client,
+        v: Version,
+    ) -> Result<Vec<String>, Stop> {
+        let want = format!("v{v}");
+        match kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+            .list(&Default::default())
+            .await
+        {
+            Ok(l) => Ok(l
+                .items
+                .iter()
+                .filter_map(|n| {
+                    let have = kubelet_version(n);
+                    (have.as_deref() != Some(want.as_str())).then(|| {
+                        format!(
+                            "{} runs {}",
+                            n.metadata.name.clone().unwrap_or_default(),
+                            have.unwrap_or_else(|| "an unknown version".into())
+                        )
+                    })
+                })
+                .collect()),
+            Err(e) => {
+                let h = self.api_host();
+                Err(self.fail(&h, phase, "list nodes", e))
+            }
+        }
+    }
+
+    /// Wait until `node` is Ready with its kubelet at `to` (the node watched).
     async fn k8s_wait_node(&mut self, phase: &str, node: &str, to: Version) -> Result<(), Stop> {
         let Some(client) = self.client() else {
             return Err(self.fail("(local)", phase, "kubernetes client", "not connected"));
@@ -382,31 +392,15 @@ impl Ctx<'_> {
         };
         // Every node at the new version.
         let want = format!("v{}", up.to);
-        match kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
-            .list(&Default::default())
-            .await
-        {
-            Ok(l) => {
-                let off: Vec<String> = l
-                    .items
-                    .iter()
-                    .filter(|n| kubelet_version(n).as_deref() != Some(want.as_str()))
-                    .map(|n| n.metadata.name.clone().unwrap_or_default())
-                    .collect();
-                if !off.is_empty() {
-                    let h = self.api_host();
-                    return Err(self.fail(
-                        &h,
-                        phase,
-                        "node versions",
-                        format!("not at {want}: {}", off.join(", ")),
-                    ));
-                }
-            }
-            Err(e) => {
-                let h = self.api_host();
-                return Err(self.fail(&h, phase, "list nodes", e));
-            }
+        let off = self.nodes_not_at(phase, &client, up.to).await?;
+        if !off.is_empty() {
+            let h = self.api_host();
+            return Err(self.fail(
+                &h,
+                phase,
+                "node versions",
+                format!("not at {want}: {}", off.join(", ")),
+            ));
         }
         // Cilium's agents after every node's kubelet restarted: the datapath still as asked.
         let deployed = self.deployed;
