@@ -1695,6 +1695,28 @@ fn cli_refuses_what_it_cannot_run_before_touching_anything() {
         assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
+    // A Kubernetes upgrade needs the target's bundle, named and present.
+    let k8s = state.path().join("k8s.yaml");
+    let lab = "name: k8s\nhosts:\n  - {name: cp1, role: control-plane}\ndrill:\n  cilium: {from: 1.19.7, to: 1.19.7}\n  kubernetes: {from: 1.34.4, to: 1.35.4}\n";
+    std::fs::write(&k8s, lab).expect("lab");
+    let k8s = k8s.to_str().expect("utf8");
+    let missing = state.path().join("no-bundle");
+    for (args, want) in [
+        (
+            vec![k8s],
+            "name its offline bundle with drill.kubernetes.bundle or --kubernetes-bundle"
+                .to_owned(),
+        ),
+        (
+            vec![k8s, "--kubernetes-bundle", missing.to_str().expect("utf8")],
+            format!("{}", missing.display()),
+        ),
+    ] {
+        let o = kubedrill(&[&["drill", "run"][..], &args].concat(), state.path());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
     // Nothing was written to the state directory.
     assert!(!state.path().join("drills").exists());
     // The engine's default run directory is under the state directory.

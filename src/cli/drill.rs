@@ -100,7 +100,8 @@ fn kubernetes_bundle(
             up.to, up.to
         ));
     };
-    let b = kubedrill::bundle::Bundle::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Its error names the directory.
+    let b = kubedrill::bundle::Bundle::open(&dir).map_err(|e| e.to_string())?;
     match b.kubernetes_binaries() {
         Some((v, _)) if v == up.to.to_string() => Ok(Some(b)),
         Some((v, _)) => Err(format!(

@@ -371,12 +371,27 @@ fn show(a: ShowArgs, out: Output) -> anyhow::Result<ExitCode> {
             eprintln!("{w}");
         }
         let kinds: Vec<&str> = d.probes.kinds.iter().map(|k| k.as_str()).collect();
-        let path = d
-            .resolve(&kubedrill::drill::definition::Overrides::default())
-            .map(|r| r.steps.join(", "))
-            .unwrap_or_else(|e| format!("no path without overrides: {}", e.diagnostic().message));
+        let resolved = d.resolve(&kubedrill::drill::definition::Overrides::default());
+        let path = match &resolved {
+            Ok(r) if r.steps.is_empty() => "stays".to_owned(),
+            Ok(r) => r.steps.join(", "),
+            Err(e) => format!("no path without overrides: {}", e.diagnostic().message),
+        };
+        let k8s = match resolved.as_ref().ok().and_then(|r| r.kubernetes_upgrade) {
+            Some(k) => format!(
+                " · Kubernetes {} → {} ({}, workers {} at a time)",
+                k.from,
+                k.to,
+                match k.order {
+                    kubedrill::drill::kubernetes::Order::CiliumFirst => "after Cilium",
+                    kubedrill::drill::kubernetes::Order::KubernetesFirst => "before Cilium",
+                },
+                k.batch
+            ),
+            None => String::new(),
+        };
         println!(
-            "drill: Cilium {} → {} ({path}) · probes {} at {}/s · soak {} s · pod burst {}",
+            "drill: Cilium {} → {} ({path}){k8s} · probes {} at {}/s · soak {} s · pod burst {}",
             d.cilium.from.value,
             d.cilium.to.value,
             kinds.join(", "),
