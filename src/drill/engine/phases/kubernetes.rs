@@ -42,21 +42,13 @@ impl Ctx<'_> {
         let Some(client) = self.client() else {
             return Err(self.fail("(local)", phase, "kubernetes client", "not connected"));
         };
-        let off = self.nodes_not_at(phase, &client, up.from).await?;
-        if !off.is_empty() {
-            let h = self.api_host();
-            return Err(self.fail(
-                &h,
-                phase,
-                "node versions",
-                format!(
-                    "the drill starts from Kubernetes {} but {}: reset the lab to a snapshot at {} (--reset)",
-                    up.from,
-                    off.join(", "),
-                    up.from
-                ),
-            ));
-        }
+        self.require_nodes_at(phase, &client, up.from, |off| {
+            format!(
+                "the drill starts from Kubernetes {} but {off}: reset the lab to a snapshot at {} (--reset)",
+                up.from, up.from
+            )
+        })
+        .await?;
         let Some((_, bins)) = bundle.kubernetes_binaries() else {
             return Err(self.fail(
                 "(local)",
@@ -310,37 +302,45 @@ impl Ctx<'_> {
         Ok(PhaseOutcome::Ok)
     }
 
-    /// The nodes whose kubelet is not at `v` (`NAME runs vX.Y.Z` each).
-    async fn nodes_not_at(
+    /// Every node's kubelet at `v`; else a failure saying `why` of the others (`NAME runs
+    /// vX.Y.Z, …`).
+    async fn require_nodes_at(
         &mut self,
         phase: &str,
         client: &kube::Client,
         v: Version,
-    ) -> Result<Vec<String>, Stop> {
+        why: impl FnOnce(String) -> String,
+    ) -> Result<(), Stop> {
         let want = format!("v{v}");
-        match kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
-            .list(&Default::default())
-            .await
-        {
-            Ok(l) => Ok(l
-                .items
-                .iter()
-                .filter_map(|n| {
-                    let have = kubelet_version(n);
-                    (have.as_deref() != Some(want.as_str())).then(|| {
-                        format!(
-                            "{} runs {}",
-                            n.metadata.name.clone().unwrap_or_default(),
-                            have.unwrap_or_else(|| "an unknown version".into())
-                        )
+        let off: Vec<String> =
+            match kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+                .list(&Default::default())
+                .await
+            {
+                Ok(l) => l
+                    .items
+                    .iter()
+                    .filter_map(|n| {
+                        let have = kubelet_version(n);
+                        (have.as_deref() != Some(want.as_str())).then(|| {
+                            format!(
+                                "{} runs {}",
+                                n.metadata.name.clone().unwrap_or_default(),
+                                have.unwrap_or_else(|| "an unknown version".into())
+                            )
+                        })
                     })
-                })
-                .collect()),
-            Err(e) => {
-                let h = self.api_host();
-                Err(self.fail(&h, phase, "list nodes", e))
-            }
+                    .collect(),
+                Err(e) => {
+                    let h = self.api_host();
+                    return Err(self.fail(&h, phase, "list nodes", e));
+                }
+            };
+        if off.is_empty() {
+            return Ok(());
         }
+        let h = self.api_host();
+        Err(self.fail(&h, phase, "node versions", why(off.join(", "))))
     }
 
     /// Wait until `node` is Ready with its kubelet at `to` (the node watched).
@@ -392,16 +392,8 @@ impl Ctx<'_> {
         };
         // Every node at the new version.
         let want = format!("v{}", up.to);
-        let off = self.nodes_not_at(phase, &client, up.to).await?;
-        if !off.is_empty() {
-            let h = self.api_host();
-            return Err(self.fail(
-                &h,
-                phase,
-                "node versions",
-                format!("not at {want}: {}", off.join(", ")),
-            ));
-        }
+        self.require_nodes_at(phase, &client, up.to, |off| format!("not at {want}: {off}"))
+            .await?;
         // Cilium's agents after every node's kubelet restarted: the datapath still as asked.
         let deployed = self.deployed;
         let mismatches = self.verify(deployed).await;
