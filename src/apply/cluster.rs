@@ -22,17 +22,28 @@ pub const CHART_DIR: &str = "/var/cache/kubedrill/charts";
 /// that never came up is the usual reason and kubeadm itself only says it timed out.
 const KUBELET_JOURNAL_ON_FAILURE: &str = "if [ $rc -ne 0 ]; then echo '--- last lines of the kubelet journal ---' >&2; journalctl -u kubelet -n 15 --no-pager -o cat >&2 2>/dev/null || true; fi\n";
 
+/// Why a CA certificate has no discovery hash.
+#[derive(Debug, thiserror::Error)]
+pub enum CaHashError {
+    /// Not a PEM X.509 certificate.
+    #[error("not a PEM X.509 certificate: {0}")]
+    Pem(#[source] x509_cert::der::Error),
+    /// Its public key does not encode.
+    #[error("its public key does not encode as DER: {0}")]
+    PublicKey(#[source] x509_cert::der::Error),
+}
+
 /// kubeadm's `--discovery-token-ca-cert-hash` of a PEM CA certificate: `sha256:` and the hex
 /// SHA-256 of its DER SubjectPublicKeyInfo.
-pub fn ca_cert_hash(pem: &str) -> Result<String, String> {
+pub fn ca_cert_hash(pem: &str) -> Result<String, CaHashError> {
     use sha2::Digest;
     use x509_cert::der::{DecodePem, Encode};
-    let cert = x509_cert::Certificate::from_pem(pem.trim()).map_err(|e| e.to_string())?;
+    let cert = x509_cert::Certificate::from_pem(pem.trim()).map_err(CaHashError::Pem)?;
     let spki = cert
         .tbs_certificate()
         .subject_public_key_info()
         .to_der()
-        .map_err(|e| e.to_string())?;
+        .map_err(CaHashError::PublicKey)?;
     let hex: String = sha2::Sha256::digest(&spki)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -639,6 +650,8 @@ E1206 02:01:02 run.go:72] \"command failed\" err=\"failed to load kubelet config
             ca_cert_hash(pem).expect("hash"),
             "sha256:4b3df06aced01d67d46d623176294ee7a33d05a0051408875fb2dbf9c1c5124f"
         );
-        assert!(ca_cert_hash("not a certificate").is_err());
+        let e = ca_cert_hash("not a certificate").expect_err("no PEM");
+        assert!(matches!(e, CaHashError::Pem(_)), "{e}");
+        assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
     }
 }
