@@ -243,7 +243,7 @@ fn online_packages(spec: &ClusterSpec) -> HostChange {
     }
 }
 
-fn file_name(p: &str) -> &str {
+pub(crate) fn file_name(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
@@ -273,28 +273,11 @@ pub fn containerd(
          i=0; until ctr version >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || { echo 'containerd did not answer within 60 s' >&2; journalctl -u containerd -n 20 --no-pager >&2 || true; exit 1; }; sleep 1; done\n",
     );
     let mut uploads = Vec::new();
-    if !images.is_empty() {
-        apply.push_str(&format!("mkdir -p {IMPORTED_MARKS}\n"));
-    }
-    for a in &images {
-        let remote = format!("{BUNDLE_IMAGES}/{}", file_name(&a.file));
-        let mark = format!("{IMPORTED_MARKS}/{}", a.sha256);
-        check.push_str(&format!(
-            "[ -f {mark} ] || {{ echo '{} not imported'; exit 1; }}\n",
-            file_name(&a.file).replace('\'', "")
-        ));
-        apply.push_str(&format!(
-            "if [ ! -f {mark} ]; then ctr -n k8s.io images import {} >/dev/null && touch {mark}; fi\n",
-            quote(&remote)
-        ));
-        if let PackageSource::Bundle(b) = source {
-            uploads.push(super::Upload {
-                local: b.dir.join(&a.file),
-                remote,
-                sha256: a.sha256.clone(),
-                mode: 0o644,
-            });
-        }
+    if let PackageSource::Bundle(b) = source {
+        let i = image_imports(&b.dir, &images);
+        check.push_str(&i.check);
+        apply.push_str(&i.apply);
+        uploads = i.uploads;
     }
     Ok(HostChange {
         precondition: Some((
@@ -313,6 +296,49 @@ pub fn containerd(
         timeout_secs: import_timeout_secs(images.iter().map(|a| a.size)),
         error_lines: 0,
     })
+}
+
+/// A bundle's image tarballs on a node: uploaded to [`BUNDLE_IMAGES`], imported into
+/// containerd's `k8s.io` namespace once each (remembered by SHA-256 under [`IMPORTED_MARKS`]).
+pub struct ImageImports {
+    /// Exits non-zero (naming it) while a tarball is not imported.
+    pub check: String,
+    /// Imports what is not yet imported.
+    pub apply: String,
+    /// The tarballs.
+    pub uploads: Vec<super::Upload>,
+}
+
+/// [`ImageImports`] of `images` from the bundle at `dir` (`node/containerd`, and a drill's
+/// Kubernetes target).
+pub fn image_imports(dir: &std::path::Path, images: &[&crate::bundle::Artifact]) -> ImageImports {
+    let mut i = ImageImports {
+        check: String::new(),
+        apply: String::new(),
+        uploads: Vec::new(),
+    };
+    if !images.is_empty() {
+        i.apply.push_str(&format!("mkdir -p {IMPORTED_MARKS}\n"));
+    }
+    for a in images {
+        let remote = format!("{BUNDLE_IMAGES}/{}", file_name(&a.file));
+        let mark = format!("{IMPORTED_MARKS}/{}", a.sha256);
+        i.check.push_str(&format!(
+            "[ -f {mark} ] || {{ echo '{} not imported'; exit 1; }}\n",
+            file_name(&a.file).replace('\'', "")
+        ));
+        i.apply.push_str(&format!(
+            "if [ ! -f {mark} ]; then ctr -n k8s.io images import {} >/dev/null && touch {mark}; fi\n",
+            quote(&remote)
+        ));
+        i.uploads.push(super::Upload {
+            local: dir.join(&a.file),
+            remote,
+            sha256: a.sha256.clone(),
+            mode: 0o644,
+        });
+    }
+    i
 }
 
 /// Time allowed for restarting containerd and importing the image tarballs: 10 minutes, plus

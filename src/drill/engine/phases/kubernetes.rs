@@ -61,47 +61,21 @@ impl Ctx<'_> {
             ));
         };
         let stage = k8sup::stage_dir(up.to);
+        let images: Vec<&crate::bundle::Artifact> = bundle.manifest.images.iter().collect();
+        let imports = crate::apply::node::image_imports(&bundle.dir, &images);
         let mut uploads: Vec<crate::apply::Upload> = bins
             .iter()
             .filter(|a| !a.file.ends_with("crictl"))
             .map(|a| crate::apply::Upload {
                 local: bundle.dir.join(&a.file),
-                remote: format!(
-                    "{stage}/{}",
-                    a.file.rsplit('/').next().unwrap_or(a.file.as_str())
-                ),
+                remote: format!("{stage}/{}", crate::apply::node::file_name(&a.file)),
                 sha256: a.sha256.clone(),
                 mode: 0o755,
             })
             .collect();
-        let mut apply = String::from("set -e\n");
-        let mut check = String::new();
-        let images = &bundle.manifest.images;
-        if !images.is_empty() {
-            apply.push_str(&format!(
-                "mkdir -p {}\n",
-                crate::apply::node::IMPORTED_MARKS
-            ));
-        }
-        for a in images {
-            let name = a.file.rsplit('/').next().unwrap_or(a.file.as_str());
-            let remote = format!("{}/{name}", crate::apply::node::BUNDLE_IMAGES);
-            let mark = format!("{}/{}", crate::apply::node::IMPORTED_MARKS, a.sha256);
-            check.push_str(&format!(
-                "[ -f {mark} ] || {{ echo '{} not imported'; exit 1; }}\n",
-                name.replace('\'', "")
-            ));
-            apply.push_str(&format!(
-                "if [ ! -f {mark} ]; then ctr -n k8s.io images import {} >/dev/null && touch {mark}; fi\n",
-                quote(&remote)
-            ));
-            uploads.push(crate::apply::Upload {
-                local: bundle.dir.join(&a.file),
-                remote,
-                sha256: a.sha256.clone(),
-                mode: 0o644,
-            });
-        }
+        uploads.extend(imports.uploads);
+        let apply = format!("set -e\n{}", imports.apply);
+        let mut check = imports.check;
         for t in ["kubeadm", "kubelet", "kubectl"] {
             check.push_str(&format!(
                 "[ -x {stage}/{t} ] || {{ echo '{t} {} not staged'; exit 1; }}\n",
