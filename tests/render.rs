@@ -540,6 +540,14 @@ fn image_variables_turn_digests_off_and_name_the_images() {
         v["extraConfig"],
         json!({"crd-wait-timeout": "1800s", "hive-start-timeout": "1800s"})
     );
+    assert_eq!(v.get("resources"), None, "no request unless asked");
+    // The agent's CPU request (a lab under TCG sets it), before the user's extra values.
+    let (spec, inv) = try_build(&format!(
+        "cilium_version: \"1.19.7\"\nkubedrill_cilium_agent_cpu_request: 500m\nkubedrill_cilium_maglev_hash_seed: \"{SEED}\"\n"
+    ))
+    .unwrap();
+    let v = render::cilium::values(&spec, inv.hosts.len());
+    assert_eq!(v["resources"], json!({"requests": {"cpu": "500m"}}));
     // The operator's lease (a lab under TCG sets it) joins the agent options in extraConfig.
     let (spec, inv) = try_build(&format!(
         "cilium_version: \"1.19.7\"\nkubedrill_cilium_startup_timeout: 30m\nkubedrill_cilium_operator_leader_elect_lease_duration: 1m\nkubedrill_cilium_operator_leader_elect_renew_deadline: 40s\nkubedrill_cilium_maglev_hash_seed: \"{SEED}\"\n"

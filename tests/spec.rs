@@ -792,6 +792,12 @@ fn cilium_image_variables_and_startup_timeout() {
     assert!(source_of(&s, "kubedrill_cilium_startup_timeout").is_explicit());
     drop(t);
 
+    // The agent's CPU request, as a Kubernetes quantity.
+    for (q, millis) in [("500m", 500), ("1", 1000), ("\"1.5\"", 1500), ("\"0.25\"", 250)] {
+        let (s, _, _) = spec_ok(&format!("kubedrill_cilium_agent_cpu_request: {q}\n"));
+        assert_eq!(s.cilium_agent_cpu_millis, Some(millis), "{q}");
+    }
+
     let (s, _, _) = spec_ok(
         "cilium_image_repo: mirror/cilium\ncilium_image_tag: v1.19.7-patched\ncilium_operator_image_repo: mirror/operator-generic\n",
     );
@@ -816,6 +822,18 @@ fn cilium_image_variables_and_startup_timeout() {
         (
             "kubedrill_cilium_startup_timeout: 5h\n",
             "kubedrill_cilium_startup_timeout",
+        ),
+        (
+            "kubedrill_cilium_agent_cpu_request: 5m\n",
+            "kubedrill_cilium_agent_cpu_request",
+        ),
+        (
+            "kubedrill_cilium_agent_cpu_request: 2Gi\n",
+            "kubedrill_cilium_agent_cpu_request",
+        ),
+        (
+            "kubedrill_cilium_agent_cpu_request: \"1.0005\"\n",
+            "kubedrill_cilium_agent_cpu_request",
         ),
     ] {
         let (d, t) = spec_err(vars);

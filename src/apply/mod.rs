@@ -355,6 +355,12 @@ pub async fn execute<'a>(
                 crate::spec::patches::PATCHES_DIR
             ));
         }
+        if let Some(millis) = spec.cilium_agent_cpu_millis {
+            progress.println(&format!(
+                "note: the Cilium agent requests {millis}m CPU ({}); production uses the chart's default (none) unless its values set it too",
+                from("kubedrill_cilium_agent_cpu_request")
+            ));
+        }
         if let Some(secs) = spec.cilium_startup_timeout {
             progress.println(&format!(
                 "note: the Cilium agent's startup probe allows {} min ({}); production uses the chart's default unless its inventory sets it too",

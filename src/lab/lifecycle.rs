@@ -501,6 +501,15 @@ fn write_inventory(
             "    # Cilium's CRDs, and exited\n",
             "    kubedrill_cilium_operator_leader_elect_lease_duration: \"60s\"\n",
             "    kubedrill_cilium_operator_leader_elect_renew_deadline: \"40s\"\n",
+            "    # lab adjustment: Cilium gives each datapath compile a fixed 5 minutes; at the CPU weight\n",
+            "    # of an agent without a request (4 against etcd's 20) the control plane's agent was\n",
+            "    # starved past that, exited and restarted; a request gives it a share\n",
+        ));
+        y.push_str(&format!(
+            "    kubedrill_cilium_agent_cpu_request: \"{}\"\n",
+            crate::spec::patches::TCG_AGENT_CPU_REQUEST
+        ));
+        y.push_str(concat!(
             "    # lab adjustment: under TCG a saturated control plane starved etcd (cgroup CPU weight 4\n",
             "    # against the kubelet's 100), its reads timed out and the API server exited; etcd and the\n",
             "    # API server get CPU requests (a larger share), and liveness probes that allow 5 minutes\n",

@@ -149,6 +149,15 @@ pub fn values(spec: &ClusterSpec, node_count: usize) -> Value {
             m.insert("extraConfig".into(), Value::Object(extra));
         }
     }
+    if let Some(millis) = spec.cilium_agent_cpu_millis {
+        // The agent compiles its datapath in its own cgroup, and Cilium allows each compile a
+        // fixed 5 minutes (`defaults.ExecTimeout`, pkg/defaults): a CPU request gives it a share
+        // against a busy control plane (a lab under TCG sets it).
+        m.insert(
+            "resources".into(),
+            json!({ "requests": { "cpu": format!("{millis}m") } }),
+        );
+    }
     if let Some(l) = spec.leader_elect.cilium_operator {
         // The operator reads cilium-config too: a slow API server made it lose its 15 s lease
         // and exit while it was registering the CRDs (seen on the lab under TCG).

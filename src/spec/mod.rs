@@ -200,6 +200,11 @@ pub struct ClusterSpec {
     /// (`kubedrill_cilium_startup_timeout`, seconds; the chart's default when unset). Labs under
     /// TCG set it: the agent compiles its datapath at start, many times slower there.
     pub cilium_startup_timeout: Option<u64>,
+    /// The agent's CPU request in millicores (`kubedrill_cilium_agent_cpu_request`; the chart's
+    /// none when unset). Labs under TCG set it: the agent compiles its datapath in its own cgroup,
+    /// and Cilium gives each compile a fixed 5 minutes — at the CPU weight of a pod without a
+    /// request, a busy control plane starved it past that and the agent exited, again and again.
+    pub cilium_agent_cpu_millis: Option<u32>,
     /// Leader election of the controller manager and the scheduler, when the inventory sets
     /// Kubespray's `kube_controller_manager_leader_elect_*` / `kube_scheduler_leader_elect_*`
     /// (kubeadm's defaults otherwise). Labs under TCG set longer leases: a slow API server made
@@ -301,6 +306,7 @@ const CLUSTER_VARS: &[&str] = &[
     "kube_image_repo",
     "kubedrill_kubeadm_timeout",
     "kubedrill_cilium_startup_timeout",
+    "kubedrill_cilium_agent_cpu_request",
     "kube_controller_manager_leader_elect_lease_duration",
     "kube_controller_manager_leader_elect_renew_deadline",
     "kube_scheduler_leader_elect_lease_duration",
@@ -331,6 +337,27 @@ fn valid_image_tag(s: &str) -> bool {
         && !s.starts_with(['.', '-'])
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// A Kubernetes CPU quantity (`500m`, `1`, `1.5`) in millicores, between 10m and 4 CPUs.
+pub fn cpu_millis(s: &str) -> Option<u32> {
+    let s = s.trim();
+    let m = if let Some(n) = s.strip_suffix('m') {
+        n.parse::<u32>().ok()?
+    } else {
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let w: u32 = whole.parse().ok()?;
+        let f: u32 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<3}").parse().ok()?
+        };
+        w.checked_mul(1000)?.checked_add(f)?
+    };
+    (10..=4000).contains(&m).then_some(m)
 }
 
 /// A duration (`Ns`, `Nm`, `Nh`) in seconds, between `min` and `max` seconds.
@@ -573,6 +600,18 @@ impl<'a> Builder<'a> {
                 None
             }
         };
+        let cilium_agent_cpu_millis = match self.checked_string(
+            "kubedrill_cilium_agent_cpu_request",
+            |s| cpu_millis(s).is_some(),
+            "a CPU quantity between 10m and 4 (write e.g. 500m or 1)",
+            &mut prov,
+        ) {
+            Ok(t) => t.and_then(|s| cpu_millis(&s)),
+            Err(d) => {
+                fail(d, diags);
+                None
+            }
+        };
         let mut lease = |component| {
             self.lease(component, &mut prov).unwrap_or_else(|d| {
                 fail(d, diags);
@@ -710,6 +749,7 @@ impl<'a> Builder<'a> {
             kubeadm_timeout,
             cilium_images,
             cilium_startup_timeout,
+            cilium_agent_cpu_millis,
             leader_elect,
             kubeadm_patches,
             kube_proxy_remove: kube_proxy_remove.value,
