@@ -793,7 +793,12 @@ fn cilium_image_variables_and_startup_timeout() {
     drop(t);
 
     // The agent's CPU request, as a Kubernetes quantity.
-    for (q, millis) in [("500m", 500), ("1", 1000), ("\"1.5\"", 1500), ("\"0.25\"", 250)] {
+    for (q, millis) in [
+        ("500m", 500),
+        ("1", 1000),
+        ("\"1.5\"", 1500),
+        ("\"0.25\"", 250),
+    ] {
         let (s, _, _) = spec_ok(&format!("kubedrill_cilium_agent_cpu_request: {q}\n"));
         assert_eq!(s.cilium_agent_cpu_millis, Some(millis), "{q}");
     }
