@@ -471,7 +471,9 @@ spec:
     - {name: udp, protocol: UDP, port: 7002, targetPort: 7002, nodePort: 30702}
 YAML
 k apply -f "$WORK/probe-pods.yaml" >/dev/null
-k -n kde2e-probe wait --for=condition=Ready pod/srv pod/cli --timeout=600s >/dev/null || die "probe pods not Ready"
+# A node's first pod endpoint waits for clang to compile bpf_lxc; under TCG on the busy control
+# plane that outlasted the CNI's API timeout again and again (each retry cancels the compile).
+k -n kde2e-probe wait --for=condition=Ready pod/srv pod/cli --timeout=1800s >/dev/null || die "probe pods not Ready"
 SRV_IP=$(k -n kde2e-probe get pod srv -o jsonpath='{.status.podIP}')
 SVC_IP=$(k -n kde2e-probe get svc srv -o jsonpath='{.spec.clusterIP}')
 pod_pid() { # NODE_IP POD: the PID of the pod's sandbox (its network namespace) on that node

@@ -87,7 +87,7 @@ pub struct RunArgs {
 fn kubernetes_bundle(
     drill: &kubedrill::drill::definition::ResolvedDrill,
     cli: Option<&std::path::Path>,
-) -> Result<Option<kubedrill::bundle::Bundle>, String> {
+) -> anyhow::Result<Option<kubedrill::bundle::Bundle>> {
     let Some(up) = drill.kubernetes_upgrade else {
         return Ok(None);
     };
@@ -95,21 +95,22 @@ fn kubernetes_bundle(
         .map(std::path::Path::to_path_buf)
         .or_else(|| drill.definition.kubernetes_bundle.clone())
     else {
-        return Err(format!(
+        anyhow::bail!(
             "the drill upgrades Kubernetes to {}: name its offline bundle with drill.kubernetes.bundle or --kubernetes-bundle (kubedrill bundle build --kubernetes {} --files-repo …)",
-            up.to, up.to
-        ));
+            up.to,
+            up.to
+        );
     };
-    // Its error names the directory.
-    let b = kubedrill::bundle::Bundle::open(&dir).map_err(|e| e.to_string())?;
+    // Its error names the directory and keeps the cause.
+    let b = kubedrill::bundle::Bundle::open(&dir)?;
     match b.kubernetes_binaries() {
         Some((v, _)) if v == up.to.to_string() => Ok(Some(b)),
-        Some((v, _)) => Err(format!(
+        Some((v, _)) => Err(anyhow::anyhow!(
             "{}: the bundle carries Kubernetes {v}, the drill upgrades to {}",
             dir.display(),
             up.to
         )),
-        None => Err(format!(
+        None => Err(anyhow::anyhow!(
             "{}: the bundle carries no Kubernetes release binaries (build it with --kubernetes {} --files-repo …)",
             dir.display(),
             up.to
@@ -208,7 +209,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
     let k8s_bundle = match kubernetes_bundle(&drill, a.kubernetes_bundle.as_deref()) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return Ok(Exit::Invalid.into());
         }
     };
