@@ -259,6 +259,54 @@ fn apply_dry_run_lists_selected_phases_and_touches_nothing() {
     );
 }
 
+/// A seed `apply` generated is kept before it connects anywhere, so a re-run renders the same
+/// Maglev seed: with a new one each run, every re-run upgraded the release and moved every
+/// Maglev flow to other backends (found on the lab, where a re-run must change nothing).
+#[test]
+fn apply_keeps_a_generated_maglev_seed_before_it_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let inv_dir = dir.path().join("inv");
+    std::fs::create_dir_all(&inv_dir).unwrap();
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    std::fs::write(
+        inv_dir.join("hosts.yaml"),
+        "all:\n  children:\n    kube_control_plane:\n      hosts:\n        cp1: {ansible_host: 127.0.0.1, ansible_port: 1}\n",
+    )
+    .unwrap();
+    let seed_file = inv_dir.join("credentials/kubedrill-maglev-hash-seed");
+    let apply = || {
+        kubedrill_env(
+            &[
+                "apply",
+                "-i",
+                inv_dir.to_str().unwrap(),
+                "--connect-timeout",
+                "2",
+            ],
+            state.path(),
+        )
+    };
+    let o = apply();
+    assert!(!o.status.success(), "nothing to connect to");
+    assert!(
+        text(&o.stderr).contains("saved the cluster's Maglev hash seed"),
+        "{}",
+        text(&o.stderr)
+    );
+    let seed = std::fs::read_to_string(&seed_file).unwrap();
+    assert_eq!(
+        std::fs::metadata(&seed_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let o = apply();
+    assert!(!o.status.success());
+    assert!(!text(&o.stderr).contains("saved the cluster's"));
+    assert_eq!(std::fs::read_to_string(&seed_file).unwrap(), seed);
+    let o = kubedrill(&["inventory", "show", "-i", inv_dir.to_str().unwrap()]);
+    assert!(text(&o.stdout).contains("kept in"), "{}", text(&o.stdout));
+}
+
 #[test]
 fn damaged_bundle_is_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();

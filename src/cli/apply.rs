@@ -91,6 +91,14 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
     cluster
         .prepare()
         .with_context(|| format!("apply: state directory {}", cluster.dir.display()))?;
+    // Kept before any node is touched: a new seed on every run made each re-run `helm upgrade`
+    // the release and move every Maglev flow to other backends (seen on the lab).
+    if let Some(p) = super::state::save_generated_seed(&spec, &inv)? {
+        eprintln!(
+            "saved the cluster's Maglev hash seed to {} (0600; every later apply and upgrade uses it)",
+            p.display()
+        );
+    }
     let ssh = match a.ssh.settings(&inv) {
         Ok(s) => s,
         Err(d) => {
