@@ -58,7 +58,9 @@ pub const MARK_DIR: &str = "/var/lib/kubedrill";
 /// config (with the token) is moved to a private name, `$cfg`, removed when the script ends:
 /// the script of an interrupted apply may still be running on the node and removes only its own
 /// copy, never the one just uploaded. A kubeadm still running from it (its SSH connection was
-/// cut) is waited for; if that finished the job (`done_test`), nothing more is done. If kubedrill
+/// cut) is waited for, then private copies that interrupted scripts left (one killed by a signal
+/// never ran its clean-up: seen on the lab) are removed; if that kubeadm finished the job
+/// (`done_test`), nothing more is done. If kubedrill
 /// itself started a kubeadm here that never finished, its half-written files would fail
 /// kubeadm's preflight, so `kubeadm reset -f` clears them first — only then: files kubedrill did
 /// not mark (a cluster made by someone else) are never reset.
@@ -68,6 +70,7 @@ fn resume_prologue(what: &str, done_test: &str, config: &str) -> String {
          trap 'rm -f \"$cfg\"' EXIT\n\
          mkdir -p {MARK_DIR}\n\
          i=0; while pgrep -x kubeadm >/dev/null; do [ $i -eq 0 ] && echo 'waiting for a kubeadm {what} still running from an interrupted apply' >&2; i=$((i+1)); [ $i -lt 900 ] || break; sleep 1; done\n\
+         for f in {config}.??????; do [ \"$f\" = \"$cfg\" ] || rm -f \"$f\"; done\n\
          if {done_test}; then touch {MARK_DIR}/kubeadm-{what}.done; exit 0; fi\n\
          if [ -f {MARK_DIR}/kubeadm-{what}.started ] && [ ! -f {MARK_DIR}/kubeadm-{what}.done ]; then\n\
          echo 'an earlier kubeadm {what} by kubedrill did not finish: kubeadm reset -f before trying again' >&2\n\
@@ -622,6 +625,13 @@ E1206 02:01:02 run.go:72] \"command failed\" err=\"failed to load kubelet config
             .filter(|e| e.file_name().to_string_lossy().starts_with("kubeadm-init"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+        // A private copy an interrupted script left behind is removed by the next one.
+        std::fs::write(&config, "token: secret\n").expect("config");
+        let stale = format!("{config}.AbC123");
+        std::fs::write(&stale, "token: secret\n").expect("stale");
+        let o = run(&s);
+        assert_eq!(o.status.code(), Some(7), "{o:?}");
+        assert!(!std::path::Path::new(&stale).exists(), "stale copy left");
         // No config (another run's clean-up took it): a clear error, nothing else done.
         let o = run(&s);
         assert_eq!(o.status.code(), Some(1), "{o:?}");
