@@ -275,6 +275,7 @@ fn apply_keeps_a_generated_maglev_seed_before_it_connects() {
     )
     .unwrap();
     let seed_file = inv_dir.join("credentials/kubedrill-maglev-hash-seed");
+    let kh = dir.path().join("known_hosts");
     let apply = || {
         kubedrill_env(
             &[
@@ -283,6 +284,10 @@ fn apply_keeps_a_generated_maglev_seed_before_it_connects() {
                 inv_dir.to_str().unwrap(),
                 "--connect-timeout",
                 "2",
+                "--known-hosts",
+                kh.to_str().unwrap(),
+                "--host-key-checking",
+                "accept-new",
             ],
             state.path(),
         )

@@ -91,6 +91,13 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
     cluster
         .prepare()
         .with_context(|| format!("apply: state directory {}", cluster.dir.display()))?;
+    let ssh = match a.ssh.settings(&inv) {
+        Ok(s) => s,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(Exit::Invalid.into());
+        }
+    };
     // Kept before any node is touched: a new seed on every run made each re-run `helm upgrade`
     // the release and move every Maglev flow to other backends (seen on the lab).
     if let Some(p) = super::state::save_generated_seed(&spec, &inv)? {
@@ -99,13 +106,6 @@ pub fn run(a: ApplyArgs, out: Output) -> anyhow::Result<ExitCode> {
             p.display()
         );
     }
-    let ssh = match a.ssh.settings(&inv) {
-        Ok(s) => s,
-        Err(d) => {
-            eprintln!("{d}");
-            return Ok(Exit::Invalid.into());
-        }
-    };
     let opts = ApplyOptions {
         selection,
         concurrency: a.ssh.concurrency(),
