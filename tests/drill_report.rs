@@ -527,6 +527,52 @@ fn cli_compare_writes_index() {
     assert_eq!(o.status.code(), Some(2), "-o is required");
 }
 
+/// The first drill on a real cluster (the seventh lab run's, Cilium 1.19.7 → 1.20.2 on cp1 + w1
+/// under TCG; docs/drills.md): it passed pre-flight and ran its probes, then `helm upgrade` and
+/// the rollback failed on the overloaded API server's "Please retry" errors. Its record loads
+/// as written, and the report shows the failure, every probe and the held connections' survival.
+#[test]
+fn the_first_real_lab_drill_record_loads_and_reports_its_failure() {
+    const REAL: &str = "lab-kde2e-1.19.7-to-1.20.2";
+    let rec = load(REAL);
+    assert_eq!(rec.lab, "kde2e");
+    assert_eq!(
+        (rec.cilium.from.as_str(), rec.cilium.to.as_str()),
+        ("1.19.7", "1.20.2")
+    );
+    assert_eq!(rec.verdict.outcome, Outcome::Fail);
+    assert!(
+        rec.verdict
+            .reasons
+            .iter()
+            .any(|r| r.contains("UPGRADE FAILED") && r.contains("Please retry")),
+        "{:?}",
+        rec.verdict.reasons
+    );
+    let held: Vec<_> = rec
+        .probes
+        .iter()
+        .filter_map(|p| p.connections.as_ref())
+        .collect();
+    assert_eq!(
+        held.len(),
+        3,
+        "pod, ClusterIP and NodePort held connections"
+    );
+    assert!(held.iter().all(|c| c.opened == 1 && c.broken == 0));
+    let t = tmp();
+    let dir = put_run(t.path(), REAL, &fixture_text(REAL));
+    let w = report::write(&dir).unwrap();
+    let html = std::fs::read_to_string(&w.html).unwrap();
+    for p in &rec.phases {
+        assert!(html.contains(&esc(&p.name)), "phase {}", p.name);
+    }
+    for p in &rec.probes {
+        assert!(html.contains(p.kind.as_str()), "probe {}", p.kind);
+    }
+    assert!(html.contains("survived"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Headless Chromium
 // ---------------------------------------------------------------------------------------------
