@@ -234,6 +234,17 @@ pub struct RunInfo {
 /// The sidecar's file name.
 pub const RUN_INFO: &str = "drill.json";
 
+/// How many times a command whose failure says it may be retried is run.
+const RETRIES: u32 = 3;
+
+/// A Helm failure that changed nothing and may be retried: client-go's answer when an overloaded
+/// API server drops the stream Helm reads the release's secrets from ("stream error when reading
+/// response body, may be caused by closed connection. Please retry."). The first real drill's
+/// `helm upgrade` and `helm rollback` both failed on it, the release untouched.
+pub fn helm_retryable(stderr: &str) -> bool {
+    stderr.contains("may be caused by closed connection. Please retry")
+}
+
 /// The cluster spec as it should be at another Cilium version.
 pub fn spec_at(spec: &ClusterSpec, v: Version) -> ClusterSpec {
     let mut s = spec.clone();
@@ -724,6 +735,18 @@ impl Ctx<'_> {
 
     /// Run a command on a host; a non-zero exit is a failure naming the command's label.
     async fn exec(&mut self, host: &str, phase: &str, cmd: &Command) -> Result<String, Stop> {
+        self.exec_retrying(host, phase, cmd, |_| false).await
+    }
+
+    /// [`Self::exec`], trying again (up to [`RETRIES`] times, 10 s apart) while a failure's
+    /// stderr is one `retry` accepts.
+    async fn exec_retrying(
+        &mut self,
+        host: &str,
+        phase: &str,
+        cmd: &Command,
+        retry: impl Fn(&str) -> bool,
+    ) -> Result<String, Stop> {
         let Some(s) = self.session(host) else {
             return Err(self.fail(
                 host,
@@ -732,7 +755,23 @@ impl Ctx<'_> {
                 "no SSH session to this host",
             ));
         };
-        match s.exec(cmd).await {
+        let mut attempt = 1;
+        let out = loop {
+            let out = s.exec(cmd).await;
+            match &out {
+                Ok(o) if !o.success() && attempt < RETRIES && retry(&o.stderr_text()) => {
+                    self.say(&format!(
+                        "  {host}: {}: {} (attempt {attempt} of {RETRIES}); trying again in 10 s",
+                        cmd.label_text(),
+                        o.stderr_tail(1)
+                    ));
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+                _ => break out,
+            }
+        };
+        match out {
             Ok(o) if o.success() => Ok(o.stdout_text()),
             Ok(o) => {
                 let msg = format!(
@@ -750,7 +789,7 @@ impl Ctx<'_> {
     async fn helm(&mut self, phase: &str, cmd: &HelmCommand) -> Result<String, Stop> {
         let cp = self.cp.clone();
         let c = cmd.ssh_command().timeout(self.d.timeouts.helm);
-        self.exec(&cp, phase, &c).await
+        self.exec_retrying(&cp, phase, &c, helm_retryable).await
     }
 
     async fn history(&mut self, phase: &str) -> Result<helm::History, Stop> {
@@ -1126,6 +1165,21 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The very text the lab's overloaded API server made Helm print, against other failures.
+    #[test]
+    fn only_a_dropped_stream_makes_helm_try_again() {
+        assert!(helm_retryable(
+            "Error: UPGRADE FAILED: query: failed to query with labels: stream error when reading response body, may be caused by closed connection. Please retry. Original error: stream error: stream ID 3; INTERNAL_ERROR; received from peer"
+        ));
+        for other in [
+            "Error: UPGRADE FAILED: cannot patch \"cilium\" with kind DaemonSet: field is immutable",
+            "Error: release: not found",
+            "Error: context deadline exceeded",
+        ] {
+            assert!(!helm_retryable(other), "{other}");
+        }
+    }
 
     #[test]
     fn phases_are_the_documented_ones() {
