@@ -236,11 +236,7 @@ mod tests {
     /// lab's request: all of it must fit the 2 CPUs kubeadm requires of a control plane.
     #[test]
     fn the_lab_adjustment_fits_a_two_cpu_control_plane() {
-        let milli = |s: &str| -> u64 {
-            s.strip_suffix('m')
-                .map(|m| m.parse().expect("millicores"))
-                .unwrap_or_else(|| s.parse::<u64>().expect("cores") * 1000)
-        };
+        let milli = |s: &str| -> u64 { crate::spec::cpu_millis(s).expect("a CPU quantity").into() };
         let patched: u64 = tcg_lab_adjustment()
             .iter()
             .map(|p| {
