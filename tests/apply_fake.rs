@@ -175,6 +175,8 @@ async fn a_failed_join_resumes_and_a_finished_apply_changes_nothing() {
         skipped,
         [
             "preflight/kernel",
+            // Without `kubedrill_cilium_agent_cpu_weight` (a lab adjustment).
+            "node/agent-cpu-weight",
             "kubeadm/join-control-plane",
             "cilium/wait",
             "cluster/verify"

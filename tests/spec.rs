@@ -803,6 +803,13 @@ fn cilium_image_variables_and_startup_timeout() {
         assert_eq!(s.cilium_agent_cpu_millis, Some(millis), "{q}");
     }
 
+    // The agent pods' CPU weight (a lab adjustment), an integer cgroup weight.
+    let (s, _, _) = spec_ok("kubedrill_cilium_agent_cpu_weight: 100\n");
+    assert_eq!(s.cilium_agent_cpu_weight, Some(100));
+    let (s, _, _) = spec_ok("kubedrill_cilium_agent_cpu_weight: \"10000\"\n");
+    assert_eq!(s.cilium_agent_cpu_weight, Some(10000));
+    assert_eq!(spec_ok("cluster_name: x\n").0.cilium_agent_cpu_weight, None);
+
     let (s, _, _) = spec_ok(
         "cilium_image_repo: mirror/cilium\ncilium_image_tag: v1.19.7-patched\ncilium_operator_image_repo: mirror/operator-generic\n",
     );
@@ -839,6 +846,18 @@ fn cilium_image_variables_and_startup_timeout() {
         (
             "kubedrill_cilium_agent_cpu_request: \"1.0005\"\n",
             "kubedrill_cilium_agent_cpu_request",
+        ),
+        (
+            "kubedrill_cilium_agent_cpu_weight: 0\n",
+            "kubedrill_cilium_agent_cpu_weight",
+        ),
+        (
+            "kubedrill_cilium_agent_cpu_weight: 10001\n",
+            "kubedrill_cilium_agent_cpu_weight",
+        ),
+        (
+            "kubedrill_cilium_agent_cpu_weight: 1.5\n",
+            "kubedrill_cilium_agent_cpu_weight",
         ),
     ] {
         let (d, t) = spec_err(vars);

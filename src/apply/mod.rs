@@ -361,6 +361,12 @@ pub async fn execute<'a>(
                 from("kubedrill_cilium_agent_cpu_request")
             ));
         }
+        if let Some(w) = spec.cilium_agent_cpu_weight {
+            progress.println(&format!(
+                "note: the nodes keep the Cilium agent pods at CPU weight {w} ({}, node/agent-cpu-weight); production leaves it to the kubelet unless its inventory sets it too",
+                from("kubedrill_cilium_agent_cpu_weight")
+            ));
+        }
         if let Some(secs) = spec.cilium_startup_timeout {
             progress.println(&format!(
                 "note: the Cilium agent's startup probe allows {} min ({}); production uses the chart's default unless its inventory sets it too",

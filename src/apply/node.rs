@@ -1,4 +1,5 @@
-//! The node phases: packages, containerd, kernel modules, sysctls, swap. Each is a
+//! The node phases: packages, containerd, kernel modules, sysctls, swap, and a lab's agent CPU
+//! weight. Each is a
 //! [`HostChange`]: a precondition, a check that says "already done", files, and a script.
 
 use super::HostChange;
@@ -15,6 +16,72 @@ pub const BUNDLE_LIST: &str = "/etc/apt/sources.list.d/kubedrill-bundle.list";
 pub const MODULES_FILE: &str = "/etc/modules-load.d/kubedrill.conf";
 /// Sysctls.
 pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-kubedrill.conf";
+/// The loop that keeps the Cilium agent's pod at a CPU weight (a lab adjustment).
+pub const AGENT_WEIGHT_SCRIPT: &str = "/usr/local/libexec/kubedrill-agent-cpu-weight";
+/// Its systemd service.
+pub const AGENT_WEIGHT_UNIT: &str = "kubedrill-agent-cpu-weight.service";
+
+/// Every 5 s, the pod cgroup of each `cilium-agent` process gets the weight: the clang and llc
+/// the agent runs are in the same pod, and a new agent pod (an upgrade, a restart) is caught
+/// within seconds — long before its first compile could hit Cilium's 5-minute limit.
+const AGENT_WEIGHT_LOOP: &str = r#"#!/bin/sh
+# Written by kubedrill (node/agent-cpu-weight): a lab adjustment, set by
+# kubedrill_cilium_agent_cpu_weight. Keeps each Cilium agent pod at CPU weight $1.
+weight="$1"
+while :; do
+  for pid in $(pgrep -x cilium-agent); do
+    cg=$(sed -n 's/^0:://p' "/proc/$pid/cgroup" 2>/dev/null)
+    case "$cg" in */kubepods*/*) ;; *) continue ;; esac
+    f="/sys/fs/cgroup${cg%/*}/cpu.weight"
+    if [ -w "$f" ] && [ "$(cat "$f" 2>/dev/null)" != "$weight" ]; then
+      echo "$weight" > "$f" && echo "pod ${cg%/*}: cpu.weight $weight"
+    fi
+  done
+  sleep 5
+done
+"#;
+
+/// `node/agent-cpu-weight`: the loop above as a service, with the inventory's weight.
+pub fn agent_cpu_weight(weight: u32) -> HostChange {
+    let unit = format!(
+        "# Written by kubedrill (node/agent-cpu-weight): a lab adjustment.\n\
+         [Unit]\nDescription=kubedrill lab adjustment: Cilium agent pods at CPU weight {weight}\n\
+         After=containerd.service\n\n\
+         [Service]\nExecStart={AGENT_WEIGHT_SCRIPT} {weight}\nRestart=always\nRestartSec=5\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    );
+    HostChange {
+        precondition: Some((
+            "[ -f /sys/fs/cgroup/cgroup.controllers ]".into(),
+            "the node does not use the unified cgroup hierarchy (cgroup v2), whose cpu.weight this sets".into(),
+        )),
+        check: format!(
+            "systemctl is-active --quiet {AGENT_WEIGHT_UNIT} || {{ echo '{AGENT_WEIGHT_UNIT} is not running'; exit 1; }}\n\
+             systemctl is-enabled --quiet {AGENT_WEIGHT_UNIT} || {{ echo '{AGENT_WEIGHT_UNIT} is not enabled'; exit 1; }}\n"
+        ),
+        files: vec![
+            RenderedFile {
+                path: AGENT_WEIGHT_SCRIPT.into(),
+                mode: 0o755,
+                content: AGENT_WEIGHT_LOOP.into(),
+                sensitive: false,
+            },
+            RenderedFile {
+                path: format!("/etc/systemd/system/{AGENT_WEIGHT_UNIT}"),
+                mode: 0o644,
+                content: unit,
+                sensitive: false,
+            },
+        ],
+        uploads: Vec::new(),
+        apply: format!(
+            "set -e\nsystemctl daemon-reload\nsystemctl enable --quiet {AGENT_WEIGHT_UNIT}\nsystemctl restart {AGENT_WEIGHT_UNIT}\n"
+        ),
+        apply_label: format!("systemctl enable, restart {AGENT_WEIGHT_UNIT}"),
+        timeout_secs: 60,
+        error_lines: 0,
+    }
+}
 
 /// The packages a node gets and where they come from.
 #[derive(Debug, Clone)]
@@ -431,6 +498,61 @@ mod tests {
         assert_eq!(glob_quote("1.6.20~ds1-1+deb12u3"), "1.6.20\\~ds1-1+deb12u3");
         let c = installed_check(&[("containerd".into(), "1.6.20~ds1-1".into())]);
         assert!(c.contains("case \"$got\" in 1.6.20\\~ds1-1\\ ii*)"), "{c}");
+    }
+
+    #[test]
+    fn the_agent_weight_loop_sets_the_pod_cgroup_of_each_agent() {
+        let c = agent_cpu_weight(100);
+        let unit = &c.files[1];
+        assert!(unit.path.ends_with(AGENT_WEIGHT_UNIT), "{}", unit.path);
+        assert!(
+            unit.content
+                .contains(&format!("ExecStart={AGENT_WEIGHT_SCRIPT} 100\n")),
+            "{}",
+            unit.content
+        );
+        assert_eq!(
+            (c.files[0].path.as_str(), c.files[0].mode),
+            (AGENT_WEIGHT_SCRIPT, 0o755)
+        );
+        assert!(c.apply.contains("systemctl restart"), "{}", c.apply);
+    }
+
+    /// The loop itself, run by `sh` against a fake `/proc` and `/sys/fs/cgroup`: the path
+    /// arithmetic (container scope -> pod slice) is what matters, and it cannot be seen by
+    /// reading the script.
+    #[test]
+    fn the_agent_weight_loop_writes_the_pod_slice_not_the_container_scope() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let pod = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podX.slice";
+        std::fs::create_dir_all(root.join("cg").join(pod).join("cri-containerd-1.scope"))
+            .expect("cgroup dirs");
+        std::fs::write(root.join("cg").join(pod).join("cpu.weight"), "20\n").expect("weight");
+        std::fs::create_dir_all(root.join("proc/42")).expect("proc");
+        std::fs::write(
+            root.join("proc/42/cgroup"),
+            format!("0::/{pod}/cri-containerd-1.scope\n"),
+        )
+        .expect("cgroup file");
+        // One pass, with pgrep answering 42 and the paths under the temporary root.
+        let script = AGENT_WEIGHT_LOOP
+            .replace("$(pgrep -x cilium-agent)", "42")
+            .replace("\"/proc/", &format!("\"{}/proc/", root.display()))
+            .replace("/sys/fs/cgroup", &format!("{}/cg", root.display()))
+            .replace("  sleep 5\n", "  break\n");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script, "loop", "100"])
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{out:?}");
+        let w =
+            std::fs::read_to_string(root.join("cg").join(pod).join("cpu.weight")).expect("weight");
+        assert_eq!(w.trim(), "100");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("cpu.weight 100"),
+            "{out:?}"
+        );
     }
 
     #[test]

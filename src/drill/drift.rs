@@ -289,6 +289,23 @@ pub struct Drift {
     pub sizing: Vec<(String, Option<String>, Option<String>)>,
 }
 
+/// Keys whose agent flag defaults to empty, so that a chart starting (or stopping) to write them
+/// as `""` changes nothing: the first real drill (1.19.7 -> 1.20.2, whose chart writes
+/// `devices: ""` by default) flagged exactly that as a datapath change. Each is checked in the
+/// agent's flag definition of 1.19 and 1.20.
+const EMPTY_BY_DEFAULT: &[&str] = &[
+    // pkg/datapath/linux/devices_controller.go: StringSlice, default [] (detect the devices).
+    "devices",
+    // daemon/cmd/daemon_main.go: String, default "".
+    "ipv4-native-routing-cidr",
+];
+
+/// The same setting for the agent: equal, or unset against `""` where the flag's default is empty.
+fn same_setting(key: &str, before: Option<&String>, after: Option<&String>) -> bool {
+    let empty = |v: Option<&String>| v.is_none_or(|v| v.is_empty());
+    before == after || (EMPTY_BY_DEFAULT.contains(&key) && empty(before) && empty(after))
+}
+
 /// Compare; `paths` is [`value_paths`] of the target chart (empty: no value pins).
 pub fn diff(before: &AgentConfig, after: &AgentConfig, paths: &BTreeMap<String, String>) -> Drift {
     let mut keys: Vec<&String> = before.0.keys().chain(after.0.keys()).collect();
@@ -298,7 +315,7 @@ pub fn diff(before: &AgentConfig, after: &AgentConfig, paths: &BTreeMap<String, 
         .into_iter()
         .filter_map(|k| {
             let (b, a) = (before.0.get(k), after.0.get(k));
-            if b == a {
+            if same_setting(k, b, a) {
                 return None;
             }
             let pin = match (b, a) {
@@ -590,6 +607,35 @@ mod tests {
                 .any(|l| l.starts_with("packetization-layer-pmtud-mode: (unset) -> \"blackhole\"")),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn an_empty_value_where_the_agent_default_is_empty_is_no_change() {
+        let cm = |data: &str| {
+            AgentConfig::from_manifest(
+                "x",
+                &format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cilium-config\ndata:\n{data}"
+                ),
+            )
+            .expect("configmap")
+        };
+        let before = cm("  routing-mode: native\n  tunnel-protocol: vxlan\n");
+        let after = cm(
+            "  routing-mode: native\n  devices: \"\"\n  ipv4-native-routing-cidr: \"\"\n  tunnel-protocol: \"\"\n",
+        );
+        let d = diff(&before, &after, &BTreeMap::new());
+        let keys: Vec<&str> = d.changes.iter().map(|c| c.key.as_str()).collect();
+        // `tunnel-protocol` defaults to vxlan in the agent: "" is a change there.
+        assert_eq!(keys, ["tunnel-protocol"]);
+        // A real value is a change, in both directions.
+        let set = cm("  routing-mode: native\n  devices: eth0\n  tunnel-protocol: vxlan\n");
+        let keys: Vec<String> = diff(&set, &after, &BTreeMap::new())
+            .changes
+            .into_iter()
+            .map(|c| c.key)
+            .collect();
+        assert_eq!(keys, ["devices", "tunnel-protocol"]);
     }
 
     #[test]

@@ -510,6 +510,12 @@ fn write_inventory(
             crate::spec::patches::TCG_AGENT_CPU_REQUEST
         ));
         y.push_str(concat!(
+            "    # lab adjustment: with that request (weight 20) the control plane's agent still had\n",
+            "    # its compiles killed at the 5-minute limit and restarted; the nodes keep agent pods at\n",
+            "    # the weight of 100 (what the kubelet and containerd have) — node/agent-cpu-weight\n",
+            "    kubedrill_cilium_agent_cpu_weight: 100\n",
+        ));
+        y.push_str(concat!(
             "    # lab adjustment: under TCG a saturated control plane starved etcd (cgroup CPU weight 4\n",
             "    # against the kubelet's 100), its reads timed out and the API server exited; etcd and the\n",
             "    # API server get CPU requests (a larger share), and liveness probes that allow 5 minutes\n",

@@ -205,6 +205,11 @@ pub struct ClusterSpec {
     /// and Cilium gives each compile a fixed 5 minutes — at the CPU weight of a pod without a
     /// request, a busy control plane starved it past that and the agent exited, again and again.
     pub cilium_agent_cpu_millis: Option<u32>,
+    /// The CPU weight (cgroup v2, 1–10000) the node keeps the Cilium agent's pod at
+    /// (`kubedrill_cilium_agent_cpu_weight`; the kubelet's, from the request, when unset). Labs
+    /// under TCG set it: on a 2-CPU control plane no request the node can grant gave the agent
+    /// enough share to finish its datapath compiles within Cilium's fixed 5 minutes.
+    pub cilium_agent_cpu_weight: Option<u32>,
     /// Leader election of the controller manager and the scheduler, when the inventory sets
     /// Kubespray's `kube_controller_manager_leader_elect_*` / `kube_scheduler_leader_elect_*`
     /// (kubeadm's defaults otherwise). Labs under TCG set longer leases: a slow API server made
@@ -307,6 +312,7 @@ const CLUSTER_VARS: &[&str] = &[
     "kubedrill_kubeadm_timeout",
     "kubedrill_cilium_startup_timeout",
     "kubedrill_cilium_agent_cpu_request",
+    "kubedrill_cilium_agent_cpu_weight",
     "kube_controller_manager_leader_elect_lease_duration",
     "kube_controller_manager_leader_elect_renew_deadline",
     "kube_scheduler_leader_elect_lease_duration",
@@ -337,6 +343,11 @@ fn valid_image_tag(s: &str) -> bool {
         && !s.starts_with(['.', '-'])
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// A cgroup v2 `cpu.weight`: an integer 1–10000.
+pub fn cpu_weight(s: &str) -> Option<u32> {
+    s.parse::<u32>().ok().filter(|w| (1..=10_000).contains(w))
 }
 
 /// A Kubernetes CPU quantity (`500m`, `1`, `1.5`) in millicores, between 10m and 4 CPUs.
@@ -612,6 +623,18 @@ impl<'a> Builder<'a> {
                 None
             }
         };
+        let cilium_agent_cpu_weight = match self.checked_string(
+            "kubedrill_cilium_agent_cpu_weight",
+            |s| cpu_weight(s).is_some(),
+            "a cgroup CPU weight between 1 and 10000 (write e.g. 100)",
+            &mut prov,
+        ) {
+            Ok(t) => t.and_then(|s| cpu_weight(&s)),
+            Err(d) => {
+                fail(d, diags);
+                None
+            }
+        };
         let mut lease = |component| {
             self.lease(component, &mut prov).unwrap_or_else(|d| {
                 fail(d, diags);
@@ -750,6 +773,7 @@ impl<'a> Builder<'a> {
             cilium_images,
             cilium_startup_timeout,
             cilium_agent_cpu_millis,
+            cilium_agent_cpu_weight,
             leader_elect,
             kubeadm_patches,
             kube_proxy_remove: kube_proxy_remove.value,

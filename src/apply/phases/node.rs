@@ -1,4 +1,5 @@
-//! The node phases: packages, containerd, kernel modules, sysctls, swap — each a
+//! The node phases: packages, containerd, kernel modules, sysctls, swap, a lab's agent CPU
+//! weight — each a
 //! [`HostChange`](crate::apply::HostChange) made on every host (built in [`crate::apply::node`]).
 
 use crate::apply::{HostChange, Input, Run, node};
@@ -35,7 +36,7 @@ impl<'a> Phase<Run<'a>> for OnEveryHost {
     }
 }
 
-/// `node/packages` … `node/swap`.
+/// `node/packages` … `node/agent-cpu-weight`.
 pub fn phases<'a>() -> Vec<Box<dyn Phase<Run<'a>>>> {
     vec![
         Box::new(OnEveryHost {
@@ -68,5 +69,43 @@ pub fn phases<'a>() -> Vec<Box<dyn Phase<Run<'a>>>> {
             unchanged_when: "no active swap and none in /etc/fstab",
             change: |_| Ok(node::swap()),
         }),
+        Box::new(AgentCpuWeight),
     ]
+}
+
+/// `node/agent-cpu-weight`: only where the inventory sets `kubedrill_cilium_agent_cpu_weight`
+/// (labs under TCG do; production inventories normally do not, and then it is skipped).
+struct AgentCpuWeight;
+
+impl<'a> Phase<Run<'a>> for AgentCpuWeight {
+    fn name(&self) -> &str {
+        "agent-cpu-weight"
+    }
+    fn title(&self) -> String {
+        "Keep the Cilium agent pods at the inventory's CPU weight (a lab adjustment)".into()
+    }
+    fn unchanged_when(&self) -> &str {
+        "the service has this weight and runs"
+    }
+    fn steps(&self, input: &Input<'a>) -> Result<Vec<Step>, PhaseError> {
+        Ok(match input.spec.cilium_agent_cpu_weight {
+            Some(w) => node::agent_cpu_weight(w).steps(hosts(input.inv.hosts.iter())),
+            None => Vec::new(),
+        })
+    }
+    fn skip_reason(&self, run: &Run<'a>) -> Option<String> {
+        run.input
+            .spec
+            .cilium_agent_cpu_weight
+            .is_none()
+            .then(|| "kubedrill_cilium_agent_cpu_weight is not set".to_string())
+    }
+    fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {
+        Box::pin(async move {
+            match run.input.spec.cilium_agent_cpu_weight {
+                Some(w) => run.on_all(name, node::agent_cpu_weight(w)).await,
+                None => Vec::new(),
+            }
+        })
+    }
 }
