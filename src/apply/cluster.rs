@@ -175,10 +175,7 @@ pub fn init_change(input: &Input<'_>, secrets: &Secrets) -> Result<HostChange, P
     let f = quote(&file.path);
     Ok(HostChange {
         precondition: Some(kubeadm_precondition(input)),
-        check: format!(
-            "[ -f {ADMIN_CONF} ] || {{ echo 'no {ADMIN_CONF}'; exit 1; }}\n\
-             kubectl --kubeconfig {ADMIN_CONF} get --raw /readyz >/dev/null 2>&1 || {{ echo 'the API server does not answer'; exit 1; }}\n"
-        ),
+        check: init_done_check(),
         files,
         uploads: Vec::new(),
         // The config (with the token and certificate key) is removed whatever happens.
@@ -186,9 +183,7 @@ pub fn init_change(input: &Input<'_>, secrets: &Secrets) -> Result<HostChange, P
             "{}kubeadm init --config \"$cfg\"{upload}; rc=$?\n{KUBELET_JOURNAL_ON_FAILURE}{}exit $rc\n",
             resume_prologue(
                 "init",
-                &format!(
-                    "[ -f {ADMIN_CONF} ] && kubectl --kubeconfig {ADMIN_CONF} get --raw /readyz >/dev/null 2>&1"
-                ),
+                &format!("[ -f {ADMIN_CONF} ] && {}", init_done_test()),
                 &f
             ),
             mark_done("init"),
@@ -200,6 +195,26 @@ pub fn init_change(input: &Input<'_>, secrets: &Secrets) -> Result<HostChange, P
         timeout_secs: kubeadm_timeout_secs(input),
         error_lines: KUBEADM_ERROR_LINES,
     })
+}
+
+/// Init is done when `admin.conf` exists and either kubedrill's init finished (its mark, removed
+/// by `reset`) or the API server answers `/readyz` (a cluster kubeadm initialised before
+/// kubedrill kept marks). The mark comes first: a busy API server that does not answer in time
+/// is no reason to run `kubeadm init` on a control plane that has one — the eighth lab run did,
+/// and kubeadm's preflight refused (ports in use, manifests present).
+fn init_done_test() -> String {
+    format!(
+        "{{ [ -f {MARK_DIR}/kubeadm-init.done ] || kubectl --kubeconfig {ADMIN_CONF} get --raw /readyz >/dev/null 2>&1; }}"
+    )
+}
+
+/// The "already done" check of `kubeadm/init` ([`init_done_test`], saying why not).
+fn init_done_check() -> String {
+    format!(
+        "[ -f {ADMIN_CONF} ] || {{ echo 'no {ADMIN_CONF}'; exit 1; }}\n\
+         {} || {{ echo 'no finished kubeadm init by kubedrill, and the API server does not answer'; exit 1; }}\n",
+        init_done_test()
+    )
 }
 
 /// `kubeadm join` of one node, from its rendered config (with `secrets`).
@@ -645,6 +660,42 @@ E1206 02:01:02 run.go:72] \"command failed\" err=\"failed to load kubelet config
                 && String::from_utf8_lossy(&o.stderr).contains("RESET"),
             "{o:?}"
         );
+    }
+
+    /// The check run by `sh` in a scratch root, with a `kubectl` that never answers: the mark
+    /// of a finished init (with `admin.conf`) is enough, and nothing else is.
+    #[test]
+    fn init_is_done_by_its_mark_even_when_the_api_server_is_slow() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().display().to_string();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        let kubectl = bin.join("kubectl");
+        std::fs::write(&kubectl, "#!/bin/sh\nexit 1\n").expect("kubectl");
+        let mut perm = std::fs::metadata(&kubectl).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&kubectl, perm).expect("chmod");
+        let check = init_done_check()
+            .replace(MARK_DIR, &format!("{root}/marks"))
+            .replace(ADMIN_CONF, &format!("{root}/admin.conf"));
+        let run = || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&check)
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .output()
+                .expect("sh")
+        };
+        let o = run();
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("no "), "{o:?}");
+        std::fs::write(dir.path().join("admin.conf"), "x").expect("admin.conf");
+        let o = run();
+        assert_eq!(o.status.code(), Some(1), "no mark, no answer: {o:?}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("does not answer"));
+        std::fs::create_dir_all(dir.path().join("marks")).expect("marks");
+        std::fs::write(dir.path().join("marks/kubeadm-init.done"), "").expect("mark");
+        assert_eq!(run().status.code(), Some(0), "the mark is enough");
     }
 
     #[test]
