@@ -506,16 +506,28 @@ wait "$ppid" || die "the in-cluster probe run failed"
 python3 - "$WORK/logs/probe-pod.jsonl" "$WORK/logs/probe-ext.jsonl" <<'PY' | tee "$WORK/logs/probes.txt" || die "traffic through Cilium lost probes"
 import json, sys
 bad = []
+# Loss windows per probe: a datapath that does not translate or route loses everything, or
+# for seconds on end; the 2-vCPU control plane under TCG (load 15+) stalls the prober or the
+# server for a few hundred milliseconds now and then (the eighth run: 8 of 357 TCP probes in
+# windows of 48-153 ms, summing to 0.4-0.6 s, ICMP and UDP unaffected). So: nothing lost in a
+# window of 1 s or more, under 1 s lost in all, and 90 % answered.
+windows = {}
+for f in sys.argv[1:]:
+    for line in open(f):
+        e = json.loads(line)
+        if e.get("event") == "loss":
+            windows.setdefault(e["probe"], []).append(e["duration_ms"])
 for f in sys.argv[1:]:
     for line in open(f):
         e = json.loads(line)
         if e.get("event") != "summary":
             continue
         r = e["rtt_ms"] or {}
+        w = windows.get(e["probe"], [])
         print(f'{e["probe"]:18} {e["target"]:22} sent {e["sent"]:4} ok {e["ok"]:4} lost {e["lost"]:3} '
-              f'rtt p50 {r.get("p50", 0):.2f} ms p99 {r.get("p99", 0):.2f} ms')
-        # A first probe may race the very first flow's set-up; anything beyond that is a failure.
-        if e["sent"] == 0 or e["lost"] > 1:
+              f'rtt p50 {r.get("p50", 0):.2f} ms p99 {r.get("p99", 0):.2f} ms'
+              + (f' loss windows {len(w)}, longest {max(w)} ms, {sum(w)} ms in all' if w else ''))
+        if e["sent"] == 0 or e["ok"] < 0.9 * e["sent"] or (w and (max(w) >= 1000 or sum(w) >= 1000)):
             bad.append(e["probe"])
 seen = sum(1 for f in sys.argv[1:] for l in open(f) if '"summary"' in l)
 assert seen == 7, f"{seen} probe summaries, want 7"
