@@ -608,6 +608,32 @@ fn lab_destination(v: &state::VmHost, key: &Path) -> Destination {
     }
 }
 
+/// The lab's first-boot setup is done (cloud-init's last stage writes it).
+const LAB_MARKER_PROBE: &str = "test -f /etc/kubedrill-lab";
+
+/// After a revert: the marker, the guest's clock set to the host's `now`, and every TCP
+/// connection to another lab VM (`others`) reset. The VMs are saved one after the other, so
+/// their TCP states disagree after a revert: the worker's kubelet kept writing into a
+/// connection the control plane no longer had (10 KB stuck in its send queue), the node went
+/// `NotReady` and the first drill after a reset failed its 2-minute wait; with its socket reset
+/// (`ss -K`) it reconnected and was Ready within 20 s. Connections inside one VM are consistent
+/// and stay.
+fn after_revert_probe(now: std::time::SystemTime, others: &[&str]) -> String {
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut p = format!(
+        "{LAB_MARKER_PROBE} && date -u -s @{}.{:03} >/dev/null && {{ ",
+        now.as_secs(),
+        now.subsec_millis()
+    );
+    for a in others {
+        p.push_str(&format!("ss -K dst {}; ", crate::ssh::shell::quote(a)));
+    }
+    p.push_str("true; } >/dev/null 2>&1");
+    p
+}
+
 /// How to wait for SSH.
 struct SshWaitOptions {
     timeout: Duration,
@@ -634,6 +660,7 @@ async fn wait_for_ssh(
     progress: &Progress,
 ) -> Vec<(String, Result<SshWait, String>)> {
     let (timeout, poll, set_clock) = (wait.timeout, wait.poll, wait.set_clock);
+    let peers: Arc<Vec<String>> = Arc::new(hosts.iter().map(|v| v.address.clone()).collect());
     let policy = match HostKeyPolicy::load(known_hosts, HostKeyMode::Strict) {
         Ok(p) => Arc::new(p),
         Err(e) => {
@@ -661,6 +688,7 @@ async fn wait_for_ssh(
         |_: &SshWait| "SSH ready".to_string(),
         |dest, _p| {
             let c = connector.clone();
+            let peers = peers.clone();
             async move {
                 let mut last = String::from("no attempt");
                 let mut first_answer = None;
@@ -668,17 +696,16 @@ async fn wait_for_ssh(
                     match c.connect(dest.clone()).await {
                         Ok(s) => {
                             let first = *first_answer.get_or_insert_with(Instant::now);
-                            let mut probe = String::from("test -f /etc/kubedrill-lab");
-                            if set_clock {
-                                let now = std::time::SystemTime::now()
-                                    .duration_since(std::time::UNIX_EPOCH)
-                                    .unwrap_or_default();
-                                probe.push_str(&format!(
-                                    " && date -u -s @{}.{:03} >/dev/null",
-                                    now.as_secs(),
-                                    now.subsec_millis()
-                                ));
-                            }
+                            let probe = if set_clock {
+                                let others: Vec<&str> = peers
+                                    .iter()
+                                    .map(String::as_str)
+                                    .filter(|a| *a != dest.address)
+                                    .collect();
+                                after_revert_probe(std::time::SystemTime::now(), &others)
+                            } else {
+                                LAB_MARKER_PROBE.to_string()
+                            };
                             let ok = s
                                 .exec(&Command::new(probe).idempotent())
                                 .await
@@ -881,7 +908,53 @@ fn open_state(lab_name: &str) -> Result<(Hypervisor, LabState), LifecycleError> 
 
 #[cfg(test)]
 mod tests {
-    use super::is_remote;
+    use super::{LAB_MARKER_PROBE, after_revert_probe, is_remote};
+
+    /// The probe run by `sh` with stand-ins for `date` and `ss` that log their arguments, and
+    /// the marker in a scratch directory: the clock is set, each other VM's connections are
+    /// reset, and a missing marker fails the probe before anything is touched.
+    #[test]
+    fn after_a_revert_the_clock_is_set_and_connections_to_the_other_vms_reset() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        let log = dir.path().join("log");
+        for tool in ["date", "ss"] {
+            let f = bin.join(tool);
+            std::fs::write(
+                &f,
+                format!("#!/bin/sh\necho \"{tool} $*\" >> {}\n", log.display()),
+            )
+            .expect("tool");
+            let mut perm = std::fs::metadata(&f).expect("meta").permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+            std::fs::set_permissions(&f, perm).expect("chmod");
+        }
+        let marker = dir.path().join("kubedrill-lab");
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_611_501_429);
+        let probe = after_revert_probe(at, &["10.234.0.12", "10.234.0.13"])
+            .replace("/etc/kubedrill-lab", &marker.display().to_string());
+        assert!(probe.starts_with(
+            &LAB_MARKER_PROBE.replace("/etc/kubedrill-lab", &marker.display().to_string())
+        ));
+        let run = || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&probe)
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .status()
+                .expect("sh")
+        };
+        assert!(!run().success(), "no marker: not ready");
+        assert!(!log.exists(), "nothing touched before the marker");
+        std::fs::write(&marker, "").expect("marker");
+        assert!(run().success());
+        let logged = std::fs::read_to_string(&log).expect("log");
+        assert_eq!(
+            logged,
+            "date -u -s @1796611501.429\nss -K dst 10.234.0.12\nss -K dst 10.234.0.13\n"
+        );
+    }
 
     #[test]
     fn remote_uris() {
