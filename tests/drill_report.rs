@@ -573,6 +573,53 @@ fn the_first_real_lab_drill_record_loads_and_reports_its_failure() {
     assert!(html.contains("survived"));
 }
 
+/// The second real run (the eighth lab run's cluster, 2026-12-07): connect after the reset in
+/// a minute, the pre-flight Ready after 49 minutes, the drift without the `devices` false alarm,
+/// `helm upgrade` stuck on the overloaded API server and the run stopped with SIGINT — the
+/// report written all the same, the held connections intact.
+#[test]
+fn the_second_real_lab_drill_record_loads_and_reports_its_interruption() {
+    const REAL: &str = "lab-kde2e-1.19.7-to-1.20.2-run2";
+    let rec = load(REAL);
+    assert_eq!(rec.lab, "kde2e");
+    assert_eq!(rec.verdict.outcome, Outcome::Fail);
+    assert!(
+        rec.verdict
+            .reasons
+            .iter()
+            .any(|r| r.contains("SIGINT") && r.contains("interrupted during upgrade/1.20.2")),
+        "{:?}",
+        rec.verdict.reasons
+    );
+    let outcome = |name: &str| {
+        rec.phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| format!("{:?}", p.outcome))
+    };
+    assert_eq!(outcome("preflight").as_deref(), Some("Ok"));
+    assert_eq!(outcome("upgrade/1.20.2").as_deref(), Some("Failed"));
+    // The chart's `devices: ""` is no longer a datapath change.
+    let drift = &rec.config_drift[0];
+    assert!(
+        drift.changes.iter().all(|c| c.key != "devices"),
+        "{drift:?}"
+    );
+    assert!(drift.changes.iter().all(|c| c.datapath.is_none()));
+    let held: Vec<_> = rec
+        .probes
+        .iter()
+        .filter_map(|p| p.connections.as_ref())
+        .collect();
+    assert_eq!(held.len(), 3);
+    assert!(held.iter().all(|c| c.opened == 1 && c.broken == 0));
+    let t = tmp();
+    let dir = put_run(t.path(), REAL, &fixture_text(REAL));
+    let w = report::write(&dir).unwrap();
+    let html = std::fs::read_to_string(&w.html).unwrap();
+    assert!(html.contains("SIGINT"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Headless Chromium
 // ---------------------------------------------------------------------------------------------
