@@ -669,12 +669,8 @@ E1206 02:01:02 run.go:72] \"command failed\" err=\"failed to load kubelet config
         let dir = tempfile::tempdir().expect("tmp");
         let root = dir.path().display().to_string();
         let bin = dir.path().join("bin");
-        std::fs::create_dir_all(&bin).expect("bin");
-        let kubectl = bin.join("kubectl");
-        std::fs::write(&kubectl, "#!/bin/sh\nexit 1\n").expect("kubectl");
-        let mut perm = std::fs::metadata(&kubectl).expect("meta").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-        std::fs::set_permissions(&kubectl, perm).expect("chmod");
+        crate::files::write_atomic(&bin.join("kubectl"), b"#!/bin/sh\nexit 1\n", 0o755)
+            .expect("kubectl");
         let check = init_done_check()
             .replace(MARK_DIR, &format!("{root}/marks"))
             .replace(ADMIN_CONF, &format!("{root}/admin.conf"));

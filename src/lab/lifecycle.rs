@@ -639,7 +639,8 @@ struct SshWaitOptions {
     timeout: Duration,
     /// Pause between attempts.
     poll: Duration,
-    /// Once ready, set the guest's clock to the host's (after a snapshot revert).
+    /// Once ready, set the guest's clock to the host's and reset its connections to the other
+    /// VMs ([`after_revert_probe`]; after a snapshot revert).
     set_clock: bool,
 }
 
@@ -917,18 +918,10 @@ mod tests {
     fn after_a_revert_the_clock_is_set_and_connections_to_the_other_vms_reset() {
         let dir = tempfile::tempdir().expect("tmp");
         let bin = dir.path().join("bin");
-        std::fs::create_dir_all(&bin).expect("bin");
         let log = dir.path().join("log");
         for tool in ["date", "ss"] {
-            let f = bin.join(tool);
-            std::fs::write(
-                &f,
-                format!("#!/bin/sh\necho \"{tool} $*\" >> {}\n", log.display()),
-            )
-            .expect("tool");
-            let mut perm = std::fs::metadata(&f).expect("meta").permissions();
-            std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-            std::fs::set_permissions(&f, perm).expect("chmod");
+            let script = format!("#!/bin/sh\necho \"{tool} $*\" >> {}\n", log.display());
+            crate::files::write_atomic(&bin.join(tool), script.as_bytes(), 0o755).expect("tool");
         }
         let marker = dir.path().join("kubedrill-lab");
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_611_501_429);

@@ -77,6 +77,16 @@ pub fn phases<'a>() -> Vec<Box<dyn Phase<Run<'a>>>> {
 /// (labs under TCG do; production inventories normally do not, and then it is skipped).
 struct AgentCpuWeight;
 
+impl AgentCpuWeight {
+    /// The change, when the inventory asks for it.
+    fn change(input: &Input<'_>) -> Option<HostChange> {
+        input
+            .spec
+            .cilium_agent_cpu_weight
+            .map(node::agent_cpu_weight)
+    }
+}
+
 impl<'a> Phase<Run<'a>> for AgentCpuWeight {
     fn name(&self) -> &str {
         "agent-cpu-weight"
@@ -88,22 +98,20 @@ impl<'a> Phase<Run<'a>> for AgentCpuWeight {
         "the service has this weight and runs"
     }
     fn steps(&self, input: &Input<'a>) -> Result<Vec<Step>, PhaseError> {
-        Ok(match input.spec.cilium_agent_cpu_weight {
-            Some(w) => node::agent_cpu_weight(w).steps(hosts(input.inv.hosts.iter())),
-            None => Vec::new(),
-        })
+        Ok(Self::change(input)
+            .map(|c| c.steps(hosts(input.inv.hosts.iter())))
+            .unwrap_or_default())
     }
     fn skip_reason(&self, run: &Run<'a>) -> Option<String> {
-        run.input
-            .spec
-            .cilium_agent_cpu_weight
+        Self::change(&run.input)
             .is_none()
             .then(|| "kubedrill_cilium_agent_cpu_weight is not set".to_string())
     }
     fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {
         Box::pin(async move {
-            match run.input.spec.cilium_agent_cpu_weight {
-                Some(w) => run.on_all(name, node::agent_cpu_weight(w)).await,
+            // Never reached without the variable: the runner skips the phase first.
+            match Self::change(&run.input) {
+                Some(c) => run.on_all(name, c).await,
                 None => Vec::new(),
             }
         })
