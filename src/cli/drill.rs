@@ -307,6 +307,7 @@ fn run_drill(a: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         helm: Helm::default(),
         production,
         kubernetes_bundle: k8s_bundle,
+        probe_agent: None,
     };
     let progress = if out == Output::Json {
         Progress::quiet()

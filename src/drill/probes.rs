@@ -3,7 +3,8 @@
 //! the host namespace or inside pods' network namespaces (found through the container runtime, so
 //! pods that run only the `pause` image can be probed) — and reads its JSON events.
 
-use crate::ssh::{Command, OutputLimit, Session, SshError, shell::quote};
+use crate::host::Host;
+use crate::ssh::{Command, OutputLimit, SshError, shell::quote};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,12 +52,12 @@ pub enum ProbeError {
 }
 
 /// An agent command's output, or the error naming host, what ran, its status and stderr.
-fn agent_ok(s: &Session, what: &'static str, o: &crate::ssh::Output) -> Result<(), ProbeError> {
+fn agent_ok(s: &dyn Host, what: &'static str, o: &crate::ssh::Output) -> Result<(), ProbeError> {
     if o.success() {
         return Ok(());
     }
     Err(ProbeError::Agent {
-        host: s.destination().name.clone(),
+        host: s.name().to_owned(),
         what,
         status: o.status,
         stderr: o.stderr_tail(5),
@@ -89,7 +90,7 @@ pub fn agent_binary() -> Result<PathBuf, ProbeError> {
 }
 
 /// Upload the agent (skipped when the node has this exact file).
-pub async fn install(s: &Session, agent: &[u8]) -> Result<(), ProbeError> {
+pub async fn install(s: &dyn Host, agent: &[u8]) -> Result<(), ProbeError> {
     use sha2::{Digest, Sha256};
     let want: String = Sha256::digest(agent)
         .iter()
@@ -278,7 +279,7 @@ pub fn parse_events(text: &str) -> ProbeRun {
 
 /// Run echo responders for `duration` (returns when they stop).
 pub async fn serve(
-    s: &Session,
+    s: &dyn Host,
     netns: Option<&str>,
     tcp: &str,
     udp: &str,
@@ -307,7 +308,7 @@ pub async fn serve(
 
 /// Run probes for `duration` and collect their loss windows and summaries.
 pub async fn run(
-    s: &Session,
+    s: &dyn Host,
     probes: &[ProbeSpec],
     duration: Duration,
 ) -> Result<ProbeRun, ProbeError> {
@@ -450,7 +451,7 @@ impl Detached<'_> {
 /// itself, so it never outlives a lost kubedrill by more), with a `stats` event every second so
 /// that [`peek`] sees windows that are still open. Returns every event at the end.
 pub async fn run_detached(
-    s: &Session,
+    s: &dyn Host,
     probes: &[ProbeSpec],
     max: Duration,
     tag: &str,
@@ -474,7 +475,7 @@ pub async fn run_detached(
 
 /// Echo responders until [`stop`] is called for `tag` (or `max` passes).
 pub async fn serve_detached(
-    s: &Session,
+    s: &dyn Host,
     netns: Option<&str>,
     tcp: &str,
     udp: &str,
@@ -496,7 +497,7 @@ pub async fn serve_detached(
 
 /// The events a detached agent wrote so far (closed windows, and open ones from its last
 /// `stats`).
-pub async fn peek(s: &Session, tag: &str) -> Result<ProbeRun, ProbeError> {
+pub async fn peek(s: &dyn Host, tag: &str) -> Result<ProbeRun, ProbeError> {
     check_tag(tag)?;
     let o = s
         .exec(
@@ -513,7 +514,7 @@ pub async fn peek(s: &Session, tag: &str) -> Result<ProbeRun, ProbeError> {
 /// Stop a detached agent: SIGTERM to the PID in its pid file, only if that process is the
 /// agent (a reused PID is left alone). The agent then flushes open windows and summaries, and
 /// its `run_detached`/`serve_detached` call returns. Nothing running: nothing done.
-pub async fn stop(s: &Session, tag: &str) -> Result<(), ProbeError> {
+pub async fn stop(s: &dyn Host, tag: &str) -> Result<(), ProbeError> {
     check_tag(tag)?;
     let o = s
         .exec(
@@ -525,7 +526,7 @@ pub async fn stop(s: &Session, tag: &str) -> Result<(), ProbeError> {
         .await?;
     if !o.success() {
         return Err(ProbeError::Agent {
-            host: s.destination().name.clone(),
+            host: s.name().to_owned(),
             what: "stop",
             status: o.status,
             stderr: o.stderr_tail(3),
@@ -536,8 +537,8 @@ pub async fn stop(s: &Session, tag: &str) -> Result<(), ProbeError> {
 
 /// The network namespace of a pod on this node, from the container runtime: the pod sandbox's
 /// (pause container's) PID via `crictl inspectp`, as `/proc/PID/ns/net`.
-pub async fn pod_netns(s: &Session, namespace: &str, pod: &str) -> Result<String, ProbeError> {
-    let host = s.destination().name.clone();
+pub async fn pod_netns(s: &dyn Host, namespace: &str, pod: &str) -> Result<String, ProbeError> {
+    let host = s.name().to_owned();
     let err = |message: String| ProbeError::Pod {
         host: host.clone(),
         pod: format!("{namespace}/{pod}"),

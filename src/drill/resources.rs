@@ -8,9 +8,10 @@
 //! process (the agent restarted: another PID, or the same PID with another start time) starts
 //! over: its first sample is its average since it started.
 
+use crate::host::Host;
 use crate::report::record::ResourceSample;
 use crate::report::time::Timestamp;
-use crate::ssh::{Command, Session, SshError};
+use crate::ssh::{Command, SshError};
 use std::time::Duration;
 
 /// The agent's process name.
@@ -270,7 +271,7 @@ pub enum SampleError {
 }
 
 /// Read the agent's `/proc` files on one node.
-pub async fn sample(s: &Session, timeout: Duration) -> Result<Reading, SampleError> {
+pub async fn sample(s: &dyn Host, timeout: Duration) -> Result<Reading, SampleError> {
     let label = "read cilium-agent /proc stat+status";
     let o = s
         .exec(
@@ -281,7 +282,7 @@ pub async fn sample(s: &Session, timeout: Duration) -> Result<Reading, SampleErr
                 .idempotent(),
         )
         .await?;
-    let host = s.destination().name.clone();
+    let host = s.name().to_owned();
     if !o.success() {
         return Err(SampleError::Failed {
             host,

@@ -468,6 +468,11 @@ impl Command {
         &self.script
     }
 
+    /// What is fed to stdin, if anything (scripted hosts read a probe spec from it).
+    pub fn stdin_data(&self) -> Option<&[u8]> {
+        self.stdin.as_deref().map(Vec::as_slice)
+    }
+
     /// The text used in messages: the label, or the script's first line, shortened.
     pub fn label_text(&self) -> String {
         self.describe()

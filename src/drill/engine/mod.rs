@@ -33,6 +33,7 @@ use crate::cilium::helm::{
 };
 use crate::cilium::preflight;
 use crate::fleet::Progress;
+use crate::host::SharedHost;
 use crate::inventory::{Inventory, NodeRole as InvRole};
 use crate::k8s::agents;
 use crate::k8s::client::client_via_ssh;
@@ -135,6 +136,8 @@ pub struct DrillInput {
     /// The Kubernetes target's offline bundle (`drill.kubernetes.bundle`,
     /// `--kubernetes-bundle`): its release binaries and images are staged on every node.
     pub kubernetes_bundle: Option<crate::bundle::Bundle>,
+    /// The probe agent copied to the nodes (`None`: [`probes::agent_binary`] finds it).
+    pub probe_agent: Option<PathBuf>,
 }
 
 /// A drill run on production (`drill run --production`): what was rehearsed on the lab, with
@@ -449,6 +452,11 @@ struct Ctx<'a> {
     b: RecordBuilder,
     failures: Vec<DrillFailure>,
     notes: Vec<String>,
+    /// How the nodes and the API are reached (taken by `connect`).
+    reach: Option<Reach>,
+    /// One connected host per node.
+    hosts: BTreeMap<String, SharedHost>,
+    /// The SSH sessions behind them (node locks; the API through the first control plane).
     sessions: BTreeMap<String, Arc<Session>>,
     cp: String,
     forward: Option<Forward>,
@@ -487,6 +495,31 @@ pub async fn run(d: &DrillInput, progress: &Progress) -> Result<DrillReport, Dri
 /// deleted, the record written — so an interrupted drill leaves a record and no probes behind.
 pub async fn run_until(
     d: &DrillInput,
+    progress: &Progress,
+    stop: impl std::future::Future<Output = String>,
+) -> Result<DrillReport, DrillError> {
+    run_reaching(d, Reach::Ssh, progress, stop).await
+}
+
+/// How a drill reaches the nodes and the Kubernetes API.
+pub enum Reach {
+    /// SSH to every inventory host with the input's host keys, a lock on each node, the API
+    /// through a port forward to the first control plane.
+    Ssh,
+    /// These nodes and this API client, already connected (tests: [`crate::host::fake::FakeHost`]
+    /// and a fake API server): no SSH, no node locks, no kubeconfig.
+    Given {
+        /// One per inventory host, by name.
+        hosts: BTreeMap<String, SharedHost>,
+        /// The cluster's API.
+        client: kube::Client,
+    },
+}
+
+/// [`run_until`], reaching the nodes and the API as `reach` says.
+pub async fn run_reaching(
+    d: &DrillInput,
+    reach: Reach,
     progress: &Progress,
     stop: impl std::future::Future<Output = String>,
 ) -> Result<DrillReport, DrillError> {
@@ -536,6 +569,8 @@ pub async fn run_until(
         b,
         failures: Vec::new(),
         notes: d.drill.warnings.clone(),
+        reach: Some(reach),
+        hosts: BTreeMap::new(),
         sessions: BTreeMap::new(),
         cp: d.inventory.first_control_plane().name.clone(),
         forward: None,
@@ -725,8 +760,8 @@ impl Ctx<'_> {
         format!("api via {}", self.cp)
     }
 
-    fn session(&self, host: &str) -> Option<Arc<Session>> {
-        self.sessions.get(host).cloned()
+    fn session(&self, host: &str) -> Option<SharedHost> {
+        self.hosts.get(host).cloned()
     }
 
     fn client(&self) -> Option<kube::Client> {
@@ -821,7 +856,7 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         for bg in &self.probers {
             if let Some(s) = self.session(&bg.host)
-                && let Ok(run) = probes::peek(&s, &bg.tag).await
+                && let Ok(run) = probes::peek(s.as_ref(), &bg.tag).await
             {
                 out.extend(record::windows_so_far(&run, &self.b.pairs));
             }
@@ -996,7 +1031,7 @@ impl Ctx<'_> {
         let probers = std::mem::take(&mut self.probers);
         for bg in probers {
             if let Some(s) = self.session(&bg.host)
-                && let Err(e) = probes::stop(&s, &bg.tag).await
+                && let Err(e) = probes::stop(s.as_ref(), &bg.tag).await
             {
                 self.notes
                     .push(format!("{}: stopping the probers: {e}", bg.host));
@@ -1027,7 +1062,7 @@ impl Ctx<'_> {
         let servers = std::mem::take(&mut self.servers);
         for bg in servers {
             if let Some(s) = self.session(&bg.host) {
-                let _ = probes::stop(&s, &bg.tag).await;
+                let _ = probes::stop(s.as_ref(), &bg.tag).await;
             }
             match tokio::time::timeout(stop_limit, bg.handle).await {
                 Ok(Ok(Ok(()))) => {}
@@ -1091,7 +1126,7 @@ impl Ctx<'_> {
         }
         self.forward = None;
         crate::ssh::node_lock::release_all(std::mem::take(&mut self.node_locks)).await;
-        for s in self.sessions.values() {
+        for s in self.hosts.values() {
             s.close().await;
         }
 

@@ -6,6 +6,18 @@ use super::super::*;
 impl Ctx<'_> {
     pub(in crate::drill::engine) async fn connect(&mut self) -> PhaseResult {
         let phase = "connect";
+        match self.reach.take() {
+            Some(Reach::Given { hosts, client }) => {
+                self.hosts = hosts;
+                self.gather_facts().await;
+                self.nodes_ready(phase, client).await
+            }
+            Some(Reach::Ssh) => self.connect_ssh(phase).await,
+            None => Err(self.fail("(local)", phase, "connect", "connected already")),
+        }
+    }
+
+    async fn connect_ssh(&mut self, phase: &str) -> PhaseResult {
         let ssh = crate::connect::SshSettings {
             host_keys: self.d.host_keys.clone(),
             connect_timeout: self.d.connect_timeout,
@@ -29,6 +41,7 @@ impl Ctx<'_> {
         for r in results {
             match r.result {
                 Ok(s) => {
+                    self.hosts.insert(r.host.clone(), s.clone());
                     self.sessions.insert(r.host, s);
                 }
                 Err(e) => {
@@ -49,18 +62,7 @@ impl Ctx<'_> {
             }
             return Err(Stop);
         }
-        // Facts, for the datapath the kernels allow (as `apply` judges it).
-        let from_spec = spec_at(&self.d.spec, self.d.drill.from);
-        for (host, s) in self.sessions.clone() {
-            match check::gather(s.as_ref()).await {
-                Ok(f) => self
-                    .node_reports
-                    .push(kernel::evaluate(&from_spec, &host, &f)),
-                Err(e) => self.notes.push(format!(
-                    "{host}: facts not gathered ({e}); the expected datapath is the inventory's intent"
-                )),
-            }
-        }
+        self.gather_facts().await;
         // The kubeconfig, fetched once from the first control plane if it is not here yet.
         let kc = self.d.kubeconfig.clone();
         if !kc.is_file() {
@@ -74,7 +76,7 @@ impl Ctx<'_> {
                 return Err(self.fail("(local)", phase, &format!("write {}", kc.display()), e));
             }
         }
-        let Some(cp_s) = self.session(&self.cp) else {
+        let Some(cp_s) = self.sessions.get(&self.cp).cloned() else {
             let cp = self.cp.clone();
             return Err(self.fail(&cp, phase, "ssh connect", "no session"));
         };
@@ -89,6 +91,26 @@ impl Ctx<'_> {
             fwd.local.port()
         ));
         self.forward = Some(fwd);
+        self.nodes_ready(phase, client).await
+    }
+
+    /// Facts, for the datapath the kernels allow (as `apply` judges it).
+    async fn gather_facts(&mut self) {
+        let from_spec = spec_at(&self.d.spec, self.d.drill.from);
+        for (host, s) in self.hosts.clone() {
+            match check::gather(s.as_ref()).await {
+                Ok(f) => self
+                    .node_reports
+                    .push(kernel::evaluate(&from_spec, &host, &f)),
+                Err(e) => self.notes.push(format!(
+                    "{host}: facts not gathered ({e}); the expected datapath is the inventory's intent"
+                )),
+            }
+        }
+    }
+
+    /// Every inventory node Ready through `client`, which the drill then uses.
+    async fn nodes_ready(&mut self, phase: &str, client: kube::Client) -> PhaseResult {
         let n = self.d.inventory.hosts.len();
         if let Err(e) = wait::nodes_ready(&client, n, self.d.timeouts.api, |_| {}).await {
             let h = self.api_host();

@@ -65,7 +65,7 @@ impl Ctx<'_> {
                     "no SSH session for this node (Kubernetes node names must be the inventory's host names)",
                 ));
             };
-            let netns = match probes::pod_netns(&s, layout::NAMESPACE, pod).await {
+            let netns = match probes::pod_netns(s.as_ref(), layout::NAMESPACE, pod).await {
                 Ok(n) => n,
                 Err(e) => return Err(self.fail(node, phase, "crictl pods/inspectp", e)),
             };
@@ -105,7 +105,11 @@ impl Ctx<'_> {
         self.b.pairs = planned.iter().map(|p| p.pair.clone()).collect();
 
         // The agent on every node that runs a part.
-        let agent_path = match probes::agent_binary() {
+        let found = match &d.probe_agent {
+            Some(p) => Ok(p.clone()),
+            None => probes::agent_binary(),
+        };
+        let agent_path = match found {
             Ok(p) => p,
             Err(e) => return Err(self.fail("(local)", phase, "find kubedrill-probe", e)),
         };
@@ -126,7 +130,7 @@ impl Ctx<'_> {
             let Some(s) = self.session(h) else {
                 return Err(self.fail(h, phase, "install kubedrill-probe", "no SSH session"));
             };
-            if let Err(e) = probes::install(&s, &agent).await {
+            if let Err(e) = probes::install(s.as_ref(), &agent).await {
                 return Err(self.fail(h, phase, "install kubedrill-probe", e));
             }
         }
@@ -152,7 +156,7 @@ impl Ctx<'_> {
             host: targets.backend.node.clone(),
             tag: serve_tag,
             handle: tokio::spawn(async move {
-                probes::serve_detached(&bs, Some(&netns), &tcp, &udp, life, &st).await
+                probes::serve_detached(bs.as_ref(), Some(&netns), &tcp, &udp, life, &st).await
             }),
         });
         // Probers, one agent per host.
@@ -172,9 +176,9 @@ impl Ctx<'_> {
             self.probers.push(Bg {
                 host: h,
                 tag,
-                handle: tokio::spawn(
-                    async move { probes::run_detached(&s, &specs, life, &t2).await },
-                ),
+                handle: tokio::spawn(async move {
+                    probes::run_detached(s.as_ref(), &specs, life, &t2).await
+                }),
             });
         }
         // An agent that cannot start fails within a moment (bad netns, bind, socket).
