@@ -295,6 +295,30 @@ fn comparison_matches_golden_and_links_reports() {
     assert!(html.contains("<td class=\"bad\">node2</td>"), "leak cell");
 }
 
+/// The two real drills of 1.19.7 → 1.20.2 on the lab, each from the same snapshot, compared as
+/// `drill compare` does it: both fail, and the table shows why the second was worse (1–2 s
+/// windows under a load of 23–30 on the control plane) where the first stopped at Helm.
+#[test]
+fn the_two_real_lab_drills_compare() {
+    let t = tmp();
+    let runs: Vec<PathBuf> = [
+        "lab-kde2e-1.19.7-to-1.20.2-run2",
+        "lab-kde2e-1.19.7-to-1.20.2",
+    ]
+    .iter()
+    .map(|r| put_run(t.path(), r, &fixture_text(r)))
+    .collect();
+    let c = report::compare(&runs, &t.path().join("compare")).unwrap();
+    assert_eq!(c.runs[0].record, runs[1].join("run.json"), "oldest first");
+    let md = std::fs::read_to_string(&c.markdown).unwrap();
+    if let Some(f) = check_golden("drill/compare-lab-kde2e.md", &md) {
+        panic!("{f}");
+    }
+    let html = std::fs::read_to_string(&c.index).unwrap();
+    check_balanced(&html).unwrap();
+    check_self_contained(&html);
+}
+
 #[test]
 fn comparison_refuses_other_drills_and_nothing() {
     let t = tmp();
@@ -624,17 +648,19 @@ fn the_second_real_lab_drill_record_loads_and_reports_its_interruption() {
 // Headless Chromium
 // ---------------------------------------------------------------------------------------------
 
-/// Renders run-2's report, screenshots it in headless Chromium at 1400×1800 and keeps the PNG
+/// The report of a real drill (the second 1.19.7 → 1.20.2 drill on the lab, with its 1–2 s
+/// windows during the upgrade) rendered and screenshot in headless Chromium at 1400×1800, kept
 /// as `target/test-artifacts/drill-report.png`; checks the PNG and that the page is not blank
 /// (red loss bars, many colours), and that Chromium's DOM has every loss window and no script.
 #[test]
 fn chromium_renders_the_report() {
+    const REAL: &str = "lab-kde2e-1.19.7-to-1.20.2-run2";
     let Some(bin) = chromium::skip_unless_available("chromium_renders_the_report") else {
         return;
     };
     let t = tmp();
-    let rec = load("run-2");
-    let dir = put_run(t.path(), "run-2", &fixture_text("run-2"));
+    let rec = load(REAL);
+    let dir = put_run(t.path(), REAL, &fixture_text(REAL));
     let w = report::write(&dir).unwrap();
     let url = format!("file://{}", w.html.display());
 
@@ -709,7 +735,9 @@ fn chromium_renders_the_report() {
     );
     assert!(
         dom.stdout
-            .contains("<title>icmp-pod-pod: pod/probe-node2 (node2) → pod/probe-node1 (node1)")
+            .contains("<title>icmp-pod-pod: pod/kd-client (cp1) → pod/kd-backend (w1)"),
+        "{}",
+        dom.stdout
     );
 
     // And a hostile node name stays text in the browser, too.
