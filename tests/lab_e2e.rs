@@ -570,7 +570,9 @@ async fn probe_between_pods() {
     )
     .await;
     for s in [&cp1, &w1] {
-        probes::install(s, &agent).await.expect("install agent");
+        probes::install(s.as_ref(), &agent)
+            .await
+            .expect("install agent");
     }
     let spec = |rate: u32| -> Vec<ProbeSpec> {
         [
@@ -617,7 +619,7 @@ async fn probe_between_pods() {
             let w1 = w1.clone();
             tokio::spawn(async move {
                 probes::serve(
-                    &w1,
+                    w1.as_ref(),
                     Some("/run/netns/pod"),
                     "10.244.2.2:7001",
                     "10.244.2.2:7002",
@@ -630,7 +632,9 @@ async fn probe_between_pods() {
         let prober = {
             let cp1 = cp1.clone();
             let specs = spec(rate);
-            tokio::spawn(async move { probes::run(&cp1, &specs, Duration::from_secs(10)).await })
+            tokio::spawn(
+                async move { probes::run(cp1.as_ref(), &specs, Duration::from_secs(10)).await },
+            )
         };
         tokio::time::sleep(Duration::from_secs(4)).await;
         // The outage, timed on the node that makes it: ~1500 ms between the two commands. It
