@@ -15,13 +15,13 @@ cd "$(dirname "$0")/.."
 export KUBEDRILL_CACHE_DIR="${KUBEDRILL_CACHE_DIR:-$PWD/target/kubedrill-cache}"
 mkdir -p "$KUBEDRILL_CACHE_DIR"
 echo "== image build (cache: $KUBEDRILL_CACHE_DIR)"
-cargo test --locked --test images -- --ignored --nocapture build_debian_12_image
+cargo test --locked --test integration -- --ignored --nocapture images::build_debian_12_image
 
 echo "== lab end to end (real guests under ${KUBEDRILL_ACCEL:-auto} acceleration)"
 # The test build also builds target/debug/kubedrill, with the test build's features: a separate
 # `cargo build` would compile tokio, kube and kubedrill a second time (features unify differently
 # without dev-dependencies), which costs minutes and GiBs.
-cargo test --locked --test lab_e2e --no-run
+cargo test --locked --test integration --no-run
 WORK=$(mktemp -d /tmp/kubedrill-labtest-XXXXXX)
 # QEMU runs as libvirt-qemu: it needs search permission on the way to the lab's overlays.
 chmod 0711 "$WORK"
@@ -100,4 +100,4 @@ export KUBEDRILL_REMOTE_LAB_FILE="$WORK/labremote.yaml"
 
 sed -e "s|^hypervisor:.*|hypervisor: \"$URI\"|" tests/data/labs/labtest.yaml > "$WORK/labtest.yaml"
 export KUBEDRILL_LAB_FILE="$WORK/labtest.yaml" KUBEDRILL_LAB_URI="$URI" KUBEDRILL_LAB_NETNS="$NS"
-ip netns exec "$NS" cargo test --locked --test lab_e2e -- --ignored --nocapture --test-threads 1
+ip netns exec "$NS" cargo test --locked --test integration -- --ignored --nocapture --test-threads 1 lab_e2e::

@@ -2,7 +2,7 @@
 //! failure, the re-run that changes nothing, and the parity of `plan` with what apply really
 //! writes and runs — without VMs. The real-VM path is `scripts/cluster-e2e.sh`.
 
-mod common;
+use crate::common;
 
 use common::repo;
 use kubedrill::apply::{self, ApplyOptions, Reach, node::PackageSource};

@@ -1,6 +1,6 @@
 //! `kubedrill check` end to end against real local sshd hosts.
 
-mod common;
+use crate::common;
 
 use common::sshd::{self, SshLab};
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! End-to-end tests of the `kubedrill` binary on the sample inventories and on broken ones.
 
-mod common;
+use crate::common;
 
 use common::{kubedrill, text};
 use std::os::unix::fs::PermissionsExt;

@@ -7,8 +7,7 @@
 //! root; skipped loudly without them unless `KUBEDRILL_REQUIRE_CHARTS=1` (set by scripts/test.sh
 //! as root, after building them), which makes a missing one a failure.
 
-#[path = "common/apiserver.rs"]
-mod apiserver;
+use crate::common::apiserver;
 
 use apiserver::{helm3_bin, upstream_dir};
 use kubedrill::drill::drift::{self, AgentConfig};

@@ -6,7 +6,7 @@
 //! next chart no longer has). The expected migrated values, diff and notes are goldens:
 //! regenerate with `UPDATE_GOLDEN=1 cargo test --test drill_migrate`, then review the diff.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kubedrill::drill::Minor;

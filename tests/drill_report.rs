@@ -5,7 +5,7 @@
 //! Regenerate the goldens with `UPDATE_GOLDEN=1 cargo test --test drill_report`, then review the
 //! diff.
 
-mod common;
+use crate::common;
 
 use common::{chromium, kubedrill, repo, text};
 use kubedrill::report::analysis::Analysis;

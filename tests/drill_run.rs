@@ -4,7 +4,7 @@
 //! record from the engine's record builder rendered by `report::write`, the drill definition's
 //! error locations, and the CLI's refusals.
 
-mod common;
+use crate::common;
 
 use kubedrill::cilium::preflight::{self, PreflightError};
 use kubedrill::drill::burst::{self, BurstSpec};
@@ -2072,10 +2072,7 @@ fn detached_agents_are_peeked_while_running_and_stopped_by_their_pid() {
 // The happy path, end to end, without a cluster
 // ---------------------------------------------------------------------------------------------
 
-#[path = "common/fake_api.rs"]
-mod fake_api;
-
-use fake_api::{ApiHandle, FakeApi, Key};
+use common::fake_api::{ApiHandle, FakeApi, Key};
 use kubedrill::host::{Host, SharedHost};
 use kubedrill::ssh::{Command as SshCommand, Output as SshOutput, SshError};
 

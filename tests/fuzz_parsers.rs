@@ -524,6 +524,12 @@ fn structured_generators_reach_the_spec_and_the_plan() {
 /// abort fails this test only. In the child, run `f` directly.
 fn isolated(name: &str, f: impl FnOnce()) {
     const ENV: &str = "KUBEDRILL_ISOLATED_TEST";
+    // The harness names a test by its module path below the crate root.
+    let name = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{name}"),
+        None => name.to_owned(),
+    };
+    let name = name.as_str();
     if std::env::var(ENV).as_deref() == Ok(name) {
         f();
         return;

@@ -7,7 +7,7 @@
 //! counted), parsed output is never used when it was cut, a node that never finishes is
 //! stopped by the command timeout, and nothing a node says reaches the terminal raw.
 
-mod common;
+use crate::common;
 
 use common::sshd::{self, SshLab};
 use kubedrill::ssh::{

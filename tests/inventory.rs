@@ -1,7 +1,7 @@
 //! Inventory parsing and validation: the sample inventories, Ansible's variable precedence,
 //! `group_vars/`/`host_vars/`, and every error with the file, line and field it names.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kubedrill::diag::Severity;

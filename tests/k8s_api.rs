@@ -17,7 +17,7 @@
 //! - The agent status parser runs on every sample in `tests/data/cilium-status/`.
 //! - Helm argv per chart version 1.11–1.20, checked against `tests/data/cilium-values/`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kubedrill::cilium::helm::{

@@ -17,9 +17,8 @@
 //! (`scripts/test.sh` as root, after `scripts/upstream-build.sh --only
 //! kube-apiserver,kubectl,etcd,helm`).
 
-#[path = "common/apiserver.rs"]
-mod apiserver;
-mod common;
+use crate::common;
+use crate::common::apiserver;
 
 use apiserver::{Also, ApiServer, KubeconfigSpec, skip_unless_available, unique_name};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};

@@ -2,7 +2,7 @@
 //! judged; each rule of `src/kernel/` has cases on both sides of its threshold; the gather
 //! script runs live on this machine.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kubedrill::facts::{

@@ -6,8 +6,7 @@
 //!
 //! Missing kubeadm skips loudly, or fails with `KUBEDRILL_REQUIRE_APISERVER=1` (as in CI).
 
-#[path = "common/apiserver.rs"]
-mod apiserver;
+use crate::common::apiserver;
 
 use kubedrill::inventory::Inventory;
 use kubedrill::render::{self, Secrets, Templates};

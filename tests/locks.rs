@@ -7,7 +7,7 @@
 //! The SSH peer of the local-lock tests is a TCP listener on 127.0.0.1 that accepts and never
 //! answers: the holder sits in its SSH handshake (holding its locks) until it is killed.
 
-mod common;
+use crate::common;
 
 use common::sshd::{self, SshLab};
 use kubedrill::lock::Holder;

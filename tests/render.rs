@@ -4,7 +4,7 @@
 //!
 //! Regenerate the goldens with `UPDATE_GOLDEN=1 cargo test --test render`, then review the diff.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kubedrill::drill::chart::{self, TEMPLATE_ONLY_KEYS};

@@ -2,7 +2,7 @@
 //! control-plane endpoint, and every rule of `src/spec/rules.rs` (each with a test that fails
 //! without the rule).
 
-mod common;
+use crate::common;
 
 use common::*;
 use kubedrill::diag::{Diagnostics, Severity};

@@ -1,6 +1,6 @@
 //! The SSH engine against real `sshd` processes on 127.0.1.x (see tests/common/sshd.rs).
 
-mod common;
+use crate::common;
 
 use common::sshd::{self, SshLab, SudoRule};
 use kubedrill::fleet::{self, Connector, Progress};

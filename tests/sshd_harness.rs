@@ -6,7 +6,7 @@
 //! instead). The 100-host start-up measurement is ignored by default:
 //! `cargo test --test sshd_harness -- --ignored --nocapture`.
 
-mod common;
+use crate::common;
 
 use common::sshd::{self, NOSUDO_USER, SUDO_USER, SshLab, descendants_of, pid_alive};
 use kubedrill::inventory::{self, NodeRole};

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: temporary inventories and diagnostic lookups.
 #![allow(dead_code)]
 
+pub mod apiserver;
+pub mod fake_api;
 pub mod kube_mock;
 
 use kubedrill::diag::{Diagnostic, Diagnostics, Severity};
