@@ -2086,6 +2086,12 @@ struct ClusterSide {
     /// Commands no rule answered (the test fails on any).
     unanswered: Vec<String>,
     preflight_installed: bool,
+    /// Nodes with the target Kubernetes staged.
+    staged: BTreeSet<String>,
+    /// Nodes whose iptables hold kube-proxy's service chains.
+    kube_proxy_chains: BTreeSet<String>,
+    /// `kubeadm upgrade …` and `kubectl drain/uncordon` as run, in order (`node: what`).
+    kubernetes_steps: Vec<String>,
 }
 
 /// A node answering what `drill run` asks of it as a real node would: Helm on the control plane
@@ -2099,6 +2105,8 @@ struct ScriptedNode {
     started_ms: i64,
     /// Probes the new-connection pod→pod TCP probe loses, in one window.
     pod_tcp_lost: u64,
+    /// `kubeadm upgrade apply` brings kube-proxy back (kubernetes/kubeadm#1318).
+    kube_proxy_returns: bool,
 }
 
 fn out(status: u32, stdout: &str, stderr: &str) -> SshOutput {
@@ -2136,6 +2144,30 @@ fn cilium_ds(generation: i64, observed: i64, updated: i32, ready: i32) -> Value 
         "status": {"currentNumberScheduled": 2, "desiredNumberScheduled": 2, "numberMisscheduled": 0,
                    "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": updated,
                    "observedGeneration": observed}
+    })
+}
+
+/// A node as the API shows it, with its kubelet's version.
+fn node_at(name: &str, ip: &str, kubelet: &str) -> Value {
+    let mut n = node(name, ip, name == "cp1");
+    n["status"]["nodeInfo"] = json!({
+        "machineID": format!("m-{name}"), "systemUUID": format!("u-{name}"), "bootID": format!("b-{name}"),
+        "kernelVersion": "6.1.0-40-amd64", "osImage": "Debian GNU/Linux 12 (bookworm)",
+        "containerRuntimeVersion": "containerd://1.6.20", "kubeletVersion": kubelet,
+        "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"});
+    n
+}
+
+fn kube_proxy_ds() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "kube-proxy", "namespace": "kube-system", "generation": 1,
+                     "labels": {"k8s-app": "kube-proxy"}},
+        "spec": {"selector": {"matchLabels": {"k8s-app": "kube-proxy"}},
+                 "template": {"metadata": {"labels": {"k8s-app": "kube-proxy"}},
+                              "spec": {"containers": [{"name": "kube-proxy", "image": "registry.k8s.io/kube-proxy:v1.35.4"}]}}},
+        "status": {"currentNumberScheduled": 2, "desiredNumberScheduled": 2, "numberMisscheduled": 0,
+                   "numberReady": 2, "observedGeneration": 1}
     })
 }
 
@@ -2242,6 +2274,112 @@ impl ScriptedNode {
         )
     }
 
+    /// The Kubernetes upgrade's commands, answered as kubeadm, the kubelet and kubectl would,
+    /// with the API changed to match (`None`: not one of them).
+    fn kubernetes(&self, label: &str) -> Option<SshOutput> {
+        let node_key = |n: &str| Key::new("/api/v1", None, "nodes", n);
+        let ip = |n: &str| {
+            DRILL_NODES
+                .iter()
+                .find(|(name, _)| *name == n)
+                .map_or("", |(_, ip)| *ip)
+        };
+        let me = self.name.clone();
+        let step = |what: &str| self.side().kubernetes_steps.push(format!("{me}: {what}"));
+        if label == "kubernetes/stage check" {
+            return Some(if self.side().staged.contains(&me) {
+                out(0, "", "")
+            } else {
+                out(1, "kubeadm 1.35.4 not staged\n", "")
+            });
+        }
+        if label.starts_with("stage kubeadm/kubelet/kubectl 1.35.4") {
+            self.side().staged.insert(me);
+            return Some(out(0, "", ""));
+        }
+        if label == "kubeadm upgrade apply v1.35.4" {
+            step("kubeadm upgrade apply");
+            if self.kube_proxy_returns {
+                let (ds, cm) = (
+                    Key::new(
+                        "/apis/apps/v1",
+                        Some("kube-system"),
+                        "daemonsets",
+                        "kube-proxy",
+                    ),
+                    Key::new("/api/v1", Some("kube-system"), "configmaps", "kube-proxy"),
+                );
+                self.api.with(|s| {
+                    s.put(ds, kube_proxy_ds());
+                    s.put(
+                        cm,
+                        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {},
+                                     "data": {"config.conf": "mode: iptables\n"}}),
+                    );
+                });
+                let mut side = self.side();
+                for (n, _) in DRILL_NODES {
+                    side.kube_proxy_chains.insert(n.to_owned());
+                }
+            }
+            return Some(out(
+                0,
+                "[upgrade] SUCCESS! A control plane node of your cluster was upgraded to \"v1.35.4\".\n",
+                "",
+            ));
+        }
+        if label == "kubeadm upgrade node" {
+            step("kubeadm upgrade node");
+            return Some(out(
+                0,
+                "[upgrade] The upgrade for this node was successfully completed!\n",
+                "",
+            ));
+        }
+        for (verb, cordoned) in [("kubectl drain ", true), ("kubectl uncordon ", false)] {
+            if let Some(n) = label.strip_prefix(verb) {
+                step(&format!("{}{n}", verb.trim_start_matches("kubectl ")));
+                let key = node_key(n);
+                self.api.with(|s| {
+                    if let Some(mut v) = s.get(&key).cloned() {
+                        v["spec"]["unschedulable"] = json!(cordoned);
+                        s.put(key, v);
+                    }
+                });
+                return Some(out(0, &format!("node/{n} {}\n", verb.trim()), ""));
+            }
+        }
+        if label == "kubelet and kubectl 1.35.4 installed; kubelet restarted" {
+            step("kubelet 1.35.4");
+            let key = node_key(&me);
+            let mut v = node_at(&me, ip(&me), "v1.35.4");
+            self.api.with(|s| {
+                if let Some(old) = s.get(&key) {
+                    v["spec"]["unschedulable"] = old["spec"]["unschedulable"].clone();
+                }
+                s.put(key, v);
+            });
+            return Some(out(0, "", ""));
+        }
+        if label == "iptables-save | grep KUBE-SERVICES/SVC/SEP/NODEPORTS" {
+            let has = self.side().kube_proxy_chains.contains(&me);
+            return Some(out(
+                0,
+                if has {
+                    ":KUBE-NODEPORTS\n:KUBE-SERVICES\n:KUBE-SVC-TCOU7JCQXEZGVUNU\n"
+                } else {
+                    ""
+                },
+                "",
+            ));
+        }
+        if label == "iptables-save | grep -v KUBE | iptables-restore" {
+            self.side().kube_proxy_chains.remove(&me);
+            return Some(out(0, "", ""));
+        }
+        None
+    }
+
     /// A prober's events when stopped: each probe answered, one short window for pod TCP.
     fn prober_events(&self, spec: &[u8]) -> String {
         let specs: Vec<probes::ProbeSpec> = serde_json::from_slice(spec).unwrap_or_default();
@@ -2317,6 +2455,9 @@ impl Host for ScriptedNode {
         }
         if label.starts_with("read kubedrill-probe events (") {
             return Ok(out(0, "", ""));
+        }
+        if let Some(r) = self.kubernetes(&label) {
+            return Ok(r);
         }
         let r = if has("helm history cilium") {
             out(0, &self.history(), "")
@@ -2399,7 +2540,7 @@ async fn cluster_at_1_19_7() -> FakeApi {
         for (name, ip) in DRILL_NODES {
             s.put(
                 Key::new("/api/v1", None, "nodes", name),
-                node(name, ip, name == "cp1"),
+                node_at(name, ip, "v1.34.4"),
             );
             let pod = agent_name(name, "1.19.7");
             s.put(
@@ -2487,7 +2628,43 @@ struct ScriptedRun {
 /// `drill run` from start to report on scripted nodes and an API server in memory: Cilium
 /// 1.19.7 → 1.20.2 with the pre-flight, the config drift, probes, the sampler, the rollout
 /// node by node, verification from every agent's `cilium-dbg status`, soak, report.
-async fn drill_on_scripted_nodes(pod_tcp_lost: u64) -> ScriptedRun {
+/// How a scripted drill differs from the plain Cilium one.
+#[derive(Default)]
+struct Scenario {
+    /// Probes the pod→pod TCP probe loses.
+    pod_tcp_lost: u64,
+    /// A Kubernetes 1.34.4 → 1.35.4 upgrade (Cilium stays at 1.19.7) instead of Cilium's.
+    kubernetes: bool,
+    /// kubeadm brings kube-proxy back.
+    kube_proxy_returns: bool,
+}
+
+/// A Kubernetes 1.35.4 bundle as `bundle build --files-repo` makes it, with stand-in binaries
+/// (the scripted nodes never run them; the drill checks their checksums and stages them).
+fn kubernetes_bundle(dir: &Path) -> kubedrill::bundle::Bundle {
+    use sha2::Digest;
+    std::fs::create_dir_all(dir.join("bin")).expect("bundle dir");
+    let binaries: Vec<Value> = ["kubeadm", "kubelet", "kubectl", "crictl"]
+        .iter()
+        .map(|b| {
+            let data = format!("stand-in {b} 1.35.4\n");
+            std::fs::write(dir.join("bin").join(b), &data).expect("binary");
+            let sha: String = sha2::Sha256::digest(data.as_bytes())
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect();
+            json!({"file": format!("bin/{b}"), "sha256": sha, "size": data.len(),
+                   "source": format!("files_repo/dl.k8s.io/release/v1.35.4/bin/linux/amd64/{b}")})
+        })
+        .collect();
+    let manifest = json!({"schema": kubedrill::bundle::SCHEMA, "created": "2026-12-07T05:00:00Z",
+        "family": "deb", "release": "bookworm", "requested": [], "packages": [],
+        "binaries": binaries, "kubernetes_binaries": "1.35.4"});
+    std::fs::write(dir.join(kubedrill::bundle::MANIFEST), manifest.to_string()).expect("manifest");
+    kubedrill::bundle::Bundle::open(dir).expect("bundle")
+}
+
+async fn drill_on_scripted_nodes(sc: Scenario) -> ScriptedRun {
     let runs = tempfile::tempdir().expect("tempdir");
     let inv_dir = common::TempInv::new(
         "happy",
@@ -2507,9 +2684,14 @@ async fn drill_on_scripted_nodes(pod_tcp_lost: u64) -> ScriptedRun {
         Ok((s, _)) => s,
         Err(d) => panic!("{d}"),
     };
-    let (lab, def) = lab_with_drill(
-        "drill:\n  name: happy\n  cilium: {from: 1.19.7, to: 1.20.2}\n  probes: {rate_per_s: 20}\n  policy: {soak_secs: 2, pod_burst: 2}\n  resources: {interval_secs: 1}\n",
-    )
+    let upgrade = if sc.kubernetes {
+        "  cilium: {from: 1.19.7, to: 1.19.7}\n  kubernetes: {from: 1.34.4, to: 1.35.4}\n"
+    } else {
+        "  cilium: {from: 1.19.7, to: 1.20.2}\n"
+    };
+    let (lab, def) = lab_with_drill(&format!(
+        "drill:\n  name: happy\n{upgrade}  probes: {{rate_per_s: 20}}\n  policy: {{soak_secs: 2, pod_burst: 2}}\n  resources: {{interval_secs: 1}}\n"
+    ))
     .expect("lab");
     let drill = def.resolve(&Overrides::default()).expect("path");
     let agent = runs.path().join("kubedrill-probe");
@@ -2532,7 +2714,9 @@ async fn drill_on_scripted_nodes(pod_tcp_lost: u64) -> ScriptedRun {
         timeouts: engine::Timeouts::default(),
         helm: kubedrill::cilium::helm::Helm::default(),
         production: None,
-        kubernetes_bundle: None,
+        kubernetes_bundle: sc
+            .kubernetes
+            .then(|| kubernetes_bundle(&runs.path().join("bundle-k8s-1.35.4"))),
         probe_agent: Some(agent),
     };
 
@@ -2551,7 +2735,8 @@ async fn drill_on_scripted_nodes(pod_tcp_lost: u64) -> ScriptedRun {
                 side: side.clone(),
                 stops: Mutex::default(),
                 started_ms,
-                pod_tcp_lost,
+                pod_tcp_lost: sc.pod_tcp_lost,
+                kube_proxy_returns: sc.kube_proxy_returns,
             });
             ((*n).to_owned(), h)
         })
@@ -2595,7 +2780,11 @@ async fn a_drill_on_scripted_nodes_runs_every_phase_and_says_go() {
         api,
         side,
         _runs,
-    } = drill_on_scripted_nodes(1).await;
+    } = drill_on_scripted_nodes(Scenario {
+        pod_tcp_lost: 1,
+        ..Default::default()
+    })
+    .await;
     let side = side.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
         report.failures.is_empty(),
@@ -2693,7 +2882,11 @@ async fn a_drill_on_scripted_nodes_runs_every_phase_and_says_go() {
 /// verdict is no-go, naming the probe — the measure can fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_drill_with_too_much_loss_says_no_go_and_why() {
-    let run = drill_on_scripted_nodes(6).await;
+    let run = drill_on_scripted_nodes(Scenario {
+        pod_tcp_lost: 6,
+        ..Default::default()
+    })
+    .await;
     assert!(run.report.failures.is_empty(), "{:#?}", run.report.failures);
     assert_eq!(run.rec.verdict.outcome, Outcome::Fail);
     assert!(
@@ -2714,4 +2907,143 @@ async fn the_same_drill_with_too_much_loss_says_no_go_and_why() {
             .any(|p| p.name == "rollback" && p.outcome.as_str() == "skipped")
     );
     drop(run.api);
+}
+
+/// A Kubernetes 1.34.4 → 1.35.4 drill with Cilium staying at 1.19.7, on scripted nodes: staged
+/// from the bundle on both nodes, `kubeadm upgrade apply` on cp1 then `upgrade node` on w1, each
+/// drained, its kubelet restarted, Ready at v1.35.4 and uncordoned, the agents verified after,
+/// kube-proxy still absent — go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kubernetes_drill_on_scripted_nodes_upgrades_node_by_node_and_says_go() {
+    let run = drill_on_scripted_nodes(Scenario {
+        kubernetes: true,
+        ..Default::default()
+    })
+    .await;
+    assert!(run.report.failures.is_empty(), "{:#?}", run.report.failures);
+    let phases: Vec<(&str, &str)> = run
+        .rec
+        .phases
+        .iter()
+        .map(|p| (p.name.as_str(), p.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("reset", "skipped"),
+            ("connect", "ok"),
+            ("preflight", "ok"),
+            ("probes-start", "ok"),
+            ("resources", "ok"),
+            ("upgrade", "skipped"),
+            ("kubernetes/stage", "ok"),
+            ("kubernetes/cp1", "ok"),
+            ("kubernetes/workers-1", "ok"),
+            ("kubernetes/verify", "ok"),
+            ("rollback", "skipped"),
+            ("soak", "ok"),
+            ("report", "ok"),
+        ],
+        "{:#?}",
+        run.rec
+    );
+    assert_eq!(
+        run.rec.verdict.outcome,
+        Outcome::Pass,
+        "{:#?}",
+        run.rec.verdict
+    );
+    let side = run.side.lock().unwrap_or_else(|e| e.into_inner());
+    assert_eq!(
+        side.kubernetes_steps,
+        [
+            "cp1: kubeadm upgrade apply",
+            "cp1: drain cp1",
+            "cp1: kubelet 1.35.4",
+            "cp1: uncordon cp1",
+            "w1: kubeadm upgrade node",
+            "cp1: drain w1",
+            "w1: kubelet 1.35.4",
+            "cp1: uncordon w1",
+        ]
+    );
+    assert_eq!(side.staged.len(), 2);
+    assert!(run.rec.kube_proxy_events.is_empty());
+    run.api.with(|s| {
+        for (n, _) in DRILL_NODES {
+            let v = s.get(&Key::new("/api/v1", None, "nodes", n)).expect("node");
+            assert_eq!(v["status"]["nodeInfo"]["kubeletVersion"], "v1.35.4");
+            assert_ne!(v["spec"]["unschedulable"], json!(true), "{n} uncordoned");
+        }
+    });
+}
+
+/// The same drill where kubeadm re-creates kube-proxy in the kube-proxy-free cluster (as
+/// kubernetes/kubeadm#1318 reports): `kubernetes/verify` finds the DaemonSet, the ConfigMap and
+/// the iptables chains on both nodes, records each, removes them, and the verdict is no-go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kube_proxy_coming_back_with_kubeadm_is_found_removed_and_no_go() {
+    let run = drill_on_scripted_nodes(Scenario {
+        kubernetes: true,
+        kube_proxy_returns: true,
+        ..Default::default()
+    })
+    .await;
+    assert!(run.report.failures.is_empty(), "{:#?}", run.report.failures);
+    assert_eq!(run.rec.verdict.outcome, Outcome::Fail);
+    let details: Vec<&str> = run
+        .rec
+        .kube_proxy_events
+        .iter()
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.starts_with("daemonset/kube-proxy present")),
+        "{details:#?}"
+    );
+    for n in ["cp1", "w1"] {
+        assert!(
+            details.iter().any(|d| d.starts_with(&format!(
+                "kube-proxy's iptables chains on {n}: :KUBE-NODEPORTS"
+            ))),
+            "{details:#?}"
+        );
+    }
+    assert!(
+        run.rec
+            .verdict
+            .reasons
+            .iter()
+            .any(|r| r.contains("kube-proxy")),
+        "{:#?}",
+        run.rec.verdict
+    );
+    // Removed: the objects from the API, the chains from each node.
+    run.api.with(|s| {
+        assert!(
+            s.get(&Key::new(
+                "/apis/apps/v1",
+                Some("kube-system"),
+                "daemonsets",
+                "kube-proxy"
+            ))
+            .is_none()
+        );
+        assert!(
+            s.get(&Key::new(
+                "/api/v1",
+                Some("kube-system"),
+                "configmaps",
+                "kube-proxy"
+            ))
+            .is_none()
+        );
+    });
+    assert!(
+        run.side
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .kube_proxy_chains
+            .is_empty()
+    );
 }

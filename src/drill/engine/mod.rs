@@ -652,6 +652,24 @@ pub async fn run_reaching(
             }
         }
     }
+    // The record lists phases in the tree's order, a skipped one where it would have run.
+    let order: Vec<String> = tree
+        .groups
+        .iter()
+        .flat_map(|g| {
+            std::iter::once(g.name.to_owned()).chain(
+                g.phases
+                    .iter()
+                    .map(|p| crate::phase::full_name(g.name, p.name())),
+            )
+        })
+        .collect();
+    c.b.phases.sort_by_key(|p| {
+        order
+            .iter()
+            .position(|o| *o == p.name)
+            .unwrap_or(usize::MAX)
+    });
     c.say("== report — Stop probes, write run.json, report.html, summary.md");
     c.finish().await
 }
