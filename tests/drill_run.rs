@@ -1795,14 +1795,18 @@ fn unreachable_input(hosts: &str, runs: &Path, connect_timeout: Duration) -> eng
     }
 }
 
+/// A record's phases as (name, outcome), in its order.
+fn phase_outcomes(rec: &kubedrill::report::record::RunRecord) -> Vec<(&str, &str)> {
+    rec.phases
+        .iter()
+        .map(|p| (p.name.as_str(), p.outcome.as_str()))
+        .collect()
+}
+
 /// The record of a drill that stopped in `connect`: every later phase skipped, the report written.
 fn assert_stopped_at_connect(run_dir: &Path) {
     let rec = kubedrill::report::load(&run_dir.join("run.json")).expect("valid record");
-    let phases: Vec<(&str, &str)> = rec
-        .phases
-        .iter()
-        .map(|p| (p.name.as_str(), p.outcome.as_str()))
-        .collect();
+    let phases = phase_outcomes(&rec);
     assert_eq!(
         phases,
         [
@@ -2109,19 +2113,7 @@ struct ScriptedNode {
     kube_proxy_returns: bool,
 }
 
-fn out(status: u32, stdout: &str, stderr: &str) -> SshOutput {
-    SshOutput {
-        status: Some(status),
-        signal: None,
-        stdout: stdout.as_bytes().to_vec(),
-        stderr: stderr.as_bytes().to_vec(),
-        stdout_dropped: 0,
-        stderr_dropped: 0,
-        stdout_gap: 0,
-        stderr_gap: 0,
-        duration: Duration::ZERO,
-    }
-}
+use kubedrill::host::fake::output as out;
 
 fn unix_ms() -> i64 {
     kubedrill::drill::record::now().unix_ms()
@@ -2792,11 +2784,7 @@ async fn a_drill_on_scripted_nodes_runs_every_phase_and_says_go() {
         report.failures,
         api.log()
     );
-    let phases: Vec<(&str, &str)> = rec
-        .phases
-        .iter()
-        .map(|p| (p.name.as_str(), p.outcome.as_str()))
-        .collect();
+    let phases = phase_outcomes(&rec);
     assert_eq!(
         phases,
         [
@@ -2921,12 +2909,7 @@ async fn a_kubernetes_drill_on_scripted_nodes_upgrades_node_by_node_and_says_go(
     })
     .await;
     assert!(run.report.failures.is_empty(), "{:#?}", run.report.failures);
-    let phases: Vec<(&str, &str)> = run
-        .rec
-        .phases
-        .iter()
-        .map(|p| (p.name.as_str(), p.outcome.as_str()))
-        .collect();
+    let phases = phase_outcomes(&run.rec);
     assert_eq!(
         phases,
         [
@@ -2998,7 +2981,9 @@ async fn kube_proxy_coming_back_with_kubeadm_is_found_removed_and_no_go() {
         .map(|e| e.detail.as_str())
         .collect();
     assert!(
-        details.iter().any(|d| d.starts_with("daemonset/kube-proxy present")),
+        details
+            .iter()
+            .any(|d| d.starts_with("daemonset/kube-proxy present")),
         "{details:#?}"
     );
     for n in ["cp1", "w1"] {

@@ -60,7 +60,8 @@ pub struct FakeHost {
     state: Mutex<State>,
 }
 
-fn output(status: u32, stdout: &str, stderr: &str) -> Output {
+/// A finished command's output (for scripted hosts in tests, too).
+pub fn output(status: u32, stdout: &str, stderr: &str) -> Output {
     Output {
         status: Some(status),
         signal: None,

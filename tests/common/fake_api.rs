@@ -216,6 +216,13 @@ fn full(code: u16, v: &Value) -> Response<Body> {
     r
 }
 
+fn not_found(plural: &str, name: &str) -> Response<Body> {
+    full(
+        404,
+        &status(404, "NotFound", &format!("{plural} \"{name}\" not found")),
+    )
+}
+
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|p| {
         let (k, v) = p.split_once('=')?;
@@ -422,14 +429,7 @@ async fn handle(
             let key = Key::new(&p.prefix, p.namespace.as_deref(), &p.plural, name);
             match lock().get(&key) {
                 Some(v) => full(200, v),
-                None => full(
-                    404,
-                    &status(
-                        404,
-                        "NotFound",
-                        &format!("{} \"{name}\" not found", p.plural),
-                    ),
-                ),
+                None => not_found(&p.plural, name),
             }
         }
         ("POST", None) => {
@@ -498,14 +498,7 @@ async fn handle(
             changed.notify_waiters();
             match gone {
                 Some(v) => full(200, &v),
-                None => full(
-                    404,
-                    &status(
-                        404,
-                        "NotFound",
-                        &format!("{} \"{name}\" not found", p.plural),
-                    ),
-                ),
+                None => not_found(&p.plural, name),
             }
         }
         ("DELETE", None) => {
