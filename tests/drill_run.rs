@@ -1750,25 +1750,25 @@ all:
         cp1:
 ";
 
-/// A drill input for `hosts` (an inventory text), runs under `runs`.
-fn unreachable_input(hosts: &str, runs: &Path, connect_timeout: Duration) -> engine::DrillInput {
+/// A drill input from an inventory (`hosts.yaml`, the cluster's variables) and a lab's `drill:`
+/// section, its runs under `runs`, an empty known_hosts.
+fn drill_input(
+    label: &str,
+    hosts: &str,
+    vars: &str,
+    drill: &str,
+    runs: &Path,
+) -> engine::DrillInput {
     let inv_dir = common::TempInv::new(
-        "unreachable",
-        &[
-            ("hosts.yaml", hosts),
-            (
-                "group_vars/k8s_cluster.yml",
-                "cilium_version: \"1.17.18\"\n",
-            ),
-        ],
+        label,
+        &[("hosts.yaml", hosts), ("group_vars/k8s_cluster.yml", vars)],
     );
     let inventory = inv_dir.load_ok();
     let spec = match kubedrill::spec::build(&inventory, &kubedrill::spec::SpecContext::default()) {
         Ok((s, _)) => s,
         Err(d) => panic!("{d}"),
     };
-    let (lab, def) =
-        lab_with_drill("drill:\n  cilium: {from: 1.17.18, to: 1.18.12}\n").expect("lab");
+    let (lab, def) = lab_with_drill(drill).expect("lab");
     let drill = def.resolve(&Overrides::default()).expect("path");
     let kh = runs.join("known_hosts");
     std::fs::write(&kh, "").expect("known_hosts");
@@ -1778,20 +1778,35 @@ fn unreachable_input(hosts: &str, runs: &Path, connect_timeout: Duration) -> eng
         inventory,
         spec,
         reset: None,
-        runs_dir: runs.to_path_buf(),
+        runs_dir: runs.join("runs"),
         kubeconfig: runs.join("admin.conf"),
         host_keys: kubedrill::check::HostKeySettings {
             file: kh,
             mode: kubedrill::ssh::HostKeyMode::Strict,
             source: "test".into(),
         },
-        connect_timeout,
+        connect_timeout: Duration::from_secs(5),
         concurrency: 4,
         timeouts: engine::Timeouts::default(),
         helm: kubedrill::cilium::helm::Helm::default(),
         production: None,
         kubernetes_bundle: None,
         probe_agent: None,
+    }
+}
+
+/// A drill input for `hosts` (an inventory text), runs under `runs`.
+fn unreachable_input(hosts: &str, runs: &Path, connect_timeout: Duration) -> engine::DrillInput {
+    engine::DrillInput {
+        runs_dir: runs.to_path_buf(),
+        connect_timeout,
+        ..drill_input(
+            "unreachable",
+            hosts,
+            "cilium_version: \"1.17.18\"\n",
+            "drill:\n  cilium: {from: 1.17.18, to: 1.18.12}\n",
+            runs,
+        )
     }
 }
 
@@ -2658,58 +2673,27 @@ fn kubernetes_bundle(dir: &Path) -> kubedrill::bundle::Bundle {
 
 async fn drill_on_scripted_nodes(sc: Scenario) -> ScriptedRun {
     let runs = tempfile::tempdir().expect("tempdir");
-    let inv_dir = common::TempInv::new(
-        "happy",
-        &[
-            (
-                "hosts.yaml",
-                "all:\n  hosts:\n    cp1: {ansible_host: 192.168.151.11}\n    w1: {ansible_host: 192.168.151.12}\n  children:\n    kube_control_plane: {hosts: {cp1: {}}}\n    etcd: {hosts: {cp1: {}}}\n    kube_node: {hosts: {cp1: {}, w1: {}}}\n    k8s_cluster: {children: {kube_control_plane: {}, kube_node: {}}}\n",
-            ),
-            (
-                "group_vars/k8s_cluster.yml",
-                "kube_version: v1.34.4\ncilium_version: \"1.19.7\"\ncilium_kube_proxy_replacement: true\ncilium_tunnel_mode: disabled\ncilium_loadbalancer_mode: dsr\ncilium_auto_direct_node_routes: true\ncilium_native_routing_cidr: 10.233.64.0/18\ncilium_enable_bpf_masquerade: true\ncilium_enable_host_legacy_routing: false\nkubedrill_cilium_lb_algorithm: maglev\nkubedrill_cilium_maglev_table_size: 16381\nkubedrill_cilium_maglev_hash_seed: \"a3ViZWRyaWxsLWxi\"\nkubedrill_cilium_lb_acceleration: best-effort\n",
-            ),
-        ],
-    );
-    let inventory = inv_dir.load_ok();
-    let spec = match kubedrill::spec::build(&inventory, &kubedrill::spec::SpecContext::default()) {
-        Ok((s, _)) => s,
-        Err(d) => panic!("{d}"),
-    };
     let upgrade = if sc.kubernetes {
         "  cilium: {from: 1.19.7, to: 1.19.7}\n  kubernetes: {from: 1.34.4, to: 1.35.4}\n"
     } else {
         "  cilium: {from: 1.19.7, to: 1.20.2}\n"
     };
-    let (lab, def) = lab_with_drill(&format!(
-        "drill:\n  name: happy\n{upgrade}  probes: {{rate_per_s: 20}}\n  policy: {{soak_secs: 2, pod_burst: 2}}\n  resources: {{interval_secs: 1}}\n"
-    ))
-    .expect("lab");
-    let drill = def.resolve(&Overrides::default()).expect("path");
     let agent = runs.path().join("kubedrill-probe");
     std::fs::write(&agent, b"a stand-in: the scripted nodes never run it").expect("agent");
     let input = engine::DrillInput {
-        lab,
-        drill,
-        inventory,
-        spec,
-        reset: None,
-        runs_dir: runs.path().join("runs"),
-        kubeconfig: runs.path().join("admin.conf"),
-        host_keys: kubedrill::check::HostKeySettings {
-            file: runs.path().join("known_hosts"),
-            mode: kubedrill::ssh::HostKeyMode::Strict,
-            source: "test".into(),
-        },
-        connect_timeout: Duration::from_secs(5),
-        concurrency: 4,
-        timeouts: engine::Timeouts::default(),
-        helm: kubedrill::cilium::helm::Helm::default(),
-        production: None,
         kubernetes_bundle: sc
             .kubernetes
             .then(|| kubernetes_bundle(&runs.path().join("bundle-k8s-1.35.4"))),
         probe_agent: Some(agent),
+        ..drill_input(
+            "happy",
+            "all:\n  hosts:\n    cp1: {ansible_host: 192.168.151.11}\n    w1: {ansible_host: 192.168.151.12}\n  children:\n    kube_control_plane: {hosts: {cp1: {}}}\n    etcd: {hosts: {cp1: {}}}\n    kube_node: {hosts: {cp1: {}, w1: {}}}\n    k8s_cluster: {children: {kube_control_plane: {}, kube_node: {}}}\n",
+            "kube_version: v1.34.4\ncilium_version: \"1.19.7\"\ncilium_kube_proxy_replacement: true\ncilium_tunnel_mode: disabled\ncilium_loadbalancer_mode: dsr\ncilium_auto_direct_node_routes: true\ncilium_native_routing_cidr: 10.233.64.0/18\ncilium_enable_bpf_masquerade: true\ncilium_enable_host_legacy_routing: false\nkubedrill_cilium_lb_algorithm: maglev\nkubedrill_cilium_maglev_table_size: 16381\nkubedrill_cilium_maglev_hash_seed: \"a3ViZWRyaWxsLWxi\"\nkubedrill_cilium_lb_acceleration: best-effort\n",
+            &format!(
+                "drill:\n  name: happy\n{upgrade}  probes: {{rate_per_s: 20}}\n  policy: {{soak_secs: 2, pod_burst: 2}}\n  resources: {{interval_secs: 1}}\n"
+            ),
+            runs.path(),
+        )
     };
 
     let api = cluster_at_1_19_7().await;
