@@ -13,6 +13,7 @@ mod drift_real;
 mod drill_migrate;
 mod drill_report;
 mod drill_run;
+mod drill_scripted;
 mod fuzz_files;
 mod fuzz_parsers;
 mod hostile;
