@@ -283,6 +283,10 @@ fn set_path(v: &mut Value, key: &str, val: Value) {
     }
 }
 
+/// How many times `cilium/install` runs `helm upgrade --install` while the API server is what
+/// fails it ([`crate::cilium::helm::TRANSIENT_API_ERRORS`]).
+pub const HELM_ATTEMPTS: u32 = 3;
+
 /// `cilium/install` on the first control plane: helm (from the bundle when the node has none),
 /// the chart (bundle or repository), the values file, `helm upgrade --install`.
 pub fn install_change(input: &Input<'_>, values: &Value) -> Result<HostChange, PhaseError> {
@@ -348,13 +352,22 @@ pub fn install_change(input: &Input<'_>, values: &Value) -> Result<HostChange, P
         ),
         files: vec![values_file],
         uploads,
+        // An overloaded API server (a small control plane, TCG) fails single requests: the same
+        // declarative command again, up to HELM_ATTEMPTS times.
         apply: format!(
-            "set -e\n{prepare}{images_check}helm upgrade --install cilium {} --version {version} --namespace kube-system --values {} {kc}\n",
-            quote(&chart),
-            cilium::VALUES_PATH
+            "set -e\n{prepare}{images_check}{}",
+            crate::cilium::helm::retrying(
+                &format!(
+                    "helm upgrade --install cilium {} --version {version} --namespace kube-system --values {} {kc}",
+                    quote(&chart),
+                    cilium::VALUES_PATH
+                ),
+                HELM_ATTEMPTS,
+                20
+            )
         ),
         apply_label: format!("helm upgrade --install cilium {chart} --version {version}"),
-        timeout_secs: 600,
+        timeout_secs: 600 * u64::from(HELM_ATTEMPTS),
         error_lines: 0,
     })
 }

@@ -42,6 +42,46 @@ pub const REPO_CHART: &str = "cilium/cilium";
 /// Where kubeadm writes the admin kubeconfig on control planes.
 pub const ADMIN_KUBECONFIG: &str = "/etc/kubernetes/admin.conf";
 
+/// What Helm prints when an overloaded API server, not the release, failed a request: the
+/// stream of the release's secrets dropped ("… Please retry", the first real drill), the API
+/// server's own 60 s request limit (the ninth lab run's `helm upgrade --install` after 529 s at
+/// load 14), its "unable to return a response in the time allotted", etcd timing out. Helm's
+/// commands are declarative: the same command again converges on the same release.
+pub const TRANSIENT_API_ERRORS: &[&str] = &[
+    "may be caused by closed connection. Please retry",
+    "Timeout: request did not complete within requested timeout",
+    "the server was unable to return a response in the time allotted",
+    "etcdserver: request timed out",
+];
+
+/// Whether Helm's output names only an overloaded API server ([`TRANSIENT_API_ERRORS`]).
+pub fn transient(output: &str) -> bool {
+    TRANSIENT_API_ERRORS.iter().any(|e| output.contains(e))
+}
+
+/// A shell snippet running `cmd` (a Helm command line) up to `attempts` times while it fails
+/// with one of [`TRANSIENT_API_ERRORS`], `pause_secs` apart; any other failure ends it at once.
+pub fn retrying(cmd: &str, attempts: u32, pause_secs: u32) -> String {
+    let patterns: Vec<String> = TRANSIENT_API_ERRORS
+        .iter()
+        .map(|e| format!("*'{e}'*"))
+        .collect();
+    format!(
+        "n=1
+         while :; do
+           if out=$({cmd} 2>&1); then printf '%s\n' \"$out\"; break; fi
+           printf '%s\n' \"$out\" >&2
+           case \"$out\" in {}) ;; *) exit 1 ;; esac
+           [ \"$n\" -lt {attempts} ] || exit 1
+           n=$((n + 1))
+           echo \"the API server did not answer in time; the same helm command again in {pause_secs} s (attempt $n of {attempts})\" >&2
+           sleep {pause_secs}
+         done
+",
+        patterns.join("|")
+    )
+}
+
 /// Why a Helm command cannot be built, or its output not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HelmError {
@@ -660,6 +700,63 @@ pub fn parse_values(yaml: &str) -> Result<serde_json::Value, HelmError> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The retry loop under `sh`, with a stand-in Helm that fails as told: transient failures are
+    /// tried again up to the limit, anything else ends it at once, success prints Helm's output.
+    #[test]
+    fn the_retry_loop_repeats_only_transient_failures() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = |failures: &str, attempts: u32| {
+            let script = dir.path().join("helm.sh");
+            let count = dir.path().join("count");
+            let _ = std::fs::remove_file(&count);
+            // Fails with the n-th line of `failures` on the n-th call, succeeds past the end.
+            std::fs::write(
+                &script,
+                format!(
+                    "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}\nmsg=$(printf '%s\\n' {f} | sed -n ${{n}}p)\n[ -z \"$msg\" ] && {{ echo deployed; exit 0; }}\necho \"Error: $msg\" >&2; exit 1\n",
+                    c = count.display(),
+                    f = crate::ssh::shell::quote(failures)
+                ),
+            )
+            .expect("stand-in");
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(retrying(&format!("sh {}", script.display()), attempts, 0))
+                .output()
+                .expect("sh");
+            let calls: u32 = std::fs::read_to_string(&count)
+                .unwrap_or_default()
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            (
+                o.status.success(),
+                calls,
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+            )
+        };
+        let timeout = "1 error occurred: * Timeout: request did not complete within requested timeout - context deadline exceeded";
+        let (ok, calls, out) = run(&format!("{timeout}\n{timeout}"), 3);
+        assert!(
+            ok && calls == 3 && out.trim() == "deployed",
+            "{ok} {calls} {out}"
+        );
+        let (ok, calls, _) = run(&format!("{timeout}\n{timeout}\n{timeout}"), 3);
+        assert!(!ok && calls == 3, "gives up after 3: {ok} {calls}");
+        let (ok, calls, _) = run(
+            "cannot patch \"cilium\" with kind DaemonSet: field is immutable",
+            3,
+        );
+        assert!(
+            !ok && calls == 1,
+            "a real failure is not repeated: {ok} {calls}"
+        );
+        assert!(transient(
+            "stream error when reading response body, may be caused by closed connection. Please retry."
+        ));
+        assert!(!transient("Error: context deadline exceeded"));
+    }
     use super::*;
 
     #[test]

@@ -240,12 +240,10 @@ pub const RUN_INFO: &str = "drill.json";
 /// How many times a command whose failure says it may be retried is run.
 const RETRIES: u32 = 3;
 
-/// A Helm failure that changed nothing and may be retried: client-go's answer when an overloaded
-/// API server drops the stream Helm reads the release's secrets from ("stream error when reading
-/// response body, may be caused by closed connection. Please retry."). The first real drill's
-/// `helm upgrade` and `helm rollback` both failed on it, the release untouched.
+/// A Helm failure an overloaded API server caused ([`helm::transient`]): the first real drill's
+/// `helm upgrade` and `helm rollback` both failed on a dropped stream, the release untouched.
 pub fn helm_retryable(stderr: &str) -> bool {
-    stderr.contains("may be caused by closed connection. Please retry")
+    helm::transient(stderr)
 }
 
 /// The cluster spec as it should be at another Cilium version.
