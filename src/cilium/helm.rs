@@ -700,6 +700,7 @@ pub fn parse_values(yaml: &str) -> Result<serde_json::Value, HelmError> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// The retry loop under `sh`, with a stand-in Helm that fails as told: transient failures are
     /// tried again up to the limit, anything else ends it at once, success prints Helm's output.
@@ -757,7 +758,6 @@ mod tests {
         ));
         assert!(!transient("Error: context deadline exceeded"));
     }
-    use super::*;
 
     #[test]
     fn archive_names_must_agree() {

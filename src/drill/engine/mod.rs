@@ -240,12 +240,6 @@ pub const RUN_INFO: &str = "drill.json";
 /// How many times a command whose failure says it may be retried is run.
 const RETRIES: u32 = 3;
 
-/// A Helm failure an overloaded API server caused ([`helm::transient`]): the first real drill's
-/// `helm upgrade` and `helm rollback` both failed on a dropped stream, the release untouched.
-pub fn helm_retryable(stderr: &str) -> bool {
-    helm::transient(stderr)
-}
-
 /// The cluster spec as it should be at another Cilium version.
 pub fn spec_at(spec: &ClusterSpec, v: Version) -> ClusterSpec {
     let mut s = spec.clone();
@@ -746,7 +740,7 @@ impl Ctx<'_> {
         if let Some((name, start)) = self.current.take() {
             self.b.phase(&name, start, now(), PhaseOutcome::Failed);
             if name == "preflight"
-                && let Some(s) = self.session(&self.cp)
+                && let Some(s) = self.host(&self.cp)
                 && s.exec(&self.d.helm.status(Release::Preflight).ssh_command())
                     .await
                     .is_ok_and(|o| o.success())
@@ -776,7 +770,7 @@ impl Ctx<'_> {
         format!("api via {}", self.cp)
     }
 
-    fn session(&self, host: &str) -> Option<SharedHost> {
+    fn host(&self, host: &str) -> Option<SharedHost> {
         self.hosts.get(host).cloned()
     }
 
@@ -798,7 +792,7 @@ impl Ctx<'_> {
         cmd: &Command,
         retry: impl Fn(&str) -> bool,
     ) -> Result<String, Stop> {
-        let Some(s) = self.session(host) else {
+        let Some(s) = self.host(host) else {
             return Err(self.fail(
                 host,
                 phase,
@@ -840,7 +834,7 @@ impl Ctx<'_> {
     async fn helm(&mut self, phase: &str, cmd: &HelmCommand) -> Result<String, Stop> {
         let cp = self.cp.clone();
         let c = cmd.ssh_command().timeout(self.d.timeouts.helm);
-        self.exec_retrying(&cp, phase, &c, helm_retryable).await
+        self.exec_retrying(&cp, phase, &c, helm::transient).await
     }
 
     async fn history(&mut self, phase: &str) -> Result<helm::History, Stop> {
@@ -871,7 +865,7 @@ impl Ctx<'_> {
     async fn windows_so_far(&self) -> Vec<crate::report::record::LossWindow> {
         let mut out = Vec::new();
         for bg in &self.probers {
-            if let Some(s) = self.session(&bg.host)
+            if let Some(s) = self.host(&bg.host)
                 && let Ok(run) = probes::peek(s.as_ref(), &bg.tag).await
             {
                 out.extend(record::windows_so_far(&run, &self.b.pairs));
@@ -1046,7 +1040,7 @@ impl Ctx<'_> {
         // Probers first (they flush open windows and summaries on SIGTERM), then the echo side.
         let probers = std::mem::take(&mut self.probers);
         for bg in probers {
-            if let Some(s) = self.session(&bg.host)
+            if let Some(s) = self.host(&bg.host)
                 && let Err(e) = probes::stop(s.as_ref(), &bg.tag).await
             {
                 self.notes
@@ -1077,7 +1071,7 @@ impl Ctx<'_> {
         }
         let servers = std::mem::take(&mut self.servers);
         for bg in servers {
-            if let Some(s) = self.session(&bg.host) {
+            if let Some(s) = self.host(&bg.host) {
                 let _ = probes::stop(s.as_ref(), &bg.tag).await;
             }
             match tokio::time::timeout(stop_limit, bg.handle).await {
@@ -1131,7 +1125,7 @@ impl Ctx<'_> {
         {
             self.notes.push(format!("cleanup: {e}"));
         }
-        if let Some(s) = self.session(&self.cp) {
+        if let Some(s) = self.host(&self.cp) {
             let _ = s
                 .exec(
                     &Command::new("rm -f /etc/kubernetes/kubedrill/drill-values-*.yaml")
@@ -1220,7 +1214,7 @@ mod tests {
     /// The very text the lab's overloaded API server made Helm print, against other failures.
     #[test]
     fn only_a_dropped_stream_makes_helm_try_again() {
-        assert!(helm_retryable(
+        assert!(helm::transient(
             "Error: UPGRADE FAILED: query: failed to query with labels: stream error when reading response body, may be caused by closed connection. Please retry. Original error: stream error: stream ID 3; INTERNAL_ERROR; received from peer"
         ));
         for other in [
@@ -1228,7 +1222,7 @@ mod tests {
             "Error: release: not found",
             "Error: context deadline exceeded",
         ] {
-            assert!(!helm_retryable(other), "{other}");
+            assert!(!helm::transient(other), "{other}");
         }
     }
 

@@ -113,7 +113,7 @@ impl Ctx<'_> {
         ));
         let redactor = crate::apply::Redactor::default();
         for h in &d.inventory.hosts {
-            let Some(s) = self.session(&h.name) else {
+            let Some(s) = self.host(&h.name) else {
                 return Err(self.fail(&h.name, phase, "ssh", "no SSH session to this host"));
             };
             let p = self.progress.host(phase, &h.name);
@@ -201,7 +201,7 @@ impl Ctx<'_> {
                 .privileged()
                 .label(label.clone())
                 .timeout(Duration::from_secs(KUBEADM_SECS));
-            let s = self.session(h);
+            let s = self.host(h);
             let h = h.clone();
             async move {
                 let r = match s {

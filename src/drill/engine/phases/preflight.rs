@@ -148,7 +148,7 @@ impl Ctx<'_> {
                 return Err(self.fail("(local)", phase, &format!("write {}", local.display()), e));
             }
             let remote = format!("/etc/kubernetes/kubedrill/drill-values-{}.yaml", step.to());
-            let Some(s) = self.session(&cp) else {
+            let Some(s) = self.host(&cp) else {
                 return Err(self.fail(&cp, phase, "upload values", "no session"));
             };
             let mk = Command::new("mkdir -p /etc/kubernetes/kubedrill")
@@ -168,7 +168,7 @@ impl Ctx<'_> {
         for step in &steps {
             let v = step.to();
             let archive = format!("{CHART_DIR}/cilium-{v}.tgz");
-            let has = match self.session(&cp) {
+            let has = match self.host(&cp) {
                 Some(s) => s
                     .exec(
                         &Command::new(format!("test -f {}", quote(&archive)))
@@ -227,7 +227,7 @@ impl Ctx<'_> {
             let Some(chart) = self.charts.get(&v).cloned() else {
                 continue;
             };
-            if let Some(s) = self.session(&cp)
+            if let Some(s) = self.host(&cp)
                 && s.exec(&d.helm.status(Release::Preflight).ssh_command())
                     .await
                     .is_ok_and(|o| o.success())
@@ -285,7 +285,7 @@ impl Ctx<'_> {
         use crate::drill::drift::{self, AgentConfig};
         let d = self.d;
         let cp = self.cp.clone();
-        let Some(s) = self.session(&cp) else {
+        let Some(s) = self.host(&cp) else {
             return Err(self.fail(&cp, phase, "config drift", "no session"));
         };
         let read = |cmd: Command| {

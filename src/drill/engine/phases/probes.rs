@@ -57,7 +57,7 @@ impl Ctx<'_> {
             (BACKEND_POD, &placement.backend),
             (CLIENT_POD, &placement.client),
         ] {
-            let Some(s) = self.session(node) else {
+            let Some(s) = self.host(node) else {
                 return Err(self.fail(
                     node,
                     phase,
@@ -127,7 +127,7 @@ impl Ctx<'_> {
         let mut hosts: BTreeSet<String> = planned.iter().map(|p| p.host.clone()).collect();
         hosts.insert(targets.backend.node.clone());
         for h in &hosts {
-            let Some(s) = self.session(h) else {
+            let Some(s) = self.host(h) else {
                 return Err(self.fail(h, phase, "install kubedrill-probe", "no SSH session"));
             };
             if let Err(e) = probes::install(s.as_ref(), &agent).await {
@@ -145,7 +145,7 @@ impl Ctx<'_> {
         } else {
             "0.0.0.0"
         };
-        let Some(bs) = self.session(&targets.backend.node) else {
+        let Some(bs) = self.host(&targets.backend.node) else {
             return Err(self.fail(&targets.backend.node, phase, "serve", "no SSH session"));
         };
         let serve_tag = format!("{}-serve", self.tag);
@@ -168,7 +168,7 @@ impl Ctx<'_> {
                 .push(p.spec.clone());
         }
         for (h, specs) in by_host {
-            let Some(s) = self.session(&h) else {
+            let Some(s) = self.host(&h) else {
                 return Err(self.fail(&h, phase, "kubedrill-probe run", "no SSH session"));
             };
             let tag = format!("{}-probe", self.tag);

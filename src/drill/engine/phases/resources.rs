@@ -6,7 +6,7 @@ use super::super::*;
 impl Ctx<'_> {
     pub(in crate::drill::engine) fn resources(&mut self) -> PhaseResult {
         let interval = Duration::from_secs(self.d.drill.definition.resources.interval_secs);
-        let sessions = self.hosts.clone();
+        let hosts = self.hosts.clone();
         let samples: Arc<Mutex<BTreeMap<String, Vec<ResourceSample>>>> = Arc::default();
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -20,7 +20,7 @@ impl Ctx<'_> {
                     _ = stopped.changed() => break,
                     _ = tick.tick() => {}
                 }
-                let reads = futures::future::join_all(sessions.iter().map(|(h, s)| async move {
+                let reads = futures::future::join_all(hosts.iter().map(|(h, s)| async move {
                     (
                         h.clone(),
                         resources::sample(s.as_ref(), interval.max(Duration::from_secs(10))).await,

@@ -178,7 +178,7 @@ impl Ctx<'_> {
                 continue;
             };
             let node = node.to_owned();
-            let session = self.session(&node);
+            let session = self.host(&node);
             let progress = self.progress.clone();
             self.say(&format!("  fault in {after} s: {}", f.describe()));
             out.push(tokio::spawn(async move {
