@@ -22,8 +22,8 @@ use std::time::Duration;
 /// `drill` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DrillCmd {
-    /// Rehearse the lab's Cilium upgrade drill (the `drill:` section of its file) and write the
-    /// run's record and reports.
+    /// Rehearse the lab's upgrade drill — Cilium, Kubernetes or both (the `drill:` section of its
+    /// file) — and write the run's record and reports.
     Run(RunArgs),
     /// Render RUN_DIR/report.html and RUN_DIR/summary.md from RUN_DIR/run.json.
     Report(ReportArgs),
@@ -59,7 +59,7 @@ pub struct RunArgs {
     pub rollout_timeout: Option<u64>,
     /// Run the lab's drill on a production cluster: this inventory instead of the lab's, no
     /// snapshot and no reset, the same pre-flight, probes and report, and a question before each
-    /// `helm upgrade` and `helm rollback`.
+    /// `helm upgrade`, `helm rollback` and each node's Kubernetes upgrade.
     #[arg(long, requires = "inventory", conflicts_with = "reset")]
     pub production: bool,
     /// The production inventory (with --production).
