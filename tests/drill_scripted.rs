@@ -37,6 +37,8 @@ struct ClusterSide {
     kube_proxy_chains: BTreeSet<String>,
     /// `kubeadm upgrade …` and `kubectl drain/uncordon` as run, in order (`node: what`).
     kubernetes_steps: Vec<String>,
+    /// Nodes whose agent a `kill-agent` fault killed, in order.
+    killed: Vec<String>,
 }
 
 /// A node answering what `drill run` asks of it as a real node would: Helm on the control plane
@@ -187,6 +189,31 @@ impl ScriptedNode {
                 s.remove(&dep);
             }
         });
+    }
+
+    /// `kill -KILL` of this node's agent: the kubelet restarts its container (the pod's
+    /// `restartCount` goes up, the pod stays).
+    fn kill_agent(&self) {
+        let version = if self.side().upgraded.contains(&self.name) {
+            "1.20.2"
+        } else {
+            "1.19.7"
+        };
+        let key = Key::new(
+            "/api/v1",
+            Some("kube-system"),
+            "pods",
+            &agent_name(&self.name, version),
+        );
+        self.api.with(|s| {
+            let mut pod = s.get(&key).expect("the node's agent pod").clone();
+            let n = pod["status"]["containerStatuses"][0]["restartCount"]
+                .as_u64()
+                .unwrap_or(0);
+            pod["status"]["containerStatuses"][0]["restartCount"] = json!(n + 1);
+            s.put(key.clone(), pod);
+        });
+        self.side().killed.push(self.name.clone());
     }
 
     /// The agent's `/proc` as the sampling script prints it: a new process after the upgrade.
@@ -434,6 +461,9 @@ impl Host for ScriptedNode {
                 "{\"status\": {\"id\": \"a1\"}, \"info\": {\"pid\": 31337}}",
                 "",
             )
+        } else if has("kill -KILL $pids") {
+            self.kill_agent();
+            out(0, "killed cilium-agent 4242\n", "")
         } else if has("pidof -s cilium-agent") {
             out(0, &self.agent_proc(), "")
         } else if label.contains("facts") || has("uname") {
@@ -570,6 +600,8 @@ struct Scenario {
     kubernetes: bool,
     /// kubeadm brings kube-proxy back.
     kube_proxy_returns: bool,
+    /// The drill's `faults:` (a YAML flow sequence), if any.
+    faults: Option<&'static str>,
 }
 
 /// A Kubernetes 1.35.4 bundle as `bundle build --files-repo` makes it, with stand-in binaries
@@ -616,7 +648,10 @@ async fn drill_on_scripted_nodes(sc: Scenario) -> ScriptedRun {
             "all:\n  hosts:\n    cp1: {ansible_host: 192.168.151.11}\n    w1: {ansible_host: 192.168.151.12}\n  children:\n    kube_control_plane: {hosts: {cp1: {}}}\n    etcd: {hosts: {cp1: {}}}\n    kube_node: {hosts: {cp1: {}, w1: {}}}\n    k8s_cluster: {children: {kube_control_plane: {}, kube_node: {}}}\n",
             "kube_version: v1.34.4\ncilium_version: \"1.19.7\"\ncilium_kube_proxy_replacement: true\ncilium_tunnel_mode: disabled\ncilium_loadbalancer_mode: dsr\ncilium_auto_direct_node_routes: true\ncilium_native_routing_cidr: 10.233.64.0/18\ncilium_enable_bpf_masquerade: true\ncilium_enable_host_legacy_routing: false\nkubedrill_cilium_lb_algorithm: maglev\nkubedrill_cilium_maglev_table_size: 16381\nkubedrill_cilium_maglev_hash_seed: \"a3ViZWRyaWxsLWxi\"\nkubedrill_cilium_lb_acceleration: best-effort\n",
             &format!(
-                "drill:\n  name: happy\n{upgrade}  probes: {{rate_per_s: 20}}\n  policy: {{soak_secs: 2, pod_burst: 2}}\n  resources: {{interval_secs: 1}}\n"
+                "drill:\n  name: happy\n{upgrade}  probes: {{rate_per_s: 20}}\n  policy: {{soak_secs: 2, pod_burst: 2}}\n  resources: {{interval_secs: 1}}\n{}",
+                sc.faults
+                    .map(|f| format!("  faults: {f}\n"))
+                    .unwrap_or_default()
             ),
             runs.path(),
         )
@@ -940,5 +975,56 @@ async fn kube_proxy_coming_back_with_kubeadm_is_found_removed_and_no_go() {
             .unwrap_or_else(|e| e.into_inner())
             .kube_proxy_chains
             .is_empty()
+    );
+}
+
+/// A Kubernetes-only drill with `kill-agent` on w1: the fault fires during `kubernetes/cp1` (there
+/// is no Cilium step), the node answers, the agent watch sees w1's container restart, and the
+/// verdict is no-go for that restart — the drill's measures can fail without a Cilium upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kill_agent_fault_in_a_kubernetes_drill_fires_in_the_first_control_plane_and_says_no_go()
+{
+    let run = drill_on_scripted_nodes(Scenario {
+        kubernetes: true,
+        faults: Some("[{kind: kill-agent, node: w1, after_secs: 0}]"),
+        ..Default::default()
+    })
+    .await;
+    assert!(run.report.failures.is_empty(), "{:#?}", run.report.failures);
+    assert_eq!(
+        run.side.lock().unwrap_or_else(|e| e.into_inner()).killed,
+        ["w1"]
+    );
+    let [fault] = run.rec.faults.as_slice() else {
+        panic!("one fault recorded: {:#?}", run.rec.faults);
+    };
+    assert_eq!(
+        (
+            fault.kind.as_str(),
+            fault.node.as_deref(),
+            fault.detail.as_str(),
+            fault.injected
+        ),
+        ("kill-agent", Some("w1"), "killed cilium-agent 4242", true)
+    );
+    let cp1 = run
+        .rec
+        .phases
+        .iter()
+        .find(|p| p.name == "kubernetes/cp1")
+        .expect("kubernetes/cp1 ran");
+    assert!(
+        cp1.start <= fault.at && fault.at <= cp1.end,
+        "the fault fired during kubernetes/cp1: {fault:?} {cp1:?}"
+    );
+    assert_eq!(run.rec.verdict.outcome, Outcome::Fail);
+    assert!(
+        run.rec
+            .verdict
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("w1: the agent container restarted 1 time")),
+        "{:#?}",
+        run.rec.verdict
     );
 }

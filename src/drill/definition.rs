@@ -864,6 +864,16 @@ impl DrillDefinition {
                 })?;
             }
         }
+        if plan.steps().is_empty() && self.faults.contains(&super::fault::Fault::BadValue) {
+            return Err(ResolveError::Invalid(
+                Diagnostic::error(
+                    "the bad-value fault goes into the new Cilium agents' values, but this drill upgrades only Kubernetes",
+                )
+                .at(&Origin::at(&Arc::new(self.file.clone()), None))
+                .field("drill.faults")
+                .hint("use kill-agent or link-down, or add a Cilium upgrade"),
+            ));
+        }
         let mut k8s_warnings = Vec::new();
         let kubernetes_upgrade = match k8s_change {
             None => None,
@@ -1031,6 +1041,34 @@ mod tests {
         let e = down.resolve(&Overrides::default()).expect_err("downgrade");
         let text = e.diagnostic().to_string();
         assert!(text.contains("labs/t.yaml:4: `drill.cilium.to`"), "{text}");
+    }
+
+    #[test]
+    fn a_kubernetes_only_drill_takes_node_faults_but_refuses_bad_value() {
+        let k8s = "drill:\n  cilium: {from: 1.19.7, to: 1.19.7}\n  kubernetes: {from: 1.34.4, to: 1.35.4}\n  faults:\n";
+        let nodes = parse(&format!(
+            "{k8s}    - {{kind: link-down, node: w1, secs: 5}}\n    - {{kind: kill-agent, node: w1}}\n"
+        ))
+        .expect("valid");
+        let r = nodes
+            .resolve(&Overrides::default())
+            .expect("node faults fire in kubernetes/cp1");
+        assert_eq!(r.definition.faults.len(), 2);
+        let bad = parse(&format!("{k8s}    - {{kind: bad-value}}\n")).expect("valid alone");
+        let e = bad
+            .resolve(&Overrides::default())
+            .expect_err("no Cilium step to break");
+        let text = e.diagnostic().to_string();
+        assert!(
+            text.contains("`drill.faults`") && text.contains("only Kubernetes"),
+            "{text}"
+        );
+        // With a Cilium step it is the step's values that carry it.
+        let both = parse(
+            "drill:\n  cilium: {from: 1.18.11, to: 1.19.7}\n  kubernetes: {from: 1.34.4, to: 1.35.4}\n  faults: [{kind: bad-value}]\n",
+        )
+        .expect("valid");
+        assert!(both.resolve(&Overrides::default()).is_ok());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Deliberate failures during a drill (`drill.faults`), to prove that its measures can fail: an
 //! agent killed in the middle of the rollout, a node's link dropped, a value every new agent
-//! refuses. Each fires during the first upgrade step; the run record lists what was injected
-//! and when, next to what the probes, the rollout watch and the verdict made of it.
+//! refuses. Each fires during the first upgrade step — the first Cilium step, or in a drill that
+//! upgrades only Kubernetes, the first control plane's upgrade (bad-value needs a Cilium step) —;
+//! the run record lists what was injected and when, next to what the probes, the rollout watch
+//! and the verdict made of it.
 //!
 //! ```yaml
 //! drill:
@@ -32,14 +34,15 @@ pub enum Fault {
     KillAgent {
         /// Inventory host name.
         node: String,
-        /// Seconds after `helm upgrade` returned.
+        /// Seconds after the step began (`helm upgrade` returned, or the first control
+        /// plane's Kubernetes upgrade was confirmed).
         after_secs: u64,
     },
     /// The node's default-route link down for `secs`, `after_secs` into the step.
     LinkDown {
         /// Inventory host name.
         node: String,
-        /// Seconds after `helm upgrade` returned.
+        /// Seconds after the step began (as for kill-agent).
         after_secs: u64,
         /// How long the link stays down (1–600).
         secs: u64,

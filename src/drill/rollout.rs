@@ -90,12 +90,32 @@ impl NodeView {
 pub struct RolloutTracker {
     nodes: BTreeMap<String, NodeView>,
     events: Vec<AgentEvent>,
+    /// Per pod: its node, its restart count when the drill first saw it, the highest since.
+    restarts: BTreeMap<String, PodRestarts>,
+    /// Started from the pods before the upgrade ([`Self::new`]): a pod seen later is new.
+    started: bool,
+}
+
+/// One agent pod's restarts as the drill saw them.
+#[derive(Debug, Clone)]
+struct PodRestarts {
+    node: String,
+    /// At first sight: restarts from before the drill (an agent that needed three tries to
+    /// start on a busy lab) are not the drill's; 0 for a pod created during it.
+    base: u32,
+    highest: u32,
 }
 
 impl RolloutTracker {
     /// Start from the pods as they are before the upgrade (no events for them).
     pub fn new(initial: &[PodObservation]) -> Self {
-        let mut t = RolloutTracker::default();
+        let mut t = RolloutTracker {
+            started: true,
+            ..Default::default()
+        };
+        for p in initial {
+            t.saw_restarts(p, p.restarts);
+        }
         for (node, pods) in by_node(initial) {
             let ready_pod = NodeView::ready_pod(&pods);
             t.nodes.insert(node, NodeView { pods, ready_pod });
@@ -103,8 +123,27 @@ impl RolloutTracker {
         t
     }
 
+    /// Note a pod's restart count; `base` counts when the pod is new to the tracker.
+    fn saw_restarts(&mut self, p: &PodObservation, base: u32) {
+        let Some(node) = &p.node else { return };
+        let r = self
+            .restarts
+            .entry(p.name.clone())
+            .or_insert_with(|| PodRestarts {
+                node: node.clone(),
+                base,
+                highest: p.restarts,
+            });
+        r.highest = r.highest.max(p.restarts);
+    }
+
     /// Take the complete list of agent pods seen at `at`; returns the events it caused.
     pub fn observe(&mut self, at: Timestamp, pods: &[PodObservation]) -> Vec<AgentEvent> {
+        for p in pods {
+            // Without a start ([`Self::new`] failed), the first sight is the baseline.
+            let base = if self.started { 0 } else { p.restarts };
+            self.saw_restarts(p, base);
+        }
         let mut now = by_node(pods);
         for n in self.nodes.keys() {
             now.entry(n.clone()).or_default();
@@ -211,13 +250,12 @@ impl RolloutTracker {
         self.nodes.keys().cloned().collect()
     }
 
-    /// Highest agent container restart count seen per node (crashes, not rollout
-    /// replacements, which start at 0).
+    /// Agent container restarts per node during the drill (crashes and kills, not rollout
+    /// replacements, which start at 0): each pod's count above what it was when first seen.
     pub fn container_restarts(&self) -> BTreeMap<String, u32> {
         let mut m: BTreeMap<String, u32> = BTreeMap::new();
-        for e in &self.events {
-            let v = m.entry(e.node.clone()).or_default();
-            *v = (*v).max(e.restart_count);
+        for r in self.restarts.values() {
+            *m.entry(r.node.clone()).or_default() += r.highest.saturating_sub(r.base);
         }
         m
     }
@@ -312,6 +350,49 @@ mod tests {
         ready.started_ms = Some(5000);
         assert_eq!(kinds(&t.observe(t0, &[ready])), [("n1".into(), "ready", 1)]);
         assert_eq!(t.container_restarts()["n1"], 1);
+    }
+
+    #[test]
+    fn restarts_from_before_the_drill_are_not_counted_and_replacements_add_theirs() {
+        let t0 = Timestamp::from_unix_ms(0);
+        // cp1's agent needed 2 tries to start long before the drill; w1's never restarted.
+        let mut t = RolloutTracker::new(&[
+            pod("a", "cp1", true, true, 2),
+            pod("b", "w1", true, true, 0),
+        ]);
+        t.observe(
+            t0,
+            &[
+                pod("a", "cp1", true, true, 2),
+                pod("b", "w1", true, true, 0),
+            ],
+        );
+        assert_eq!(t.container_restarts().values().sum::<u32>(), 0);
+        // Killed once: 3 now, one of them the drill's.
+        t.observe(
+            t0,
+            &[
+                pod("a", "cp1", true, true, 3),
+                pod("b", "w1", true, true, 0),
+            ],
+        );
+        // w1's agent replaced by the rollout, and the new one crashes twice.
+        t.observe(
+            t0,
+            &[
+                pod("a", "cp1", true, true, 3),
+                pod("c", "w1", true, true, 2),
+            ],
+        );
+        assert_eq!(
+            t.container_restarts(),
+            BTreeMap::from([("cp1".to_owned(), 1), ("w1".to_owned(), 2)])
+        );
+        // Without a start, first sight is the baseline.
+        let mut blind = RolloutTracker::default();
+        blind.observe(t0, &[pod("a", "cp1", true, true, 2)]);
+        blind.observe(t0, &[pod("a", "cp1", true, true, 4)]);
+        assert_eq!(blind.container_restarts()["cp1"], 2);
     }
 
     #[test]

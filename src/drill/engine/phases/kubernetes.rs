@@ -190,6 +190,30 @@ impl Ctx<'_> {
             return Err(Stop);
         }
         self.changed = true;
+        // The agents are watched from the first node's upgrade on, as during Cilium's steps: a
+        // kubelet that restarts containers or a drained node shows in the timeline and verdict.
+        self.start_agent_watch().await;
+        // Node faults (drill.faults) fire during the first Cilium step; a drill without one has
+        // them here, during the first control plane's upgrade.
+        let faults = if kind == NodeKind::FirstControlPlane && d.drill.plan.steps().is_empty() {
+            self.start_faults()
+        } else {
+            Vec::new()
+        };
+        let r = self.k8s_upgrade_nodes(phase, hosts, kind, up, &cp).await;
+        self.join_faults(faults).await;
+        r
+    }
+
+    /// [`Self::k8s_nodes`] once confirmed: kubeadm, drain, kubelet, Ready, uncordon.
+    async fn k8s_upgrade_nodes(
+        &mut self,
+        phase: &str,
+        hosts: &[String],
+        kind: NodeKind,
+        up: crate::drill::definition::KubernetesUpgrade,
+        cp: &str,
+    ) -> PhaseResult {
         // kubeadm first: the control plane (first node) or the node's own configuration.
         let kubeadm = k8sup::kubeadm_script(up.to, kind);
         let label = match kind {
@@ -250,7 +274,7 @@ impl Ctx<'_> {
                 .privileged()
                 .label(format!("kubectl drain {h}"))
                 .timeout(Duration::from_secs(DRAIN_SECS + 60));
-            self.exec(&cp, phase, &drain).await?;
+            self.exec(cp, phase, &drain).await?;
             self.say(&format!("  {h}: drained"));
         }
         for h in hosts {
@@ -269,7 +293,7 @@ impl Ctx<'_> {
                 .privileged()
                 .label(format!("kubectl uncordon {h}"))
                 .timeout(Duration::from_secs(120));
-            self.exec(&cp, phase, &uncordon).await?;
+            self.exec(cp, phase, &uncordon).await?;
             self.say(&format!("  {h}: Ready at v{}, uncordoned", up.to));
         }
         self.check_kube_proxy().await;

@@ -170,7 +170,7 @@ impl Ctx<'_> {
     }
 
     /// Start every node fault of the drill, each after its delay, on its node's SSH session.
-    fn start_faults(&mut self) -> Vec<JoinHandle<FaultEvent>> {
+    pub(super) fn start_faults(&mut self) -> Vec<JoinHandle<FaultEvent>> {
         let mut out = Vec::new();
         for f in self.d.drill.definition.faults.clone() {
             let (Some(node), Some(after), Some(cmd)) = (f.node(), f.after_secs(), f.command())
@@ -217,7 +217,7 @@ impl Ctx<'_> {
     }
 
     /// Wait for the faults started by [`Self::start_faults`] and record them.
-    async fn join_faults(&mut self, faults: Vec<JoinHandle<FaultEvent>>) {
+    pub(super) async fn join_faults(&mut self, faults: Vec<JoinHandle<FaultEvent>>) {
         for h in faults {
             match h.await {
                 Ok(e) => self.b.faults.push(e),
