@@ -476,6 +476,13 @@ spec:
     - {name: tcp, protocol: TCP, port: 7001, targetPort: 7001, nodePort: 30701}
     - {name: udp, protocol: UDP, port: 7002, targetPort: 7002, nodePort: 30702}
 YAML
+# Pods of a new namespace are refused until the controller manager has made its `default`
+# ServiceAccount (seconds; longer on a busy TCG control plane): the namespace first, then wait.
+k create namespace kde2e-probe --dry-run=client -o yaml | k apply -f - >/dev/null
+for _ in $(seq 150); do
+  k -n kde2e-probe get serviceaccount default >/dev/null 2>&1 && break
+  sleep 2
+done
 k apply -f "$WORK/probe-pods.yaml" >/dev/null
 # A node's first pod endpoint waits for clang to compile bpf_lxc; under TCG on the busy control
 # plane that outlasted the CNI's API timeout again and again (each retry cancels the compile).
