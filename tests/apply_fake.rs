@@ -341,3 +341,99 @@ fn normalize_turns_secrets_into_markers() {
         "token: <token>"
     );
 }
+
+/// `reset --only-host w2` of a cluster that stays is Kubespray's remove-node: cp1 (a control
+/// plane that is not reset) drains w2, w2 runs the reset script, cp1 deletes w2's Node object —
+/// without which kubeadm refuses w2's next join while the old Node is still Ready (the tenth lab
+/// run). cp1 itself is not reset, w1 is not contacted, the local kubeconfig stays. A reset of
+/// every node drains nothing and deletes no Node: the cluster goes with them.
+#[tokio::test]
+async fn resetting_one_worker_drains_it_and_deletes_its_node_through_a_control_plane_that_stays() {
+    use kubedrill::apply::reset::{self, Scope};
+    let (inv, spec) = cluster();
+    let hosts = fleet(&inv);
+    hosts["cp1"].reply("kubectl drain", "drained w2\n");
+    hosts["cp1"].reply("kubectl delete node", "deleted node w2\n");
+    for h in hosts.values() {
+        h.reply(
+            "kubedrill reset script",
+            "kubeadm reset -f\nlink cilium_host\n",
+        );
+    }
+    let state = tempfile::tempdir().expect("tempdir");
+    std::fs::write(state.path().join("admin.conf"), "x").expect("kubeconfig");
+    let mut opts = options(state.path());
+    opts.selection = apply::Selection::all();
+
+    let scope = Scope::of(&inv, &["w2".to_owned()]);
+    assert_eq!(
+        scope,
+        Scope {
+            nodes: vec!["w2".into()],
+            via: Some("cp1".into())
+        }
+    );
+    assert_eq!(scope.hosts(), ["w2", "cp1"]);
+    let only: BTreeMap<String, Arc<FakeHost>> = hosts
+        .iter()
+        .filter(|(n, _)| scope.hosts().contains(n))
+        .map(|(n, h)| (n.clone(), h.clone()))
+        .collect();
+    let r = reset::reset_on(&inv, &spec, &opts, &scope, reach(&only), &Progress::quiet())
+        .await
+        .expect("reset");
+    assert!(r.failures.is_empty(), "{:#?}", r.failures);
+    assert_eq!(outcomes(&r, "reset/drain"), [("cp1".to_owned(), "changed")]);
+    assert_eq!(outcomes(&r, "reset/node"), [("w2".to_owned(), "changed")]);
+    assert_eq!(
+        outcomes(&r, "reset/delete-node"),
+        [("cp1".to_owned(), "changed")]
+    );
+    let scripts = |h: &str| -> Vec<(String, String)> {
+        hosts[h]
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Exec { label, script } => Some((label, script)),
+                Call::Upload { .. } => None,
+            })
+            .collect()
+    };
+    let cp1 = scripts("cp1");
+    let labels: Vec<&str> = cp1.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["kubectl drain", "kubectl delete node"],
+        "cp1 is not reset"
+    );
+    let (drain, delete) = (&cp1[0].1, &cp1[1].1);
+    assert!(
+        drain.contains(
+            "kubectl --kubeconfig /etc/kubernetes/admin.conf get node w2 --ignore-not-found"
+        ) && drain.contains("drain w2 --ignore-daemonsets --delete-emptydir-data --force"),
+        "{drain}"
+    );
+    assert!(delete.contains("delete node w2 "), "{delete}");
+    assert!(scripts("w1").is_empty(), "w1 is not contacted");
+    assert!(
+        state.path().join("admin.conf").exists(),
+        "the cluster stays, and so does its kubeconfig"
+    );
+
+    // Every node: no control plane stays, nothing is drained or deleted through the API.
+    for h in hosts.values() {
+        h.clear_calls();
+    }
+    let all = Scope::of(&inv, &[]);
+    assert_eq!(all.via, None);
+    let r = reset::reset_on(&inv, &spec, &opts, &all, reach(&hosts), &Progress::quiet())
+        .await
+        .expect("reset");
+    assert!(r.failures.is_empty(), "{:#?}", r.failures);
+    for h in ["cp1", "w1", "w2"] {
+        let s = scripts(h);
+        assert_eq!(s.len(), 1, "{h}: {s:#?}");
+        assert_eq!(s[0].0, "kubedrill reset script");
+    }
+    assert!(!state.path().join("admin.conf").exists());
+}

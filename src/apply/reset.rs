@@ -1,7 +1,11 @@
 //! `kubedrill reset`: undo a cluster on its nodes — `kubeadm reset -f`, then Cilium's and the
 //! CNI's leftovers (links, BPF pins, iptables chains, `/etc/cni/net.d`), kubeconfigs and
 //! kubedrill's own files. Packages, containerd and sysctls stay (a re-apply reuses them).
-//! A phase tree on the same runner as apply: `preflight/connect`, `reset/node`, `reset/local`.
+//! A phase tree on the same runner as apply: `preflight/connect`, `reset/drain`, `reset/node`,
+//! `reset/delete-node`, `reset/local`. Resetting some nodes of a cluster that stays is Kubespray's
+//! remove-node: a control plane that is not reset drains each node first and deletes its Node
+//! object after, so that the node can join again (kubeadm refuses to join a node whose name a
+//! Ready Node already has).
 
 use super::{ApplyError, ApplyOptions, ApplyReport, Input, Reach, Run};
 use crate::fleet::{self, Progress};
@@ -12,6 +16,7 @@ use crate::phase::{
 };
 use crate::spec::ClusterSpec;
 use crate::ssh::Command;
+use crate::ssh::shell::quote;
 use std::time::{Duration, Instant};
 
 /// The script run on every node (as root). Every step tolerates "already gone", so a reset can
@@ -53,19 +58,62 @@ done
 true
 "#;
 
-/// The phases of a reset.
-pub fn tree<'a>() -> Tree<Run<'a>> {
+/// Which nodes a reset undoes, and through which control plane the cluster that stays forgets
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The nodes to reset, in inventory order.
+    pub nodes: Vec<String>,
+    /// A control plane that is not reset (the first in inventory order), when the cluster stays.
+    pub via: Option<String>,
+}
+
+impl Scope {
+    /// `only` (every host when empty) of `inv`.
+    pub fn of(inv: &Inventory, only: &[String]) -> Scope {
+        let nodes: Vec<String> = inv
+            .hosts
+            .iter()
+            .filter(|h| only.is_empty() || only.contains(&h.name))
+            .map(|h| h.name.clone())
+            .collect();
+        let via = inv
+            .control_planes()
+            .find(|h| !nodes.contains(&h.name))
+            .map(|h| h.name.clone());
+        Scope { nodes, via }
+    }
+
+    /// The hosts to connect to: the nodes, and the control plane that stays.
+    pub fn hosts(&self) -> Vec<String> {
+        self.nodes.iter().chain(&self.via).cloned().collect()
+    }
+}
+
+/// The phases of a reset of `scope`.
+pub fn tree<'a>(scope: &Scope) -> Tree<Run<'a>> {
+    let via = || ThroughControlPlane {
+        via: scope.via.clone(),
+        nodes: scope.nodes.clone(),
+    };
     Tree {
         groups: vec![
             Group {
                 name: "preflight",
-                title: "Connect to the nodes to reset",
+                title: "Connect to the nodes to reset (and to a control plane that stays)",
                 phases: vec![super::phases::connect::Connect::boxed()],
             },
             Group {
                 name: "reset",
                 title: "Undo the cluster",
-                phases: vec![Box::new(Nodes), Box::new(Local)],
+                phases: vec![
+                    Box::new(Drain(via())),
+                    Box::new(Nodes {
+                        nodes: scope.nodes.clone(),
+                    }),
+                    Box::new(DeleteNode(via())),
+                    Box::new(Local),
+                ],
             },
         ],
     }
@@ -79,12 +127,158 @@ pub async fn reset(
     only: &[String],
     progress: &Progress,
 ) -> Result<ApplyReport, ApplyError> {
-    let reach = Reach::Ssh(opts.ssh.clone(), only.to_vec());
-    super::execute(&tree(), "reset", inv, spec, opts, reach, progress).await
+    let scope = Scope::of(inv, only);
+    let reach = Reach::Ssh(opts.ssh.clone(), scope.hosts());
+    reset_on(inv, spec, opts, &scope, reach, progress).await
 }
 
-/// `reset/node`: the reset script on every connected node.
-struct Nodes;
+/// Reset `scope` on nodes reached as `reach` says.
+pub async fn reset_on(
+    inv: &Inventory,
+    spec: &ClusterSpec,
+    opts: &ApplyOptions,
+    scope: &Scope,
+    reach: Reach,
+    progress: &Progress,
+) -> Result<ApplyReport, ApplyError> {
+    super::execute(&tree(scope), "reset", inv, spec, opts, reach, progress).await
+}
+
+/// What `reset/drain` and `reset/delete-node` share: the control plane they run on and the
+/// nodes they act on.
+struct ThroughControlPlane {
+    via: Option<String>,
+    nodes: Vec<String>,
+}
+
+/// Seconds `kubectl drain` may take per node (evictions wait for graceful termination).
+const DRAIN_SECS: u64 = 300;
+
+impl ThroughControlPlane {
+    fn skip_reason(&self) -> Option<String> {
+        self.via
+            .is_none()
+            .then(|| "no control plane stays: the cluster goes with its nodes".to_string())
+    }
+
+    /// Run `script` (one line printed per node acted on) on the control plane that stays.
+    async fn run(&self, name: &str, run: &Run<'_>, label: &str, script: String) -> Vec<HostResult> {
+        let t = Instant::now();
+        let Some(via) = &self.via else {
+            return Vec::new();
+        };
+        let r =
+            match run.hosts.get(via) {
+                None => Err(Failure::new(
+                    via,
+                    name,
+                    label,
+                    "no connection to this control plane",
+                )),
+                Some(s) => {
+                    let cmd = Command::new(script).privileged().label(label).timeout(
+                        Duration::from_secs(DRAIN_SECS * self.nodes.len() as u64 + 60),
+                    );
+                    match s.exec(&cmd).await {
+                        Err(e) => Err(Failure::new(via, name, label, e)),
+                        Ok(o) if !o.success() => Err(Failure {
+                            status: o.status,
+                            ..Failure::new(via, name, label, o.stderr_tail(5))
+                        }),
+                        Ok(o) if o.stdout_text().trim().is_empty() => Ok(Outcome::Unchanged),
+                        Ok(_) => Ok(Outcome::Changed),
+                    }
+                }
+            };
+        vec![HostResult::timed(via, r, t)]
+    }
+
+    /// For each node that the API still knows: `prefix` and the kubectl command for it.
+    fn script(&self, act: impl Fn(&str) -> String) -> String {
+        let kc = format!("kubectl --kubeconfig {}", super::cluster::ADMIN_CONF);
+        let mut s = String::from("set -e\n");
+        for n in &self.nodes {
+            let q = quote(n);
+            s.push_str(&format!(
+                "n=$({kc} get node {q} --ignore-not-found -o name)\nif [ -n \"$n\" ]; then\n{}\nfi\n",
+                act(&q)
+            ));
+        }
+        s
+    }
+}
+
+/// `reset/drain`: each node to reset drained from a control plane that stays.
+struct Drain(ThroughControlPlane);
+
+impl<'a> Phase<Run<'a>> for Drain {
+    fn name(&self) -> &str {
+        "drain"
+    }
+    fn title(&self) -> String {
+        "Drain the nodes to reset (from a control plane that stays)".into()
+    }
+    fn unchanged_when(&self) -> &str {
+        "the cluster does not know the nodes"
+    }
+    fn steps(&self, _: &Input<'a>) -> Result<Vec<Step>, PhaseError> {
+        Ok(vec![Step::run(
+            Target::Hosts(self.0.via.iter().cloned().collect()),
+            format!(
+                "kubectl drain {} --ignore-daemonsets --delete-emptydir-data --force --timeout {DRAIN_SECS}s",
+                self.0.nodes.join(" ")
+            ),
+        )])
+    }
+    fn skip_reason(&self, _: &Run<'a>) -> Option<String> {
+        self.0.skip_reason()
+    }
+    fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {
+        let kc = format!("kubectl --kubeconfig {}", super::cluster::ADMIN_CONF);
+        let script = self.0.script(|q| {
+            format!(
+                "{kc} drain {q} --ignore-daemonsets --delete-emptydir-data --force --timeout {DRAIN_SECS}s >&2\necho \"drained \"{q}"
+            )
+        });
+        Box::pin(async move { self.0.run(name, run, "kubectl drain", script).await })
+    }
+}
+
+/// `reset/delete-node`: each reset node's Node object deleted from a control plane that stays.
+struct DeleteNode(ThroughControlPlane);
+
+impl<'a> Phase<Run<'a>> for DeleteNode {
+    fn name(&self) -> &str {
+        "delete-node"
+    }
+    fn title(&self) -> String {
+        "Delete the reset nodes' Node objects, so that they can join again".into()
+    }
+    fn unchanged_when(&self) -> &str {
+        "the cluster does not know the nodes"
+    }
+    fn steps(&self, _: &Input<'a>) -> Result<Vec<Step>, PhaseError> {
+        Ok(vec![Step::run(
+            Target::Hosts(self.0.via.iter().cloned().collect()),
+            format!("kubectl delete node {}", self.0.nodes.join(" ")),
+        )])
+    }
+    fn skip_reason(&self, _: &Run<'a>) -> Option<String> {
+        self.0.skip_reason()
+    }
+    fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {
+        let kc = format!("kubectl --kubeconfig {}", super::cluster::ADMIN_CONF);
+        let script = self
+            .0
+            .script(|q| format!("{kc} delete node {q} >&2\necho \"deleted node \"{q}"));
+        Box::pin(async move { self.0.run(name, run, "kubectl delete node", script).await })
+    }
+}
+
+/// `reset/node`: the reset script on every node to reset.
+struct Nodes {
+    nodes: Vec<String>,
+}
 
 impl<'a> Phase<Run<'a>> for Nodes {
     fn name(&self) -> &str {
@@ -98,7 +292,13 @@ impl<'a> Phase<Run<'a>> for Nodes {
     }
     fn steps(&self, input: &Input<'a>) -> Result<Vec<Step>, PhaseError> {
         Ok(vec![Step::Run {
-            target: hosts(input.inv.hosts.iter()),
+            target: hosts(
+                input
+                    .inv
+                    .hosts
+                    .iter()
+                    .filter(|h| self.nodes.contains(&h.name)),
+            ),
             command: "kubeadm reset -f; delete cilium_*/lxc* links, BPF pins, CILIUM/KUBE- iptables rules, /etc/cni/net.d/*, kubedrill's files".into(),
             script: Some(RESET_SCRIPT.into()),
         }])
@@ -108,6 +308,7 @@ impl<'a> Phase<Run<'a>> for Nodes {
             let inputs = run
                 .hosts
                 .iter()
+                .filter(|(h, _)| self.nodes.contains(h))
                 .map(|(h, s)| (h.clone(), s.clone()))
                 .collect();
             let results = fleet::run(
@@ -181,7 +382,7 @@ impl<'a> Phase<Run<'a>> for Local {
         )])
     }
     fn skip_reason(&self, run: &Run<'a>) -> Option<String> {
-        (run.hosts.len() < run.input.inv.hosts.len())
+        (run.removed.len() < run.input.inv.hosts.len())
             .then(|| "only some nodes were reset: the cluster may still exist".to_string())
     }
     fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {

@@ -41,17 +41,20 @@ pub fn run(a: ResetArgs, out: Output) -> anyhow::Result<ExitCode> {
             return Ok(Exit::Invalid.into());
         }
     }
-    let n = if a.only_host.is_empty() {
-        inv.hosts.len()
-    } else {
-        a.only_host.len()
-    };
-    if !a.yes
-        && !super::apply::confirm(&format!(
-            "reset the cluster `{}` on {n} node(s): kubeadm reset -f, Cilium and CNI leftovers removed?",
+    let scope = apply::reset::Scope::of(&inv, &a.only_host);
+    let question = match &scope.via {
+        None => format!(
+            "reset the cluster `{}` on {} node(s): kubeadm reset -f, Cilium and CNI leftovers removed?",
+            spec.label,
+            scope.nodes.len()
+        ),
+        Some(cp) => format!(
+            "remove {} from the cluster `{}`: drained and its Node deleted through {cp}, kubeadm reset -f, Cilium and CNI leftovers removed?",
+            scope.nodes.join(", "),
             spec.label
-        ))?
-    {
+        ),
+    };
+    if !a.yes && !super::apply::confirm(&question)? {
         eprintln!("not confirmed; nothing done");
         return Ok(Exit::Invalid.into());
     }
