@@ -564,9 +564,13 @@ stage "apply: re-run"
 in_ns "$KD" reset -i "$INV" --yes --only-host w1 2>&1 | tee "$WORK/logs/reset.log"
 grep -q 'kubeadm reset -f' "$WORK/logs/reset.log" || die "reset did not run kubeadm reset"
 node_ssh "$W1_IP" "test ! -e /etc/kubernetes/kubelet.conf" || die "w1 still has kubelet.conf after reset"
+# A node reset out of a cluster that stays is drained and its Node deleted (through cp1): else
+# its next join is refused while the old Node is still Ready.
+grep -q 'reset/drain' "$WORK/logs/reset.log" || die "reset did not drain w1"
+if k get node w1 >/dev/null 2>&1; then die "w1's Node object is still there after reset"; fi
 left=$(node_ssh "$W1_IP" "ip -o link show | grep -oE 'cilium_[a-z_]+|lxc[0-9a-f]+' | sort -u | tr '\n' ' '; ls /sys/fs/bpf/tc/globals 2>/dev/null | grep -c cilium_; ls /etc/cni/net.d 2>/dev/null | grep -c cilium; ip -d link show | grep -c 'prog/xdp'; true")
 [ "$(echo "$left" | tr -s ' \n' ' ' | sed 's/^ //; s/ $//')" = "0 0 0" ] || die "Cilium leftovers on w1 after reset (links, pins, CNI configs, XDP programs): $left"
-say "reset of w1: kubeadm reset, no Cilium links, BPF pins, CNI config or XDP program left"
+say "reset of w1: drained, kubeadm reset, Node deleted; no Cilium links, BPF pins, CNI config or XDP program left"
 in_ns "$KD" "${APPLY[@]}" 2>&1 | tee "$WORK/logs/apply-4.log"
 [ "${PIPESTATUS[0]}" = 0 ] || die "the apply after reset failed"
 node_ssh "$W1_IP" "test -f /etc/kubernetes/kubelet.conf" || die "w1 did not join again"
