@@ -54,6 +54,8 @@ struct ScriptedNode {
     pod_tcp_lost: u64,
     /// `kubeadm upgrade apply` brings kube-proxy back (kubernetes/kubeadm#1318).
     kube_proxy_returns: bool,
+    /// The first `kubeadm upgrade apply` fails on an API server that did not answer.
+    kubeadm_flaky: bool,
 }
 
 use kubedrill::host::fake::output as out;
@@ -259,6 +261,22 @@ impl ScriptedNode {
         }
         if label == "kubeadm upgrade apply v1.35.4" {
             step("kubeadm upgrade apply");
+            if self.kubeadm_flaky
+                && self
+                    .side()
+                    .kubernetes_steps
+                    .iter()
+                    .filter(|s| s.ends_with("kubeadm upgrade apply"))
+                    .count()
+                    == 1
+            {
+                // As the lab's first Kubernetes drill saw it, cp1 at load 23.
+                return Some(out(
+                    1,
+                    "== kubeadm upgrade apply\n[upgrade] Reading configuration from the \"kubeadm-config\" ConfigMap in namespace \"kube-system\"...\nerror: [upgrade] FATAL: failed to get config map: Get \"https://10.234.0.11:6443/api/v1/namespaces/kube-system/configmaps/kubeadm-config?timeout=10s\": net/http: TLS handshake timeout (Client.Timeout exceeded while awaiting headers)\n",
+                    "",
+                ));
+            }
             if self.kube_proxy_returns {
                 let (ds, cm) = (
                     Key::new(
@@ -602,6 +620,8 @@ struct Scenario {
     kube_proxy_returns: bool,
     /// The drill's `faults:` (a YAML flow sequence), if any.
     faults: Option<&'static str>,
+    /// The first `kubeadm upgrade apply` fails on the API server's TLS handshake timeout.
+    kubeadm_flaky: bool,
 }
 
 /// A Kubernetes 1.35.4 bundle as `bundle build --files-repo` makes it, with stand-in binaries
@@ -643,6 +663,10 @@ async fn drill_on_scripted_nodes(sc: Scenario) -> ScriptedRun {
             .kubernetes
             .then(|| kubernetes_bundle(&runs.path().join("bundle-k8s-1.35.4"))),
         probe_agent: Some(agent),
+        timeouts: engine::Timeouts {
+            retry_pause: Duration::from_millis(100),
+            ..engine::Timeouts::default()
+        },
         ..drill_input(
             "happy",
             "all:\n  hosts:\n    cp1: {ansible_host: 192.168.151.11}\n    w1: {ansible_host: 192.168.151.12}\n  children:\n    kube_control_plane: {hosts: {cp1: {}}}\n    etcd: {hosts: {cp1: {}}}\n    kube_node: {hosts: {cp1: {}, w1: {}}}\n    k8s_cluster: {children: {kube_control_plane: {}, kube_node: {}}}\n",
@@ -674,6 +698,7 @@ async fn drill_on_scripted_nodes(sc: Scenario) -> ScriptedRun {
                 started_ms,
                 pod_tcp_lost: sc.pod_tcp_lost,
                 kube_proxy_returns: sc.kube_proxy_returns,
+                kubeadm_flaky: sc.kubeadm_flaky,
             });
             ((*n).to_owned(), h)
         })
@@ -1026,5 +1051,35 @@ async fn a_kill_agent_fault_in_a_kubernetes_drill_fires_in_the_first_control_pla
             .any(|r| r.starts_with("w1: the agent container restarted 1 time")),
         "{:#?}",
         run.rec.verdict
+    );
+}
+
+/// The lab's first Kubernetes drill failed at once: `kubeadm upgrade apply` could not read the
+/// `kubeadm-config` ConfigMap (TLS handshake timeout, cp1 at load 23). kubeadm's upgrade is
+/// idempotent and re-running it is its documented recovery: the drill runs it again when only
+/// the API server failed it, and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubeadm_upgrade_apply_failing_on_the_api_server_is_run_again_and_the_drill_goes_on() {
+    let run = drill_on_scripted_nodes(Scenario {
+        kubernetes: true,
+        kubeadm_flaky: true,
+        ..Default::default()
+    })
+    .await;
+    assert!(run.report.failures.is_empty(), "{:#?}", run.report.failures);
+    assert_eq!(
+        run.rec.verdict.outcome,
+        Outcome::Pass,
+        "{:#?}",
+        run.rec.verdict
+    );
+    let side = run.side.lock().unwrap_or_else(|e| e.into_inner());
+    assert_eq!(
+        side.kubernetes_steps[..3],
+        [
+            "cp1: kubeadm upgrade apply",
+            "cp1: kubeadm upgrade apply",
+            "cp1: drain cp1"
+        ]
     );
 }

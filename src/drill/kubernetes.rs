@@ -249,6 +249,31 @@ pub fn uncordon_script(node: &str) -> String {
     )
 }
 
+/// What kubeadm (client-go) prints when only the API server failed it — overloaded, or
+/// restarting: Helm's list ([`crate::cilium::helm::TRANSIENT_API_ERRORS`]) and the client's own
+/// timeouts. Seen on the lab: `TLS handshake timeout` reading the `kubeadm-config` ConfigMap at
+/// the very start of `kubeadm upgrade apply`, with cp1 at load 23.
+pub const TRANSIENT_KUBEADM_ERRORS: &[&str] = &[
+    "net/http: TLS handshake timeout",
+    "Client.Timeout exceeded while awaiting headers",
+    "request canceled (Client.Timeout",
+    "connect: connection refused",
+];
+
+/// The first transient API error `output` names, if any.
+pub fn transient_reason(output: &str) -> Option<&'static str> {
+    TRANSIENT_KUBEADM_ERRORS
+        .iter()
+        .chain(crate::cilium::helm::TRANSIENT_API_ERRORS)
+        .find(|e| output.contains(*e))
+        .copied()
+}
+
+/// Whether `output` (kubeadm's, failed) names only an API server that did not answer.
+pub fn transient(output: &str) -> bool {
+    transient_reason(output).is_some()
+}
+
 /// Prints one line per iptables chain of kube-proxy's service translation on the node.
 pub const KUBE_PROXY_CHAINS: &str = "iptables-save 2>/dev/null | grep -E '^:KUBE-(SERVICES|SVC-|SEP-|NODEPORTS|EXT-)' | cut -d' ' -f1 | sort -u || true\n";
 
@@ -296,6 +321,27 @@ fn json(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubeadm_failures_of_the_api_server_are_transient_and_others_are_not() {
+        // As the lab's first Kubernetes drill printed it.
+        let lab = "error: [upgrade] FATAL: failed to get config map: Get \"https://10.234.0.11:6443/api/v1/namespaces/kube-system/configmaps/kubeadm-config?timeout=10s\": net/http: TLS handshake timeout (Client.Timeout exceeded while awaiting headers)";
+        assert_eq!(
+            transient_reason(lab),
+            Some("net/http: TLS handshake timeout")
+        );
+        assert!(transient(
+            "unexpected error when reading response body. Please retry. Original error: net/http: request canceled (Client.Timeout or context cancellation while reading body)"
+        ));
+        assert!(transient("etcdserver: request timed out"));
+        for final_ in [
+            "[upgrade/version] FATAL: the --version argument is invalid",
+            "couldn't create upgrade plan: context deadline exceeded",
+            "[ERROR CoreDNSUnsupportedPlugins]",
+        ] {
+            assert!(!transient(final_), "{final_}");
+        }
+    }
 
     fn v(s: &str) -> Version {
         s.parse().expect("version")

@@ -85,6 +85,8 @@ pub struct Timeouts {
     pub agent_status: Duration,
     /// A background task to finish after it was told to stop.
     pub stop: Duration,
+    /// Before a command that only the API server failed is run again (kubeadm's upgrade).
+    pub retry_pause: Duration,
 }
 
 impl Default for Timeouts {
@@ -99,6 +101,7 @@ impl Default for Timeouts {
             burst: Duration::from_secs(120),
             agent_status: Duration::from_secs(60),
             stop: Duration::from_secs(60),
+            retry_pause: Duration::from_secs(30),
         }
     }
 }

@@ -7,6 +7,7 @@
 #[allow(unused_imports)]
 use super::super::*;
 use crate::drill::kubernetes::{self as k8sup, NodeKind};
+use futures::StreamExt as _;
 
 /// Time allowed for `kubeadm upgrade apply` / `node` on one node (image pulls, static pods
 /// restarted one by one, the API server waited for): kubeadm's own waits plus margin.
@@ -112,16 +113,36 @@ impl Ctx<'_> {
             bundle.dir.display()
         ));
         let redactor = crate::apply::Redactor::default();
+        let mut sessions: Vec<(String, crate::host::SharedHost)> = Vec::new();
         for h in &d.inventory.hosts {
             let Some(s) = self.host(&h.name) else {
                 return Err(self.fail(&h.name, phase, "ssh", "no SSH session to this host"));
             };
-            let p = self.progress.host(phase, &h.name);
-            let r =
-                crate::apply::change::run_change(s.as_ref(), phase, &change, &redactor, &p).await;
-            p.finish(r.is_ok(), if r.is_ok() { "staged" } else { "failed" });
+            sessions.push((h.name.clone(), s));
+        }
+        // Every node at once, `concurrency` at a time: the uploads and image imports are each
+        // node's own work (on the lab, 7 minutes on the first control plane alone).
+        let progress = self.progress.clone();
+        let (change, redactor) = (&change, &redactor);
+        let mut staging = Vec::new();
+        for (h, s) in sessions {
+            let p = progress.host(phase, &h);
+            staging.push(async move {
+                let r = crate::apply::change::run_change(s.as_ref(), phase, change, redactor, &p)
+                    .await
+                    .map(|_| ());
+                p.finish(r.is_ok(), if r.is_ok() { "staged" } else { "failed" });
+                (h, r)
+            });
+        }
+        let results: Vec<(String, Result<(), crate::phase::Failure>)> =
+            futures::stream::iter(staging)
+                .buffered(d.concurrency.max(1))
+                .collect()
+                .await;
+        for (h, r) in results {
             if let Err(f) = r {
-                return Err(self.fail(&h.name, phase, &f.command, f.stderr));
+                return Err(self.fail(&h, phase, &f.command, f.stderr));
             }
         }
         Ok(PhaseOutcome::Ok)
@@ -227,10 +248,12 @@ impl Ctx<'_> {
                 .timeout(Duration::from_secs(KUBEADM_SECS));
             let s = self.host(h);
             let h = h.clone();
+            let progress = self.progress.clone();
+            let pause = self.d.timeouts.retry_pause;
             async move {
                 let r = match s {
                     None => Err("no SSH session to this host".to_owned()),
-                    Some(s) => match s.exec(&cmd).await {
+                    Some(s) => match exec_kubeadm(s.as_ref(), &cmd, &h, &progress, pause).await {
                         Ok(o) if o.success() => Ok(o.stdout_text()),
                         Ok(o) => Err(format!(
                             "exited with {}: {}{}",
@@ -501,4 +524,36 @@ fn tail(s: &str, n: usize) -> String {
         t.push('\n');
     }
     t
+}
+
+/// Attempts of `kubeadm upgrade apply/node` while only the API server failed it
+/// ([`Timeouts::retry_pause`] apart).
+const KUBEADM_ATTEMPTS: u32 = 3;
+
+/// `cmd` (kubeadm's part on one node) run again while it fails on an API server that did not
+/// answer ([`k8sup::transient`]) — kubeadm's upgrade is idempotent, and re-running it is its
+/// documented recovery. Any other failure is final at once.
+async fn exec_kubeadm(
+    s: &dyn crate::host::Host,
+    cmd: &Command,
+    host: &str,
+    progress: &crate::fleet::Progress,
+    pause: Duration,
+) -> Result<crate::ssh::Output, crate::ssh::SshError> {
+    let mut attempt = 1;
+    loop {
+        let o = s.exec(cmd).await?;
+        let text = format!("{}\n{}", o.stdout_text(), o.stderr_text());
+        if o.success() || attempt >= KUBEADM_ATTEMPTS || !k8sup::transient(&text) {
+            return Ok(o);
+        }
+        attempt += 1;
+        progress.println(&format!(
+            "  {host}: {}: the API server did not answer ({}); attempt {attempt} of {KUBEADM_ATTEMPTS} in {} s",
+            cmd.label_text(),
+            k8sup::transient_reason(&text).unwrap_or("transient"),
+            pause.as_secs()
+        ));
+        tokio::time::sleep(pause).await;
+    }
 }
