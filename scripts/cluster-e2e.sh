@@ -33,9 +33,9 @@
 #   3b. traffic through Cilium, measured with kubedrill-probe: pod to pod across nodes (ICMP,
 #      TCP), pod to ClusterIP (TCP, UDP) with the backend on the other node, and from outside the
 #      cluster to a NodePort on cp1 whose backend is on w1 (DSR's path);
-#   4. a re-run changes nothing; `kubedrill reset` of the worker runs the real `kubeadm reset` and
-#      removes Cilium's links, BPF pins and CNI config there; the next apply joins it again and its
-#      agent comes back Ready;
+#   4. a re-run changes nothing; `kubedrill reset` of the worker drains it and deletes its Node
+#      through cp1, runs the real `kubeadm reset` and removes Cilium's links, BPF pins and CNI
+#      config there; the next apply joins it again and its agent comes back Ready;
 #   5. no bootstrap token secret in the terminal output, the journal, or any file of the state
 #      directory that is not 0600.
 # With --keep the lab stays up and the last three lines are netns=…, kubeconfig=…, inventory=….
