@@ -191,15 +191,31 @@ pub async fn create_probe_pods(
     client: &Client,
     p: &Placement,
     image: &str,
+    timeout: Duration,
 ) -> Result<(), ClusterError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let t0 = tokio::time::Instant::now();
     for (name, role, node) in [
         (BACKEND_POD, "backend", &p.backend),
         (CLIENT_POD, "client", &p.client),
     ] {
-        api.create(&PostParams::default(), &probe_pod(name, role, node, image))
-            .await
-            .map_err(api_err("create", "pod", Some(NAMESPACE), Some(name)))?;
+        let pod = probe_pod(name, role, node, image);
+        loop {
+            match api.create(&PostParams::default(), &pod).await {
+                Ok(_) => break,
+                // A new namespace refuses pods until the controller manager has made its
+                // `default` ServiceAccount: seconds, longer on a busy control plane (the lab's
+                // second Kubernetes drill ended on it).
+                Err(kube::Error::Api(e))
+                    if e.code == 403
+                        && e.message.contains("error looking up service account")
+                        && t0.elapsed() < timeout =>
+                {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(api_err("create", "pod", Some(NAMESPACE), Some(name))(e)),
+            }
+        }
     }
     Ok(())
 }

@@ -100,6 +100,9 @@ pub struct Store {
     pub log: Vec<String>,
     on_create: Option<OnCreate>,
     on_exec: Option<OnExec>,
+    /// Creates refused as a real API server may refuse them: (plural, times left, code,
+    /// reason, message).
+    refusals: Vec<(String, u32, u16, String, String)>,
 }
 
 impl Store {
@@ -322,6 +325,7 @@ impl FakeApi {
             log: Vec::new(),
             on_create: None,
             on_exec: None,
+            refusals: Vec::new(),
         }));
         let changed = Arc::new(Notify::new());
         let (s2, c2) = (store.clone(), changed.clone());
@@ -369,6 +373,14 @@ impl FakeApi {
 
     pub fn on_create(&self, f: impl FnMut(&Key, &mut Value) + Send + 'static) {
         self.with(|s| s.on_create = Some(Box::new(f)));
+    }
+
+    /// The next `times` creates of `plural` are refused with `code`, `reason` and `message`.
+    pub fn refuse_creates(&self, plural: &str, times: u32, code: u16, reason: &str, message: &str) {
+        self.with(|s| {
+            s.refusals
+                .push((plural.into(), times, code, reason.into(), message.into()))
+        });
     }
 
     pub fn on_exec(
@@ -446,6 +458,11 @@ async fn handle(
             let key = Key::new(&p.prefix, p.namespace.as_deref(), &p.plural, &name);
             let created = {
                 let mut s = lock();
+                if let Some(r) = s.refusals.iter_mut().find(|r| r.0 == p.plural && r.1 > 0) {
+                    r.1 -= 1;
+                    let (code, reason, message) = (r.2, r.3.clone(), r.4.clone());
+                    return full(code, &status(code, &reason, &message));
+                }
                 if s.get(&key).is_some() {
                     return full(
                         409,

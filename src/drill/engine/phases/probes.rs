@@ -32,7 +32,7 @@ impl Ctx<'_> {
             cluster::recreate_namespace(&client, d.timeouts.pods)
                 .await
                 .map_err(|e| ("create namespace kubedrill-drill".to_owned(), e))?;
-            cluster::create_probe_pods(&client, &placement, &image)
+            cluster::create_probe_pods(&client, &placement, &image, d.timeouts.pods)
                 .await
                 .map_err(|e| ("create the probe pods".to_owned(), e))?;
             Ok(())
