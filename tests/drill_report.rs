@@ -644,6 +644,54 @@ fn the_second_real_lab_drill_record_loads_and_reports_its_interruption() {
     assert!(html.contains("SIGINT"));
 }
 
+/// The third Kubernetes drill on the lab (the tenth lab run's cluster, 1.34.4 → 1.35.4 with
+/// Cilium 1.19.7 staying; docs/drills.md): staged on both nodes at once, then `kubeadm upgrade
+/// apply` stopped at kubeadm's own pre-flight — its health-check Job must complete within a
+/// hard-coded 15 s, which a TCG control plane cannot do. Its record loads as written; the report
+/// shows the failure, the phases and the held connections that survived.
+#[test]
+fn the_real_lab_kubernetes_drill_record_loads_and_reports_where_kubeadm_stopped() {
+    const REAL: &str = "lab-kde2e-kubernetes-1.34.4-to-1.35.4";
+    let rec = load(REAL);
+    assert_eq!(rec.lab, "kde2e");
+    let k = rec.kubernetes.as_ref().expect("a Kubernetes upgrade");
+    assert_eq!((k.from.as_str(), k.to.as_str()), ("1.34.4", "1.35.4"));
+    assert_eq!(rec.verdict.outcome, Outcome::Fail);
+    assert!(
+        rec.verdict
+            .reasons
+            .iter()
+            .any(|r| r.contains("kubeadm upgrade apply") && r.contains("[ERROR CreateJob]")),
+        "{:?}",
+        rec.verdict.reasons
+    );
+    let outcome = |name: &str| {
+        rec.phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| format!("{:?}", p.outcome))
+    };
+    assert_eq!(outcome("kubernetes/stage").as_deref(), Some("Ok"));
+    assert_eq!(outcome("kubernetes/cp1").as_deref(), Some("Failed"));
+    assert_eq!(outcome("kubernetes/workers-1").as_deref(), Some("Skipped"));
+    let held: Vec<_> = rec
+        .probes
+        .iter()
+        .filter_map(|p| p.connections.as_ref())
+        .collect();
+    assert_eq!(held.len(), 3);
+    assert!(held.iter().all(|c| c.opened == 1 && c.broken == 0));
+    let t = tmp();
+    let dir = put_run(t.path(), REAL, &fixture_text(REAL));
+    let w = report::write(&dir).unwrap();
+    let html = std::fs::read_to_string(&w.html).unwrap();
+    assert!(
+        html.contains(&esc("kubernetes/cp1")),
+        "the failed phase is shown"
+    );
+    assert!(html.contains(&esc("[ERROR CreateJob]")), "and why");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Headless Chromium
 // ---------------------------------------------------------------------------------------------
