@@ -551,6 +551,30 @@ fn cli_compare_writes_index() {
     assert_eq!(o.status.code(), Some(2), "-o is required");
 }
 
+/// The pod, ClusterIP and NodePort held connections of a real lab drill: each opened once,
+/// none broken.
+fn assert_held_connections_survived(rec: &RunRecord) {
+    let held: Vec<_> = rec
+        .probes
+        .iter()
+        .filter_map(|p| p.connections.as_ref())
+        .collect();
+    assert_eq!(
+        held.len(),
+        3,
+        "pod, ClusterIP and NodePort held connections"
+    );
+    assert!(held.iter().all(|c| c.opened == 1 && c.broken == 0));
+}
+
+/// How the phase `name` ended, as `Ok`/`Failed`/`Skipped`.
+fn phase_outcome(rec: &RunRecord, name: &str) -> Option<String> {
+    rec.phases
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| format!("{:?}", p.outcome))
+}
+
 /// The first drill on a real cluster (the seventh lab run's, Cilium 1.19.7 → 1.20.2 on cp1 + w1
 /// under TCG; docs/drills.md): it passed pre-flight and ran its probes, then `helm upgrade` and
 /// the rollback failed on the overloaded API server's "Please retry" errors. Its record loads
@@ -615,12 +639,7 @@ fn the_second_real_lab_drill_record_loads_and_reports_its_interruption() {
         "{:?}",
         rec.verdict.reasons
     );
-    let outcome = |name: &str| {
-        rec.phases
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| format!("{:?}", p.outcome))
-    };
+    let outcome = |name: &str| phase_outcome(&rec, name);
     assert_eq!(outcome("preflight").as_deref(), Some("Ok"));
     assert_eq!(outcome("upgrade/1.20.2").as_deref(), Some("Failed"));
     // The chart's `devices: ""` is no longer a datapath change.
@@ -630,13 +649,7 @@ fn the_second_real_lab_drill_record_loads_and_reports_its_interruption() {
         "{drift:?}"
     );
     assert!(drift.changes.iter().all(|c| c.datapath.is_none()));
-    let held: Vec<_> = rec
-        .probes
-        .iter()
-        .filter_map(|p| p.connections.as_ref())
-        .collect();
-    assert_eq!(held.len(), 3);
-    assert!(held.iter().all(|c| c.opened == 1 && c.broken == 0));
+    assert_held_connections_survived(&rec);
     let t = tmp();
     let dir = put_run(t.path(), REAL, &fixture_text(REAL));
     let w = report::write(&dir).unwrap();
@@ -665,22 +678,11 @@ fn the_real_lab_kubernetes_drill_record_loads_and_reports_where_kubeadm_stopped(
         "{:?}",
         rec.verdict.reasons
     );
-    let outcome = |name: &str| {
-        rec.phases
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| format!("{:?}", p.outcome))
-    };
+    let outcome = |name: &str| phase_outcome(&rec, name);
     assert_eq!(outcome("kubernetes/stage").as_deref(), Some("Ok"));
     assert_eq!(outcome("kubernetes/cp1").as_deref(), Some("Failed"));
     assert_eq!(outcome("kubernetes/workers-1").as_deref(), Some("Skipped"));
-    let held: Vec<_> = rec
-        .probes
-        .iter()
-        .filter_map(|p| p.connections.as_ref())
-        .collect();
-    assert_eq!(held.len(), 3);
-    assert!(held.iter().all(|c| c.opened == 1 && c.broken == 0));
+    assert_held_connections_survived(&rec);
     let t = tmp();
     let dir = put_run(t.path(), REAL, &fixture_text(REAL));
     let w = report::write(&dir).unwrap();
