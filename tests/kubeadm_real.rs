@@ -219,15 +219,20 @@ fn kubeadm_1_35_accepts_kubedrills_configs() {
     check_version("1.35.4");
 }
 
-/// The drill's `UpgradeConfiguration` (kube-proxy skipped, patches, raised waits), validated by
+/// The drill's `UpgradeConfiguration` (kube-proxy skipped, patches, raised waits, the lab's
+/// ignored `CreateJob` check), validated by
 /// the kubeadm that runs it (the target's) and by the one before it.
 fn check_upgrade_config(version: &str) {
     let Some(bin) = kubeadm(version) else { return };
     let dir = tempfile::tempdir().expect("tmp");
     let v: kubedrill::spec::Version = version.parse().expect("version");
-    for (patches, timeout) in [(Some("/etc/kubernetes/patches"), Some("20m")), (None, None)] {
+    let lab = ["CreateJob".to_owned()];
+    for (patches, timeout, ignore) in [
+        (Some("/etc/kubernetes/patches"), Some("20m"), &lab[..]),
+        (None, None, &[][..]),
+    ] {
         let file = dir.path().join("upgrade.yaml");
-        let text = kubedrill::drill::kubernetes::upgrade_config(v, patches, timeout);
+        let text = kubedrill::drill::kubernetes::upgrade_config(v, patches, timeout, ignore);
         std::fs::write(&file, &text).expect("write");
         let out = kubeadm_ok(
             &bin,

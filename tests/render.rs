@@ -1387,6 +1387,33 @@ fn kubeadm_timeout_raises_every_wait_in_both_config_apis() {
     }
 }
 
+/// Kubespray's `kubeadm_ignore_preflight_errors`, as a list or as the command line's
+/// comma-separated string; a name kubeadm could not have is refused naming the variable.
+#[test]
+fn kubeadm_ignore_preflight_errors_reads_kubesprays_list_and_string() {
+    let base = matrix_vars("1.34.2", "1.19.6");
+    let (spec, _) = try_build(&format!(
+        "{base}kubeadm_ignore_preflight_errors: [\"CreateJob\", \"NumCPU\"]\n"
+    ))
+    .expect("list");
+    assert_eq!(
+        spec.kubeadm_ignore_preflight_errors,
+        ["CreateJob", "NumCPU"]
+    );
+    let (spec, _) = try_build(&format!(
+        "{base}kubeadm_ignore_preflight_errors: \"CreateJob, Mem\"\n"
+    ))
+    .expect("string");
+    assert_eq!(spec.kubeadm_ignore_preflight_errors, ["CreateJob", "Mem"]);
+    let (spec, _) = try_build(&base).expect("unset");
+    assert!(spec.kubeadm_ignore_preflight_errors.is_empty());
+    for bad in ["[\"Create Job\"]", "[3]", "\"a;b\""] {
+        let e =
+            try_build(&format!("{base}kubeadm_ignore_preflight_errors: {bad}\n")).expect_err(bad);
+        assert!(e.contains("kubeadm_ignore_preflight_errors"), "{bad}: {e}");
+    }
+}
+
 #[test]
 fn leader_election_leases_become_extra_args_in_both_config_apis() {
     let tpl = Templates::load().unwrap();

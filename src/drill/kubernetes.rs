@@ -284,9 +284,20 @@ pub const FLUSH_KUBE_PROXY_RULES: &str = "iptables-save | grep -v KUBE | iptable
 /// The `UpgradeConfiguration` (kubeadm v1beta4) for `v`: the kube-proxy addon skipped, the
 /// `kubeadm_patches` directory re-applied to the new manifests, and kubedrill_kubeadm_timeout
 /// for every wait when set.
-pub fn upgrade_config(v: Version, patches_dir: Option<&str>, timeout: Option<&str>) -> String {
+pub fn upgrade_config(
+    v: Version,
+    patches_dir: Option<&str>,
+    timeout: Option<&str>,
+    ignore_preflight_errors: &[String],
+) -> String {
     let mut phase = String::new();
     phase.push_str("  skipPhases:\n  - addon/kube-proxy\n");
+    if !ignore_preflight_errors.is_empty() {
+        phase.push_str("  ignorePreflightErrors:\n");
+        for e in ignore_preflight_errors {
+            phase.push_str(&format!("  - {}\n", json(e)));
+        }
+    }
     if let Some(p) = patches_dir {
         phase.push_str(&format!("  patches:\n    directory: {}\n", json(p)));
     }
@@ -442,7 +453,12 @@ mod tests {
 
     #[test]
     fn upgrade_config_skips_kube_proxy_and_keeps_patches() {
-        let c = upgrade_config(v("1.35.4"), Some("/etc/kubernetes/patches"), Some("20m"));
+        let c = upgrade_config(
+            v("1.35.4"),
+            Some("/etc/kubernetes/patches"),
+            Some("20m"),
+            &["CreateJob".to_owned()],
+        );
         let doc: serde_json::Value = serde_saphyr::from_str(&c).expect("yaml");
         assert_eq!(doc["kind"], "UpgradeConfiguration");
         assert_eq!(doc["apply"]["kubernetesVersion"], "v1.35.4");
@@ -452,9 +468,13 @@ mod tests {
             "/etc/kubernetes/patches"
         );
         assert_eq!(doc["timeouts"]["upgradeManifests"], "20m");
-        let plain = upgrade_config(v("1.35.4"), None, None);
+        assert_eq!(doc["apply"]["ignorePreflightErrors"][0], "CreateJob");
+        assert_eq!(doc["node"]["ignorePreflightErrors"][0], "CreateJob");
+        let plain = upgrade_config(v("1.35.4"), None, None, &[]);
         assert!(
-            !plain.contains("directory:") && !plain.contains("timeouts:"),
+            !plain.contains("directory:")
+                && !plain.contains("timeouts:")
+                && !plain.contains("ignorePreflightErrors"),
             "{plain}"
         );
     }

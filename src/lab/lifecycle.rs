@@ -488,6 +488,9 @@ fn write_inventory(
         y.push_str(concat!(
             "    # lab adjustment: the VMs run under TCG emulation (no KVM), so kubeadm waits longer\n",
             "    kubedrill_kubeadm_timeout: \"20m\"\n",
+            "    # lab adjustment: kubeadm's upgrade health check gives its Job a hard-coded 15 s,\n",
+            "    # which a pod on a TCG control plane cannot meet (Kubespray ignores all there)\n",
+            "    kubeadm_ignore_preflight_errors: [\"CreateJob\"]\n",
             "    # lab adjustment: under TCG the Cilium agent compiles its datapath many times slower\n",
             "    # than on hardware; its startup probe allows this long (the chart's default: 10m)\n",
             "    kubedrill_cilium_startup_timeout: \"40m\"\n",

@@ -192,6 +192,11 @@ pub struct ClusterSpec {
     /// (`kubedrill_kubeadm_timeout`, e.g. `15m`; kubeadm's own defaults when unset). Labs under
     /// TCG emulation set it, because every component starts several times slower there.
     pub kubeadm_timeout: Option<String>,
+    /// Kubespray's `kubeadm_ignore_preflight_errors`: kubeadm pre-flight checks that report
+    /// without failing (`CreateJob`, … or `all`). Passed to the drill's kubeadm upgrade
+    /// (`UpgradeConfiguration`); `kubeadm init`/`join` do not read it yet. A lab under TCG sets
+    /// `CreateJob`: kubeadm gives its upgrade health-check Job a hard-coded 15 s.
+    pub kubeadm_ignore_preflight_errors: Vec<String>,
     /// Cilium's images when the inventory names them (Kubespray's `quay_image_repo`,
     /// `cilium_image_repo`/`_tag`, `cilium_operator_image_repo`/`_tag`); `None` keeps the
     /// chart's digest-pinned defaults.
@@ -310,6 +315,7 @@ const CLUSTER_VARS: &[&str] = &[
     "cluster_name",
     "kube_image_repo",
     "kubedrill_kubeadm_timeout",
+    "kubeadm_ignore_preflight_errors",
     "kubedrill_cilium_startup_timeout",
     "kubedrill_cilium_agent_cpu_request",
     "kubedrill_cilium_agent_cpu_weight",
@@ -599,6 +605,14 @@ impl<'a> Builder<'a> {
             },
             None => None,
         };
+        let kubeadm_ignore_preflight_errors =
+            match self.preflight_errors("kubeadm_ignore_preflight_errors", &mut prov) {
+                Ok(v) => v,
+                Err(d) => {
+                    fail(d, diags);
+                    Vec::new()
+                }
+            };
         let cilium_startup_timeout = match self.checked_string(
             "kubedrill_cilium_startup_timeout",
             |s| duration_secs(s, 60, 7200).is_some(),
@@ -770,6 +784,7 @@ impl<'a> Builder<'a> {
             apiserver_port: apiserver_port.value,
             image_repo: image_repo.value,
             kubeadm_timeout,
+            kubeadm_ignore_preflight_errors,
             cilium_images,
             cilium_startup_timeout,
             cilium_agent_cpu_millis,
@@ -786,6 +801,50 @@ impl<'a> Builder<'a> {
 
     /// An optional string variable that must pass `valid` (an error naming file, line and
     /// field otherwise), recorded in the provenance when set.
+    /// A list of kubeadm pre-flight check names (a YAML list, or one comma-separated string as
+    /// the command line takes it); empty when unset.
+    fn preflight_errors(
+        &self,
+        name: &'static str,
+        prov: &mut Vec<Provenance>,
+    ) -> Result<Vec<String>, Diagnostic> {
+        let Some((v, src)) = self.get(name) else {
+            return Ok(Vec::new());
+        };
+        let items: Vec<String> = match &*v.value {
+            Value::Array(a) => a
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => Ok(s.trim().to_owned()),
+                    _ => Err(()),
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|()| {
+                    Diagnostic::error("every item must be a pre-flight check name (a string)")
+                        .at(&v.origin)
+                        .field(name)
+                })?,
+            _ => v
+                .string(name)?
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        };
+        if let Some(bad) = items
+            .iter()
+            .find(|i| i.is_empty() || !i.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            return Err(Diagnostic::error(format!(
+                "\"{bad}\" is not a kubeadm pre-flight check name (letters, digits and dashes, e.g. CreateJob, or all)"
+            ))
+            .at(&v.origin)
+            .field(name));
+        }
+        Setting::new(items.join(","), src).record(name, prov);
+        Ok(items)
+    }
+
     fn checked_string(
         &self,
         name: &'static str,

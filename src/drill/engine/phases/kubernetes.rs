@@ -85,7 +85,12 @@ impl Ctx<'_> {
         }
         let patches =
             (!d.spec.kubeadm_patches.is_empty()).then_some(crate::spec::patches::PATCHES_DIR);
-        let config = k8sup::upgrade_config(up.to, patches, d.spec.kubeadm_timeout.as_deref());
+        let config = k8sup::upgrade_config(
+            up.to,
+            patches,
+            d.spec.kubeadm_timeout.as_deref(),
+            &d.spec.kubeadm_ignore_preflight_errors,
+        );
         let files = vec![crate::render::RenderedFile {
             path: k8sup::UPGRADE_CONFIG.to_owned(),
             mode: 0o600,
