@@ -92,9 +92,12 @@ impl Scope {
 
 /// The phases of a reset of `scope`.
 pub fn tree<'a>(scope: &Scope) -> Tree<Run<'a>> {
-    let via = || ThroughControlPlane {
-        via: scope.via.clone(),
-        nodes: scope.nodes.clone(),
+    let through = |action| {
+        Box::new(ThroughControlPlane {
+            action,
+            via: scope.via.clone(),
+            nodes: scope.nodes.clone(),
+        })
     };
     Tree {
         groups: vec![
@@ -107,11 +110,11 @@ pub fn tree<'a>(scope: &Scope) -> Tree<Run<'a>> {
                 name: "reset",
                 title: "Undo the cluster",
                 phases: vec![
-                    Box::new(Drain(via())),
+                    through(ApiAction::Drain),
                     Box::new(Nodes {
                         nodes: scope.nodes.clone(),
                     }),
-                    Box::new(DeleteNode(via())),
+                    through(ApiAction::DeleteNode),
                     Box::new(Local),
                 ],
             },
@@ -144,31 +147,101 @@ pub async fn reset_on(
     super::execute(&tree(scope), "reset", inv, spec, opts, reach, progress).await
 }
 
-/// What `reset/drain` and `reset/delete-node` share: the control plane they run on and the
-/// nodes they act on.
+/// Seconds `kubectl drain` may take per node (evictions wait for graceful termination).
+const DRAIN_SECS: u64 = 300;
+
+/// What the cluster that stays does about the nodes being reset.
+#[derive(Debug, Clone, Copy)]
+enum ApiAction {
+    /// `reset/drain`, before their reset.
+    Drain,
+    /// `reset/delete-node`, after it: their Node objects, so that they can join again.
+    DeleteNode,
+}
+
+impl ApiAction {
+    /// The kubectl arguments after `kubectl`, for the (quoted) node.
+    fn kubectl(self, node: &str) -> String {
+        match self {
+            ApiAction::Drain => format!(
+                "drain {node} --ignore-daemonsets --delete-emptydir-data --force --timeout {DRAIN_SECS}s"
+            ),
+            ApiAction::DeleteNode => format!("delete node {node}"),
+        }
+    }
+
+    /// The command's label, and the word printed per node acted on.
+    fn label(self) -> (&'static str, &'static str) {
+        match self {
+            ApiAction::Drain => ("kubectl drain", "drained"),
+            ApiAction::DeleteNode => ("kubectl delete node", "deleted node"),
+        }
+    }
+}
+
+/// `reset/drain` and `reset/delete-node`: kubectl on a control plane that is not reset, for
+/// each node being reset that the API still knows. Skipped when no control plane stays.
 struct ThroughControlPlane {
+    action: ApiAction,
     via: Option<String>,
     nodes: Vec<String>,
 }
 
-/// Seconds `kubectl drain` may take per node (evictions wait for graceful termination).
-const DRAIN_SECS: u64 = 300;
-
 impl ThroughControlPlane {
-    fn skip_reason(&self) -> Option<String> {
+    /// One line printed per node acted on: the phase's outcome is whether any was.
+    fn script(&self) -> String {
+        let kc = format!("kubectl --kubeconfig {}", super::cluster::ADMIN_CONF);
+        let word = self.action.label().1;
+        let mut s = String::from("set -e\n");
+        for n in &self.nodes {
+            let q = quote(n);
+            s.push_str(&format!(
+                "n=$({kc} get node {q} --ignore-not-found -o name)\nif [ -n \"$n\" ]; then\n{kc} {} >&2\necho \"{word} \"{q}\nfi\n",
+                self.action.kubectl(&q)
+            ));
+        }
+        s
+    }
+}
+
+impl<'a> Phase<Run<'a>> for ThroughControlPlane {
+    fn name(&self) -> &str {
+        match self.action {
+            ApiAction::Drain => "drain",
+            ApiAction::DeleteNode => "delete-node",
+        }
+    }
+    fn title(&self) -> String {
+        match self.action {
+            ApiAction::Drain => "Drain the nodes to reset (from a control plane that stays)",
+            ApiAction::DeleteNode => {
+                "Delete the reset nodes' Node objects, so that they can join again"
+            }
+        }
+        .into()
+    }
+    fn unchanged_when(&self) -> &str {
+        "the cluster does not know the nodes"
+    }
+    fn steps(&self, _: &Input<'a>) -> Result<Vec<Step>, PhaseError> {
+        Ok(vec![Step::run(
+            Target::Hosts(self.via.iter().cloned().collect()),
+            format!("kubectl {}", self.action.kubectl(&self.nodes.join(" "))),
+        )])
+    }
+    fn skip_reason(&self, _: &Run<'a>) -> Option<String> {
         self.via
             .is_none()
             .then(|| "no control plane stays: the cluster goes with its nodes".to_string())
     }
-
-    /// Run `script` (one line printed per node acted on) on the control plane that stays.
-    async fn run(&self, name: &str, run: &Run<'_>, label: &str, script: String) -> Vec<HostResult> {
-        let t = Instant::now();
-        let Some(via) = &self.via else {
-            return Vec::new();
-        };
-        let r =
-            match run.hosts.get(via) {
+    fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {
+        Box::pin(async move {
+            let t = Instant::now();
+            let Some(via) = &self.via else {
+                return Vec::new();
+            };
+            let label = self.action.label().0;
+            let r = match run.hosts.get(via) {
                 None => Err(Failure::new(
                     via,
                     name,
@@ -176,9 +249,12 @@ impl ThroughControlPlane {
                     "no connection to this control plane",
                 )),
                 Some(s) => {
-                    let cmd = Command::new(script).privileged().label(label).timeout(
-                        Duration::from_secs(DRAIN_SECS * self.nodes.len() as u64 + 60),
-                    );
+                    let cmd = Command::new(self.script())
+                        .privileged()
+                        .label(label)
+                        .timeout(Duration::from_secs(
+                            DRAIN_SECS * self.nodes.len() as u64 + 60,
+                        ));
                     match s.exec(&cmd).await {
                         Err(e) => Err(Failure::new(via, name, label, e)),
                         Ok(o) if !o.success() => Err(Failure {
@@ -190,88 +266,8 @@ impl ThroughControlPlane {
                     }
                 }
             };
-        vec![HostResult::timed(via, r, t)]
-    }
-
-    /// For each node that the API still knows: `prefix` and the kubectl command for it.
-    fn script(&self, act: impl Fn(&str) -> String) -> String {
-        let kc = format!("kubectl --kubeconfig {}", super::cluster::ADMIN_CONF);
-        let mut s = String::from("set -e\n");
-        for n in &self.nodes {
-            let q = quote(n);
-            s.push_str(&format!(
-                "n=$({kc} get node {q} --ignore-not-found -o name)\nif [ -n \"$n\" ]; then\n{}\nfi\n",
-                act(&q)
-            ));
-        }
-        s
-    }
-}
-
-/// `reset/drain`: each node to reset drained from a control plane that stays.
-struct Drain(ThroughControlPlane);
-
-impl<'a> Phase<Run<'a>> for Drain {
-    fn name(&self) -> &str {
-        "drain"
-    }
-    fn title(&self) -> String {
-        "Drain the nodes to reset (from a control plane that stays)".into()
-    }
-    fn unchanged_when(&self) -> &str {
-        "the cluster does not know the nodes"
-    }
-    fn steps(&self, _: &Input<'a>) -> Result<Vec<Step>, PhaseError> {
-        Ok(vec![Step::run(
-            Target::Hosts(self.0.via.iter().cloned().collect()),
-            format!(
-                "kubectl drain {} --ignore-daemonsets --delete-emptydir-data --force --timeout {DRAIN_SECS}s",
-                self.0.nodes.join(" ")
-            ),
-        )])
-    }
-    fn skip_reason(&self, _: &Run<'a>) -> Option<String> {
-        self.0.skip_reason()
-    }
-    fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {
-        let kc = format!("kubectl --kubeconfig {}", super::cluster::ADMIN_CONF);
-        let script = self.0.script(|q| {
-            format!(
-                "{kc} drain {q} --ignore-daemonsets --delete-emptydir-data --force --timeout {DRAIN_SECS}s >&2\necho \"drained \"{q}"
-            )
-        });
-        Box::pin(async move { self.0.run(name, run, "kubectl drain", script).await })
-    }
-}
-
-/// `reset/delete-node`: each reset node's Node object deleted from a control plane that stays.
-struct DeleteNode(ThroughControlPlane);
-
-impl<'a> Phase<Run<'a>> for DeleteNode {
-    fn name(&self) -> &str {
-        "delete-node"
-    }
-    fn title(&self) -> String {
-        "Delete the reset nodes' Node objects, so that they can join again".into()
-    }
-    fn unchanged_when(&self) -> &str {
-        "the cluster does not know the nodes"
-    }
-    fn steps(&self, _: &Input<'a>) -> Result<Vec<Step>, PhaseError> {
-        Ok(vec![Step::run(
-            Target::Hosts(self.0.via.iter().cloned().collect()),
-            format!("kubectl delete node {}", self.0.nodes.join(" ")),
-        )])
-    }
-    fn skip_reason(&self, _: &Run<'a>) -> Option<String> {
-        self.0.skip_reason()
-    }
-    fn run<'r>(&'r self, name: &'r str, run: &'r mut Run<'a>) -> PhaseFuture<'r> {
-        let kc = format!("kubectl --kubeconfig {}", super::cluster::ADMIN_CONF);
-        let script = self
-            .0
-            .script(|q| format!("{kc} delete node {q} >&2\necho \"deleted node \"{q}"));
-        Box::pin(async move { self.0.run(name, run, "kubectl delete node", script).await })
+            vec![HostResult::timed(via, r, t)]
+        })
     }
 }
 
