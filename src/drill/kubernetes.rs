@@ -260,18 +260,14 @@ pub const TRANSIENT_KUBEADM_ERRORS: &[&str] = &[
     "connect: connection refused",
 ];
 
-/// The first transient API error `output` names, if any.
+/// The first transient API error `output` (kubeadm's, failed) names, if any: then only the API
+/// server failed it.
 pub fn transient_reason(output: &str) -> Option<&'static str> {
     TRANSIENT_KUBEADM_ERRORS
         .iter()
         .chain(crate::cilium::helm::TRANSIENT_API_ERRORS)
         .find(|e| output.contains(*e))
         .copied()
-}
-
-/// Whether `output` (kubeadm's, failed) names only an API server that did not answer.
-pub fn transient(output: &str) -> bool {
-    transient_reason(output).is_some()
 }
 
 /// Prints one line per iptables chain of kube-proxy's service translation on the node.
@@ -341,16 +337,17 @@ mod tests {
             transient_reason(lab),
             Some("net/http: TLS handshake timeout")
         );
-        assert!(transient(
+        assert!(transient_reason(
             "unexpected error when reading response body. Please retry. Original error: net/http: request canceled (Client.Timeout or context cancellation while reading body)"
-        ));
-        assert!(transient("etcdserver: request timed out"));
+        )
+        .is_some());
+        assert!(transient_reason("etcdserver: request timed out").is_some());
         for final_ in [
             "[upgrade/version] FATAL: the --version argument is invalid",
             "couldn't create upgrade plan: context deadline exceeded",
             "[ERROR CoreDNSUnsupportedPlugins]",
         ] {
-            assert!(!transient(final_), "{final_}");
+            assert_eq!(transient_reason(final_), None, "{final_}");
         }
     }
 

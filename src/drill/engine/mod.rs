@@ -243,6 +243,38 @@ pub const RUN_INFO: &str = "drill.json";
 /// How many times a command whose failure says it may be retried is run.
 const RETRIES: u32 = 3;
 
+/// Run `cmd` on `s`, and again (up to `attempts` runs, `pause` apart) while it fails with
+/// output that `why` names a reason to retry for (the reason is said with the attempt); any
+/// other failure, and the last one, is returned as it is.
+pub(super) async fn exec_again_while(
+    s: &dyn crate::host::Host,
+    cmd: &Command,
+    attempts: u32,
+    pause: Duration,
+    why: impl Fn(&crate::ssh::Output) -> Option<String>,
+    say: impl Fn(String),
+) -> Result<crate::ssh::Output, crate::ssh::SshError> {
+    let mut attempt = 1;
+    loop {
+        let o = s.exec(cmd).await?;
+        let reason = if o.success() || attempt >= attempts {
+            None
+        } else {
+            why(&o)
+        };
+        let Some(reason) = reason else {
+            return Ok(o);
+        };
+        say(format!(
+            "{}: {reason} (attempt {attempt} of {attempts}); trying again in {} s",
+            cmd.label_text(),
+            pause.as_secs()
+        ));
+        attempt += 1;
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// The cluster spec as it should be at another Cilium version.
 pub fn spec_at(spec: &ClusterSpec, v: Version) -> ClusterSpec {
     let mut s = spec.clone();
@@ -803,22 +835,16 @@ impl Ctx<'_> {
                 "no SSH session to this host",
             ));
         };
-        let mut attempt = 1;
-        let out = loop {
-            let out = s.exec(cmd).await;
-            match &out {
-                Ok(o) if !o.success() && attempt < RETRIES && retry(&o.stderr_text()) => {
-                    self.say(&format!(
-                        "  {host}: {}: {} (attempt {attempt} of {RETRIES}); trying again in 10 s",
-                        cmd.label_text(),
-                        o.stderr_tail(1)
-                    ));
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                }
-                _ => break out,
-            }
-        };
+        let progress = self.progress.clone();
+        let out = exec_again_while(
+            s.as_ref(),
+            cmd,
+            RETRIES,
+            Duration::from_secs(10),
+            |o| retry(&o.stderr_text()).then(|| o.stderr_tail(1)),
+            |line| progress.println(&format!("  {host}: {line}")),
+        )
+        .await;
         match out {
             Ok(o) if o.success() => Ok(o.stdout_text()),
             Ok(o) => {

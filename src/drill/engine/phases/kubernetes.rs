@@ -258,7 +258,23 @@ impl Ctx<'_> {
             async move {
                 let r = match s {
                     None => Err("no SSH session to this host".to_owned()),
-                    Some(s) => match exec_kubeadm(s.as_ref(), &cmd, &h, &progress, pause).await {
+                    Some(s) => match super::super::exec_again_while(
+                        s.as_ref(),
+                        &cmd,
+                        KUBEADM_ATTEMPTS,
+                        pause,
+                        |o| {
+                            k8sup::transient_reason(&format!(
+                                "{}\n{}",
+                                o.stdout_text(),
+                                o.stderr_text()
+                            ))
+                            .map(|r| format!("the API server did not answer ({r})"))
+                        },
+                        |line| progress.println(&format!("  {h}: {line}")),
+                    )
+                    .await
+                    {
                         Ok(o) if o.success() => Ok(o.stdout_text()),
                         Ok(o) => Err(format!(
                             "exited with {}: {}{}",
@@ -531,34 +547,7 @@ fn tail(s: &str, n: usize) -> String {
     t
 }
 
-/// Attempts of `kubeadm upgrade apply/node` while only the API server failed it
-/// ([`Timeouts::retry_pause`] apart).
+/// Runs of `kubeadm upgrade apply/node` while only the API server failed them
+/// ([`Timeouts::retry_pause`] apart): kubeadm's upgrade is idempotent, and re-running it is its
+/// documented recovery.
 const KUBEADM_ATTEMPTS: u32 = 3;
-
-/// `cmd` (kubeadm's part on one node) run again while it fails on an API server that did not
-/// answer ([`k8sup::transient`]) — kubeadm's upgrade is idempotent, and re-running it is its
-/// documented recovery. Any other failure is final at once.
-async fn exec_kubeadm(
-    s: &dyn crate::host::Host,
-    cmd: &Command,
-    host: &str,
-    progress: &crate::fleet::Progress,
-    pause: Duration,
-) -> Result<crate::ssh::Output, crate::ssh::SshError> {
-    let mut attempt = 1;
-    loop {
-        let o = s.exec(cmd).await?;
-        let text = format!("{}\n{}", o.stdout_text(), o.stderr_text());
-        if o.success() || attempt >= KUBEADM_ATTEMPTS || !k8sup::transient(&text) {
-            return Ok(o);
-        }
-        attempt += 1;
-        progress.println(&format!(
-            "  {host}: {}: the API server did not answer ({}); attempt {attempt} of {KUBEADM_ATTEMPTS} in {} s",
-            cmd.label_text(),
-            k8sup::transient_reason(&text).unwrap_or("transient"),
-            pause.as_secs()
-        ));
-        tokio::time::sleep(pause).await;
-    }
-}
