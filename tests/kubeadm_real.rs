@@ -87,7 +87,7 @@ fn check_version(version: &str) {
     for (extra, repo) in [
         ("", "registry.k8s.io"),
         (
-            "    kube_image_repo: \"registry.lab.internal:5000/k8s\"\n    kubedrill_kubeadm_timeout: \"20m\"\n    kube_controller_manager_leader_elect_lease_duration: \"60s\"\n    kube_controller_manager_leader_elect_renew_deadline: \"40s\"\n    kube_scheduler_leader_elect_lease_duration: \"60s\"\n",
+            "    kube_image_repo: \"registry.lab.internal:5000/k8s\"\n    kubedrill_kubeadm_timeout: \"20m\"\n    kube_controller_manager_leader_elect_lease_duration: \"60s\"\n    kube_controller_manager_leader_elect_renew_deadline: \"40s\"\n    kube_scheduler_leader_elect_lease_duration: \"60s\"\n    kubeadm_ignore_preflight_errors: [\"CreateJob\", \"NumCPU\"]\n",
             "registry.lab.internal:5000/k8s",
         ),
     ] {

@@ -1414,6 +1414,40 @@ fn kubeadm_ignore_preflight_errors_reads_kubesprays_list_and_string() {
     }
 }
 
+/// Kubespray puts `kubeadm_ignore_preflight_errors` into `nodeRegistration` of every init and
+/// join configuration; kubedrill does the same in both config APIs, and nothing when unset.
+#[test]
+fn ignored_preflight_errors_reach_init_and_join_in_both_config_apis() {
+    let tpl = Templates::load().unwrap();
+    let mut secrets = Secrets::placeholders();
+    secrets.ca_cert_hash = "sha256:00".into();
+    for k in ["1.34.2", "1.29.10"] {
+        for (var, want) in [
+            (
+                "kubeadm_ignore_preflight_errors: \"CreateJob,NumCPU\"\n",
+                serde_json::json!(["CreateJob", "NumCPU"]),
+            ),
+            ("", serde_json::Value::Null),
+        ] {
+            let (spec, inv) =
+                try_build(&format!("{}{var}", matrix_vars(k, "1.16.19"))).expect("spec");
+            let init = render::kubeadm::init(&tpl, &spec, &inv, &secrets).unwrap();
+            let mut configs = vec![init.content];
+            for h in inv.hosts.iter().filter(|h| h.name != inv.first_control_plane().name) {
+                configs.push(render::kubeadm::join(&tpl, &spec, &inv, h, &secrets).unwrap().content);
+            }
+            for c in &configs {
+                let doc = c
+                    .split("\n---\n")
+                    .map(|d| serde_saphyr::from_str::<serde_json::Value>(d).expect("yaml"))
+                    .find(|d| d.get("nodeRegistration").is_some())
+                    .expect("a document with nodeRegistration");
+                assert_eq!(doc["nodeRegistration"]["ignorePreflightErrors"], want, "{k}: {c}");
+            }
+        }
+    }
+}
+
 #[test]
 fn leader_election_leases_become_extra_args_in_both_config_apis() {
     let tpl = Templates::load().unwrap();

@@ -367,6 +367,13 @@ pub async fn execute<'a>(
                 from("kubedrill_cilium_agent_cpu_weight")
             ));
         }
+        if !spec.kubeadm_ignore_preflight_errors.is_empty() {
+            progress.println(&format!(
+                "note: kubeadm reports without failing on the pre-flight check(s) {} ({}); production fails on them unless its inventory sets it too",
+                spec.kubeadm_ignore_preflight_errors.join(", "),
+                from("kubeadm_ignore_preflight_errors")
+            ));
+        }
         if let Some(secs) = spec.cilium_startup_timeout {
             progress.println(&format!(
                 "note: the Cilium agent's startup probe allows {} min ({}); production uses the chart's default unless its inventory sets it too",

@@ -42,6 +42,8 @@ struct Ctx<'a> {
     leader_elect: Vec<LeaderArgs>,
     /// kubeadm's `patches.directory`, when the inventory has `kubeadm_patches`.
     patches_dir: Option<&'static str>,
+    /// Kubespray's `kubeadm_ignore_preflight_errors`, into `nodeRegistration` as Kubespray does.
+    ignore_preflight_errors: &'a [String],
 }
 
 /// The `extraArgs` of one component's leader election.
@@ -125,6 +127,7 @@ fn ctx<'a>(
         .collect(),
         patches_dir: (!spec.kubeadm_patches.is_empty())
             .then_some(crate::spec::patches::PATCHES_DIR),
+        ignore_preflight_errors: &spec.kubeadm_ignore_preflight_errors,
     }
 }
 
