@@ -1433,8 +1433,16 @@ fn ignored_preflight_errors_reach_init_and_join_in_both_config_apis() {
                 try_build(&format!("{}{var}", matrix_vars(k, "1.16.19"))).expect("spec");
             let init = render::kubeadm::init(&tpl, &spec, &inv, &secrets).unwrap();
             let mut configs = vec![init.content];
-            for h in inv.hosts.iter().filter(|h| h.name != inv.first_control_plane().name) {
-                configs.push(render::kubeadm::join(&tpl, &spec, &inv, h, &secrets).unwrap().content);
+            for h in inv
+                .hosts
+                .iter()
+                .filter(|h| h.name != inv.first_control_plane().name)
+            {
+                configs.push(
+                    render::kubeadm::join(&tpl, &spec, &inv, h, &secrets)
+                        .unwrap()
+                        .content,
+                );
             }
             for c in &configs {
                 let doc = c
@@ -1442,7 +1450,10 @@ fn ignored_preflight_errors_reach_init_and_join_in_both_config_apis() {
                     .map(|d| serde_saphyr::from_str::<serde_json::Value>(d).expect("yaml"))
                     .find(|d| d.get("nodeRegistration").is_some())
                     .expect("a document with nodeRegistration");
-                assert_eq!(doc["nodeRegistration"]["ignorePreflightErrors"], want, "{k}: {c}");
+                assert_eq!(
+                    doc["nodeRegistration"]["ignorePreflightErrors"], want,
+                    "{k}: {c}"
+                );
             }
         }
     }
