@@ -1104,4 +1104,11 @@ async fn api_server_hiccups_of_the_real_lab_are_waited_out_and_the_drill_goes_on
         refused >= 4,
         "two refused creates, then both probe pods: {refused}"
     );
+    // Each run's whole output stays: the one tried again, and the last.
+    let dir = &run.report.run_dir;
+    let first = std::fs::read_to_string(dir.join("kubeadm-apply-cp1.attempt-1.log"))
+        .expect("the first run's output");
+    assert!(first.contains("TLS handshake timeout"), "{first}");
+    assert!(!dir.join("kubeadm-apply-cp1.attempt-2.log").exists());
+    assert!(dir.join("kubeadm-apply-cp1.log").is_file());
 }

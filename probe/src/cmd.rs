@@ -125,7 +125,22 @@ fn wait_for_stop(duration: Option<Duration>, emitter: &Emitter) {
             stop::request(Reason::Duration);
             break;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        // Until the wake pipe says stop (or 250 ms, to notice stdout closing and the duration).
+        let mut wait = Duration::from_millis(250);
+        if let Some(d) = duration {
+            wait = wait.min(d.saturating_sub(t0.elapsed()));
+        }
+        match stop::wake_fd() {
+            Some(fd) => {
+                let mut pfd = [libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }];
+                engine::ppoll(&mut pfd, wait);
+            }
+            None => std::thread::sleep(wait.min(Duration::from_millis(10))),
+        }
     }
 }
 
@@ -242,6 +257,7 @@ pub fn run(args: RunArgs) -> i32 {
                         trace,
                         stop: &stop_fn,
                         stop_reason: &reason_fn,
+                        wake_fd: stop::wake_fd(),
                     },
                 );
             });

@@ -13,8 +13,11 @@ use crate::payload;
 use crate::spec::Probe;
 use crate::window::{Accountant, Outcome, Window};
 
-/// Longest a loop iteration sleeps, so a stop request is seen promptly (the stop time is when it was seen).
+/// Longest a loop iteration sleeps, so a stop request is seen promptly (the stop time is when it
+/// was seen) — without a wake descriptor ([`RunOptions::wake_fd`]).
 const MAX_WAIT: Duration = Duration::from_millis(20);
+/// Longest a loop iteration sleeps when a wake descriptor announces the stop: only a bound.
+const MAX_WAIT_WOKEN: Duration = Duration::from_secs(1);
 
 /// How far behind schedule the sender may fall and still send every slot (in a quick burst).
 const MAX_CATCH_UP: Duration = Duration::from_millis(100);
@@ -67,6 +70,9 @@ pub struct RunOptions<'a> {
     pub stop: &'a (dyn Fn() -> bool + Sync),
     /// Why it stopped (for the summary), asked once after stopping.
     pub stop_reason: &'a (dyn Fn() -> &'static str + Sync),
+    /// Readable once `stop` turns true ([`crate::stop::wake_fd`]): polled with the probe's own
+    /// descriptors, so the loop sleeps until its next probe is due instead of every 20 ms.
+    pub wake_fd: Option<std::os::fd::RawFd>,
 }
 
 /// Totals of a finished run (also emitted as the summary event).
@@ -226,7 +232,14 @@ pub fn run(
         }
 
         // Wait for replies until the next thing to do.
-        let mut wake = now + MAX_WAIT;
+        // The wake descriptor only while running: once stopping, it would stay readable.
+        let wake_fd = opts.wake_fd.filter(|_| stop_at.is_none());
+        let mut wake = now
+            + if wake_fd.is_some() {
+                MAX_WAIT_WOKEN
+            } else {
+                MAX_WAIT
+            };
         if stop_at.is_none() {
             wake = wake.min(next_send);
         }
@@ -238,10 +251,18 @@ pub fn run(
         }
         fds.clear();
         driver.fds(&mut fds);
+        let own = fds.len();
+        if let Some(fd) = wake_fd {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         let wait = wake.saturating_duration_since(Instant::now());
         if ppoll(&mut fds, wait) > 0 {
             let front_seq = slots.front().map_or(0, |s| s.seq);
-            driver.ready(&fds, &mut |seq, result| {
+            driver.ready(&fds[..own], &mut |seq, result| {
                 let Some(idx) = seq.checked_sub(front_seq) else {
                     return;
                 };
@@ -377,6 +398,7 @@ mod tests {
                 trace: false,
                 stop: &stop,
                 stop_reason: &|| "duration",
+                wake_fd: None,
             },
         );
         assert!(totals.sent >= 25 && totals.sent <= 32, "{totals:?}");
@@ -398,6 +420,54 @@ mod tests {
         assert_eq!(summary["event"], "summary");
         assert_eq!(summary["stop"], "duration");
         assert_eq!(summary["windows"], 1);
+    }
+
+    /// With a wake descriptor the loop sleeps until the next probe is due (here a second
+    /// away), yet a stop written to the pipe ends the run at once.
+    #[test]
+    fn a_wake_descriptor_ends_a_sleeping_run_at_once() {
+        let p = probe(1, 100);
+        let em = Emitter::new(Box::new(Buf::default()));
+        let mut pipe = [-1; 2];
+        // SAFETY: pipe2 fills the two-int array.
+        assert_eq!(
+            unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) },
+            0
+        );
+        let flag = Arc::new(AtomicBool::new(false));
+        let (f, w) = (flag.clone(), pipe[1]);
+        let t0 = Instant::now();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1300));
+            f.store(true, Ordering::SeqCst);
+            // SAFETY: one byte to the pipe's write end, owned by this test.
+            unsafe { libc::write(w, b"x".as_ptr().cast(), 1) };
+        });
+        let stop = || flag.load(Ordering::SeqCst);
+        let totals = run(
+            &p,
+            &mut Never,
+            1,
+            &em,
+            &RunOptions {
+                stats_every: None,
+                trace: false,
+                stop: &stop,
+                stop_reason: &|| "signal",
+                wake_fd: Some(pipe[0]),
+            },
+        );
+        let took = t0.elapsed();
+        stopper.join().unwrap();
+        // SAFETY: both ends belong to this test.
+        unsafe {
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
+        }
+        // Probes at 0 s and 1 s; the stop at 1.3 s is seen then, not at the 2 s send, and the
+        // last probe's 100 ms timeout resolves it.
+        assert_eq!(totals.sent, 2, "{totals:?}");
+        assert!(took < Duration::from_millis(1700), "stopped after {took:?}");
     }
 
     #[test]
@@ -471,6 +541,7 @@ mod tests {
                 trace: true,
                 stop: &stop,
                 stop_reason: &|| "signal",
+                wake_fd: None,
             },
         );
         assert_eq!(totals.windows, 1, "{totals:?}");

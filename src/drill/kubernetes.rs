@@ -249,19 +249,23 @@ pub fn uncordon_script(node: &str) -> String {
     )
 }
 
-/// What kubeadm (client-go) prints when only the API server failed it — overloaded, or
-/// restarting: Helm's list ([`crate::cilium::helm::TRANSIENT_API_ERRORS`]) and the client's own
-/// timeouts. Seen on the lab: `TLS handshake timeout` reading the `kubeadm-config` ConfigMap at
-/// the very start of `kubeadm upgrade apply`, with cp1 at load 23.
+/// What kubeadm prints when only a busy node failed it — the API server overloaded or restarting
+/// (client-go's timeouts; Helm's list, [`crate::cilium::helm::TRANSIENT_API_ERRORS`]), or the
+/// container runtime not answering kubeadm's pre-flight in time. Seen on the lab with cp1 at load
+/// 23–31: `TLS handshake timeout` reading the `kubeadm-config` ConfigMap at the very start of
+/// `kubeadm upgrade apply`; `Client.Timeout exceeded while awaiting headers`; and `[ERROR
+/// ContainerRuntimeVersion]: could not connect to the container runtime: … DeadlineExceeded`
+/// right after the stage imported the new images.
 pub const TRANSIENT_KUBEADM_ERRORS: &[&str] = &[
     "net/http: TLS handshake timeout",
     "Client.Timeout exceeded while awaiting headers",
     "request canceled (Client.Timeout",
     "connect: connection refused",
+    "could not connect to the container runtime",
 ];
 
-/// The first transient API error `output` (kubeadm's, failed) names, if any: then only the API
-/// server failed it.
+/// The first transient error `output` (kubeadm's, failed) names, if any: then only a busy API
+/// server or container runtime failed it.
 pub fn transient_reason(output: &str) -> Option<&'static str> {
     TRANSIENT_KUBEADM_ERRORS
         .iter()
@@ -342,6 +346,13 @@ mod tests {
         )
         .is_some());
         assert!(transient_reason("etcdserver: request timed out").is_some());
+        // The lab's fourth Kubernetes drill, right after the stage imported the images.
+        assert_eq!(
+            transient_reason(
+                "[upgrade/preflight] Running preflight checks\n[preflight] Some fatal errors occurred:\n\t[ERROR ContainerRuntimeVersion]: could not connect to the container runtime: failed to create new CRI runtime service: validate service connection: validate CRI v1 runtime API for endpoint \"unix:///run/containerd/containerd.sock\": rpc error: code = DeadlineExceeded desc = context deadline exceeded"
+            ),
+            Some("could not connect to the container runtime")
+        );
         for final_ in [
             "[upgrade/version] FATAL: the --version argument is invalid",
             "couldn't create upgrade plan: context deadline exceeded",

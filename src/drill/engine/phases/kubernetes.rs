@@ -246,6 +246,13 @@ impl Ctx<'_> {
             NodeKind::FirstControlPlane => format!("kubeadm upgrade apply v{}", up.to),
             _ => "kubeadm upgrade node".to_owned(),
         };
+        let step = if kind == NodeKind::FirstControlPlane {
+            "apply"
+        } else {
+            "node"
+        };
+        // Every run's whole output stays in the run directory (`kubeadm-apply-cp1.log`, and
+        // `.attempt-N.log` for each one run again): on a busy node the reason is in its middle.
         let runs = hosts.iter().map(|h| {
             let cmd = Command::new(kubeadm.clone())
                 .privileged()
@@ -255,7 +262,15 @@ impl Ctx<'_> {
             let h = h.clone();
             let progress = self.progress.clone();
             let pause = self.d.timeouts.retry_pause;
+            let (dir, base) = (self.run_dir.clone(), format!("kubeadm-{step}-{h}"));
             async move {
+                let keep = |path: std::path::PathBuf, o: &crate::ssh::Output| {
+                    let text = format!("{}{}", o.stdout_text(), o.stderr_text());
+                    if let Err(e) = report::write_file(&path, &text) {
+                        progress.println(&format!("  note: {}: {e}", path.display()));
+                    }
+                };
+                let attempt = std::sync::atomic::AtomicU32::new(0);
                 let r = match s {
                     None => Err("no SSH session to this host".to_owned()),
                     Some(s) => match super::super::exec_again_while(
@@ -264,25 +279,33 @@ impl Ctx<'_> {
                         KUBEADM_ATTEMPTS,
                         pause,
                         |o| {
-                            k8sup::transient_reason(&format!(
+                            let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                            let why = k8sup::transient_reason(&format!(
                                 "{}\n{}",
                                 o.stdout_text(),
                                 o.stderr_text()
-                            ))
-                            .map(|r| format!("the API server did not answer ({r})"))
+                            ))?;
+                            keep(dir.join(format!("{base}.attempt-{n}.log")), o);
+                            Some(format!("a busy node failed it ({why})"))
                         },
                         |line| progress.println(&format!("  {h}: {line}")),
                     )
                     .await
                     {
-                        Ok(o) if o.success() => Ok(o.stdout_text()),
-                        Ok(o) => Err(format!(
-                            "exited with {}: {}{}",
-                            o.status
-                                .map_or_else(|| "a signal".into(), |s| s.to_string()),
-                            tail(&o.stdout_text(), 8),
-                            o.stderr_tail(4)
-                        )),
+                        Ok(o) => {
+                            keep(dir.join(format!("{base}.log")), &o);
+                            if o.success() {
+                                Ok(())
+                            } else {
+                                Err(format!(
+                                    "exited with {}: {}{}",
+                                    o.status
+                                        .map_or_else(|| "a signal".into(), |s| s.to_string()),
+                                    tail(&o.stdout_text(), 8),
+                                    o.stderr_tail(4)
+                                ))
+                            }
+                        }
                         Err(e) => Err(e.to_string()),
                     },
                 };
@@ -292,18 +315,7 @@ impl Ctx<'_> {
         let t = now();
         for (h, r) in futures::future::join_all(runs).await {
             match r {
-                Ok(out) => {
-                    let file = self.run_dir.join(format!(
-                        "kubeadm-{}-{h}.log",
-                        if kind == NodeKind::FirstControlPlane {
-                            "apply"
-                        } else {
-                            "node"
-                        }
-                    ));
-                    if let Err(e) = report::write_file(&file, &out) {
-                        self.notes.push(format!("{}: {e}", file.display()));
-                    }
+                Ok(()) => {
                     self.say(&format!(
                         "  {h}: {label}: done in {:.0} s",
                         (now().unix_ms().saturating_sub(t.unix_ms())) as f64 / 1000.0
@@ -547,7 +559,8 @@ fn tail(s: &str, n: usize) -> String {
     t
 }
 
-/// Runs of `kubeadm upgrade apply/node` while only the API server failed them
-/// ([`Timeouts::retry_pause`] apart): kubeadm's upgrade is idempotent, and re-running it is its
-/// documented recovery.
-const KUBEADM_ATTEMPTS: u32 = 3;
+/// Runs of `kubeadm upgrade apply/node` while only a busy API server or container runtime failed
+/// them ([`Timeouts::retry_pause`] apart): kubeadm's upgrade is idempotent, and re-running it is
+/// its documented recovery. Five: on the lab the first control plane failed three in a row
+/// (two client timeouts, then the runtime's) while the API server was at its busiest.
+const KUBEADM_ATTEMPTS: u32 = 5;
