@@ -608,10 +608,7 @@ fn the_first_real_lab_drill_record_loads_and_reports_its_failure() {
         "pod, ClusterIP and NodePort held connections"
     );
     assert!(held.iter().all(|c| c.opened == 1 && c.broken == 0));
-    let t = tmp();
-    let dir = put_run(t.path(), REAL, &fixture_text(REAL));
-    let w = report::write(&dir).unwrap();
-    let html = std::fs::read_to_string(&w.html).unwrap();
+    let html = real_report_html(REAL);
     for p in &rec.phases {
         assert!(html.contains(&esc(&p.name)), "phase {}", p.name);
     }
@@ -619,6 +616,27 @@ fn the_first_real_lab_drill_record_loads_and_reports_its_failure() {
         assert!(html.contains(p.kind.as_str()), "probe {}", p.kind);
     }
     assert!(html.contains("survived"));
+}
+
+/// The report of the real run `name` (a fixture), written in a fresh run directory: its HTML.
+fn real_report_html(name: &str) -> String {
+    let t = tmp();
+    let dir = put_run(t.path(), name, &fixture_text(name));
+    let w = report::write(&dir).unwrap();
+    std::fs::read_to_string(&w.html).unwrap()
+}
+
+/// The verdict is a failure, one of whose reasons names every one of `needles`.
+fn assert_failed_because(rec: &RunRecord, needles: &[&str]) {
+    assert_eq!(rec.verdict.outcome, Outcome::Fail);
+    assert!(
+        rec.verdict
+            .reasons
+            .iter()
+            .any(|r| needles.iter().all(|n| r.contains(n))),
+        "{:?}",
+        rec.verdict.reasons
+    );
 }
 
 /// The second real run (the eighth lab run's cluster, 2026-12-07): connect after the reset in
@@ -630,15 +648,7 @@ fn the_second_real_lab_drill_record_loads_and_reports_its_interruption() {
     const REAL: &str = "lab-kde2e-1.19.7-to-1.20.2-run2";
     let rec = load(REAL);
     assert_eq!(rec.lab, "kde2e");
-    assert_eq!(rec.verdict.outcome, Outcome::Fail);
-    assert!(
-        rec.verdict
-            .reasons
-            .iter()
-            .any(|r| r.contains("SIGINT") && r.contains("interrupted during upgrade/1.20.2")),
-        "{:?}",
-        rec.verdict.reasons
-    );
+    assert_failed_because(&rec, &["SIGINT", "interrupted during upgrade/1.20.2"]);
     let outcome = |name: &str| phase_outcome(&rec, name);
     assert_eq!(outcome("preflight").as_deref(), Some("Ok"));
     assert_eq!(outcome("upgrade/1.20.2").as_deref(), Some("Failed"));
@@ -650,10 +660,7 @@ fn the_second_real_lab_drill_record_loads_and_reports_its_interruption() {
     );
     assert!(drift.changes.iter().all(|c| c.datapath.is_none()));
     assert_held_connections_survived(&rec);
-    let t = tmp();
-    let dir = put_run(t.path(), REAL, &fixture_text(REAL));
-    let w = report::write(&dir).unwrap();
-    let html = std::fs::read_to_string(&w.html).unwrap();
+    let html = real_report_html(REAL);
     assert!(html.contains("SIGINT"));
 }
 
@@ -669,24 +676,13 @@ fn the_real_lab_kubernetes_drill_record_loads_and_reports_where_kubeadm_stopped(
     assert_eq!(rec.lab, "kde2e");
     let k = rec.kubernetes.as_ref().expect("a Kubernetes upgrade");
     assert_eq!((k.from.as_str(), k.to.as_str()), ("1.34.4", "1.35.4"));
-    assert_eq!(rec.verdict.outcome, Outcome::Fail);
-    assert!(
-        rec.verdict
-            .reasons
-            .iter()
-            .any(|r| r.contains("kubeadm upgrade apply") && r.contains("[ERROR CreateJob]")),
-        "{:?}",
-        rec.verdict.reasons
-    );
+    assert_failed_because(&rec, &["kubeadm upgrade apply", "[ERROR CreateJob]"]);
     let outcome = |name: &str| phase_outcome(&rec, name);
     assert_eq!(outcome("kubernetes/stage").as_deref(), Some("Ok"));
     assert_eq!(outcome("kubernetes/cp1").as_deref(), Some("Failed"));
     assert_eq!(outcome("kubernetes/workers-1").as_deref(), Some("Skipped"));
     assert_held_connections_survived(&rec);
-    let t = tmp();
-    let dir = put_run(t.path(), REAL, &fixture_text(REAL));
-    let w = report::write(&dir).unwrap();
-    let html = std::fs::read_to_string(&w.html).unwrap();
+    let html = real_report_html(REAL);
     assert!(
         html.contains(&esc("kubernetes/cp1")),
         "the failed phase is shown"
