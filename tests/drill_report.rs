@@ -588,26 +588,8 @@ fn the_first_real_lab_drill_record_loads_and_reports_its_failure() {
         (rec.cilium.from.as_str(), rec.cilium.to.as_str()),
         ("1.19.7", "1.20.2")
     );
-    assert_eq!(rec.verdict.outcome, Outcome::Fail);
-    assert!(
-        rec.verdict
-            .reasons
-            .iter()
-            .any(|r| r.contains("UPGRADE FAILED") && r.contains("Please retry")),
-        "{:?}",
-        rec.verdict.reasons
-    );
-    let held: Vec<_> = rec
-        .probes
-        .iter()
-        .filter_map(|p| p.connections.as_ref())
-        .collect();
-    assert_eq!(
-        held.len(),
-        3,
-        "pod, ClusterIP and NodePort held connections"
-    );
-    assert!(held.iter().all(|c| c.opened == 1 && c.broken == 0));
+    assert_failed_because(&rec, &["UPGRADE FAILED", "Please retry"]);
+    assert_held_connections_survived(&rec);
     let html = real_report_html(REAL);
     for p in &rec.phases {
         assert!(html.contains(&esc(&p.name)), "phase {}", p.name);
