@@ -259,6 +259,14 @@ impl ScriptedNode {
             self.side().staged.insert(me);
             return Some(out(0, "", ""));
         }
+        if label == "kubeadm upgrade plan v1.35.4" {
+            step("kubeadm upgrade plan");
+            return Some(out(
+                0,
+                "== kubeadm upgrade plan\n[upgrade/versions] Target version: v1.35.4\n",
+                "",
+            ));
+        }
         if label == "kubeadm upgrade apply v1.35.4" {
             step("kubeadm upgrade apply");
             if self.kubeadm_flaky
@@ -921,6 +929,7 @@ async fn a_kubernetes_drill_on_scripted_nodes_upgrades_node_by_node_and_says_go(
     assert_eq!(
         side.kubernetes_steps,
         [
+            "cp1: kubeadm upgrade plan",
             "cp1: kubeadm upgrade apply",
             "cp1: drain cp1",
             "cp1: kubelet 1.35.4",
@@ -1087,8 +1096,9 @@ async fn api_server_hiccups_of_the_real_lab_are_waited_out_and_the_drill_goes_on
     );
     let side = run.side.lock().unwrap_or_else(|e| e.into_inner());
     assert_eq!(
-        side.kubernetes_steps[..3],
+        side.kubernetes_steps[..4],
         [
+            "cp1: kubeadm upgrade plan",
             "cp1: kubeadm upgrade apply",
             "cp1: kubeadm upgrade apply",
             "cp1: drain cp1"
@@ -1111,4 +1121,7 @@ async fn api_server_hiccups_of_the_real_lab_are_waited_out_and_the_drill_goes_on
     assert!(first.contains("TLS handshake timeout"), "{first}");
     assert!(!dir.join("kubeadm-apply-cp1.attempt-2.log").exists());
     assert!(dir.join("kubeadm-apply-cp1.log").is_file());
+    // The plan ran once, before the first `apply`, and its output stays too.
+    let plan = std::fs::read_to_string(dir.join("kubeadm-plan-cp1.log")).expect("the plan");
+    assert!(plan.contains("Target version: v1.35.4"), "{plan}");
 }

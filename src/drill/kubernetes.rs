@@ -200,17 +200,29 @@ fn install(v: Version, tools: &[&str]) -> String {
         .collect()
 }
 
+/// `kubeadm upgrade plan` with the target's kubeadm, once before `upgrade apply` on the first
+/// control plane: read-only (its own health checks and the versions it would move to), kept in
+/// the run record, never fatal — and not repeated with each `apply` run again, whose own
+/// pre-flight runs the same checks (on a busy node each plan costs a Job and a minute).
+pub fn plan_script(v: Version) -> String {
+    let mut s = String::from("set -e\n");
+    s.push_str(&install(v, &["kubeadm"]));
+    s.push_str(&format!(
+        "echo '== kubeadm upgrade plan'\nkubeadm upgrade plan --config {UPGRADE_CONFIG} 2>&1 || true\n"
+    ));
+    s
+}
+
 /// kubeadm's part on a node: the target's kubeadm installed, then `kubeadm upgrade apply`
-/// (first control plane, after `kubeadm upgrade plan`, whose output is kept in the run record)
-/// or `kubeadm upgrade node`. Idempotent: kubeadm says so when the node is already there.
+/// (first control plane, after [`plan_script`]) or `kubeadm upgrade node`. Idempotent: kubeadm
+/// says so when the node is already there, so a run that failed can be run again.
 pub fn kubeadm_script(v: Version, kind: NodeKind) -> String {
     let mut s = String::from("set -e\n");
     s.push_str(&install(v, &["kubeadm"]));
     match kind {
         NodeKind::FirstControlPlane => {
             s.push_str(&format!(
-                "echo '== kubeadm upgrade plan'\nkubeadm upgrade plan --config {UPGRADE_CONFIG} 2>&1 || true\n\
-                 echo '== kubeadm upgrade apply'\nkubeadm upgrade apply --config {UPGRADE_CONFIG} --yes 2>&1\n"
+                "echo '== kubeadm upgrade apply'\nkubeadm upgrade apply --config {UPGRADE_CONFIG} --yes 2>&1\n"
             ));
         }
         NodeKind::ControlPlane | NodeKind::Worker => {
@@ -448,6 +460,10 @@ mod tests {
         assert!(s.contains(
             "kubeadm upgrade apply --config /etc/kubernetes/kubedrill-upgrade.yaml --yes"
         ));
+        assert!(!s.contains("upgrade plan"), "{s}");
+        let p = plan_script(v("1.35.4"));
+        assert!(p.contains("v1.35.4/kubeadm") && p.contains("kubeadm upgrade plan --config"));
+        assert!(p.contains("|| true") && !p.contains("apply"), "{p}");
         let n = kubeadm_script(v("1.35.4"), NodeKind::Worker);
         assert!(n.contains("kubeadm upgrade node --config") && !n.contains("apply"));
         let k = kubelet_script(v("1.35.4"));

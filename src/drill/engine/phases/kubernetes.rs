@@ -251,6 +251,11 @@ impl Ctx<'_> {
         } else {
             "node"
         };
+        if kind == NodeKind::FirstControlPlane {
+            for h in hosts {
+                self.k8s_plan(h, up.to).await;
+            }
+        }
         // Every run's whole output stays in the run directory (`kubeadm-apply-cp1.log`, and
         // `.attempt-N.log` for each one run again): on a busy node the reason is in its middle.
         let runs = hosts.iter().map(|h| {
@@ -354,6 +359,38 @@ impl Ctx<'_> {
         }
         self.check_kube_proxy().await;
         Ok(PhaseOutcome::Ok)
+    }
+
+    /// `kubeadm upgrade plan` on `host`, once: its output kept as `kubeadm-plan-<host>.log`, its
+    /// failure only said (`apply`'s own pre-flight decides).
+    async fn k8s_plan(&self, host: &str, to: Version) {
+        let Some(s) = self.host(host) else {
+            return;
+        };
+        let cmd = Command::new(k8sup::plan_script(to))
+            .privileged()
+            .label(format!("kubeadm upgrade plan v{to}"))
+            .timeout(Duration::from_secs(KUBEADM_SECS));
+        let t = now();
+        match s.exec(&cmd).await {
+            Ok(o) => {
+                let path = self.run_dir.join(format!("kubeadm-plan-{host}.log"));
+                let text = format!("{}{}", o.stdout_text(), o.stderr_text());
+                if let Err(e) = report::write_file(&path, &text) {
+                    self.say(&format!("  note: {}: {e}", path.display()));
+                }
+                let verdict = if text.contains("FATAL") || !o.success() {
+                    "reported a problem (kept; `apply` checks again)"
+                } else {
+                    "done"
+                };
+                self.say(&format!(
+                    "  {host}: kubeadm upgrade plan v{to}: {verdict} in {:.0} s",
+                    (now().unix_ms().saturating_sub(t.unix_ms())) as f64 / 1000.0
+                ));
+            }
+            Err(e) => self.say(&format!("  {host}: kubeadm upgrade plan v{to}: {e}")),
+        }
     }
 
     /// Every node's kubelet at `v`; else a failure saying `why` of the others (`NAME runs
