@@ -922,6 +922,31 @@ fn xdp_virtio_queue_rule() {
             _ => assert_blocked(&r, Feature::XdpNative, "combined queue", text),
         }
     }
+    // Re-checked after the install: XDP attached with its own TX queues, which virtio_net
+    // counts in the current combined channels (the lab's cp1: 2 of max 4 before, 4 after). The
+    // prediction stays what it was before the attach; attached on a NIC that had too few, the
+    // count did not grow (the kernel fell back), and it is still the shared queues.
+    let mut f = good_facts().with_queues(4, 4);
+    f.cpus = Some(2);
+    f.nic0().xdp = Some("xdpdrv".to_owned());
+    assert_ok(&evaluate(&s, "n", &f), Feature::XdpNative);
+    let mut f = good_facts().with_queues(4, 4);
+    f.cpus = Some(2);
+    assert_degraded(
+        &evaluate(&s, "n", &f),
+        Feature::XdpNative,
+        "needs 6",
+        "locked TX",
+    );
+    let mut f = good_facts().with_kernel("6.1.0").with_queues(1, 2);
+    f.cpus = Some(2);
+    f.nic0().xdp = Some("xdpdrv".to_owned());
+    assert_degraded(
+        &evaluate(&s, "n", &f),
+        Feature::XdpNative,
+        "max 2 combined queues, needs 3",
+        "locked TX",
+    );
     // No ethtool: sysfs counts only, max unknown → cannot verify.
     let mut f = good_facts();
     let q = &mut f.nic0().queues;
