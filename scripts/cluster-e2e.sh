@@ -354,7 +354,23 @@ KC="$KUBEDRILL_STATE_DIR/clusters/lab-$(basename "$(dirname "$(dirname "$INV")")
 KUBECONFIG_FILE=$(find "$KUBEDRILL_STATE_DIR/clusters" -name admin.conf | head -n1)
 [ -n "$KUBECONFIG_FILE" ] || die "no admin.conf fetched under $KUBEDRILL_STATE_DIR/clusters ($KC)"
 [ "$(stat -c %a "$KUBECONFIG_FILE")" = 600 ] || die "$KUBECONFIG_FILE is not 0600"
-k() { in_ns "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+# kubectl, run again (up to 6 times, 10 s apart) while only the API server did not answer: under
+# TCG, cp1's API server misses a TLS handshake now and then right after the agents start (seen
+# in the twelfth run: `Unable to connect to the server: net/http: TLS handshake timeout` on the
+# first `get nodes` after apply). Any other failure (NotFound, a refused apply) returns at once.
+K_TRANSIENT='TLS handshake timeout|Client.Timeout exceeded|connection refused|i/o timeout|request canceled|http2: client connection lost|unexpected EOF|etcdserver: request timed out|the server was unable to return a response'
+k() {
+  local try out err rc=1
+  out=$(mktemp) err=$(mktemp)
+  for try in 1 2 3 4 5 6; do
+    if in_ns "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" "$@" >"$out" 2>"$err"; then rc=0; break; fi
+    grep -qE "$K_TRANSIENT" "$err" && [ "$try" -lt 6 ] || break
+    say "kubectl $1 $2: the API server did not answer ($(head -c 160 "$err" | tr '\n' ' ')); again in 10 s"
+    sleep 10
+  done
+  cat "$out"; cat "$err" >&2; rm -f "$out" "$err"
+  return "$rc"
+}
 # `kubeadm join` returns once the kubelet has its credentials; the Node object follows when that
 # kubelet registers (seconds, longer under TCG): wait for every node, bounded.
 want=$(grep -c 'ansible_host:' "$INV")
@@ -478,7 +494,8 @@ spec:
 YAML
 # Pods of a new namespace are refused until the controller manager has made its `default`
 # ServiceAccount (seconds; longer on a busy TCG control plane): the namespace first, then wait.
-k create namespace kde2e-probe --dry-run=client -o yaml | k apply -f - >/dev/null
+k create namespace kde2e-probe --dry-run=client -o yaml > "$WORK/probe-ns.yaml"
+k apply -f "$WORK/probe-ns.yaml" >/dev/null
 for _ in $(seq 150); do
   k -n kde2e-probe get serviceaccount default >/dev/null 2>&1 && break
   sleep 2
