@@ -1445,7 +1445,10 @@ fn layout_probes_match_the_record_pairs() {
         .map(|n| cluster::node_info(&serde_json::from_value(n.clone()).expect("node")))
         .collect();
     let p = layout::place(&nodes).expect("placement");
-    assert_eq!(p.nodeport_prober, "cp1");
+    assert_eq!(
+        (p.client.as_str(), p.nodeport_prober.as_str()),
+        ("w2", "w2")
+    );
     assert_ne!(p.nodeport_target.name, p.backend);
     let t = layout::Targets {
         client: layout::PodEnd {

@@ -324,7 +324,19 @@ impl ScriptedNode {
         }
         for (verb, cordoned) in [("kubectl drain ", true), ("kubectl uncordon ", false)] {
             if let Some(n) = label.strip_prefix(verb) {
-                step(&format!("{}{n}", verb.trim_start_matches("kubectl ")));
+                let what = format!("{}{n}", verb.trim_start_matches("kubectl "));
+                let again = self
+                    .side()
+                    .kubernetes_steps
+                    .contains(&format!("{me}: {what}"));
+                step(&what);
+                if self.kubeadm_flaky && what == "uncordon cp1" && !again {
+                    return Some(out(
+                        1,
+                        "Unable to connect to the server: net/http: TLS handshake timeout\n",
+                        "",
+                    ));
+                }
                 let key = node_key(n);
                 self.api.with(|s| {
                     if let Some(mut v) = s.get(&key).cloned() {
@@ -337,6 +349,11 @@ impl ScriptedNode {
         }
         if label == "kubelet and kubectl 1.35.4 installed; kubelet restarted" {
             step("kubelet 1.35.4");
+            if self.kubeadm_flaky && me == "cp1" {
+                // Its static pods restart with the new kubelet, the API server among them (the
+                // lab's seventh Kubernetes drill: the wait for cp1 failed at once on it).
+                self.api.with(|s| s.refuse_reads("nodes", 2));
+            }
             let key = node_key(&me);
             let mut v = node_at(&me, ip(&me), "v1.35.4");
             self.api.with(|s| {
@@ -1096,12 +1113,18 @@ async fn api_server_hiccups_of_the_real_lab_are_waited_out_and_the_drill_goes_on
     );
     let side = run.side.lock().unwrap_or_else(|e| e.into_inner());
     assert_eq!(
-        side.kubernetes_steps[..4],
+        side.kubernetes_steps[..8],
         [
             "cp1: kubeadm upgrade plan",
             "cp1: kubeadm upgrade apply",
             "cp1: kubeadm upgrade apply",
-            "cp1: drain cp1"
+            "cp1: drain cp1",
+            "cp1: kubelet 1.35.4",
+            // The API server restarted with the new kubelet: the wait for cp1 read it again,
+            // and the uncordon that met its TLS timeout ran again.
+            "cp1: uncordon cp1",
+            "cp1: uncordon cp1",
+            "w1: kubeadm upgrade node",
         ]
     );
     let refused = run.api.with(|s| {

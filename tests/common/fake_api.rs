@@ -103,9 +103,17 @@ pub struct Store {
     /// Creates refused as a real API server may refuse them: (plural, times left, code,
     /// reason, message).
     refusals: Vec<(String, u32, u16, String, String)>,
+    /// Reads (get, list, watch) of a plural answered 503, as by an API server restarting:
+    /// (plural, times left).
+    read_refusals: Vec<(String, u32)>,
 }
 
 impl Store {
+    /// The next `times` reads (get, list or watch) of `plural` are answered 503.
+    pub fn refuse_reads(&mut self, plural: &str, times: u32) {
+        self.read_refusals.push((plural.into(), times));
+    }
+
     fn next_rv(&mut self) -> u64 {
         self.rv += 1;
         self.rv
@@ -326,6 +334,7 @@ impl FakeApi {
             on_create: None,
             on_exec: None,
             refusals: Vec::new(),
+            read_refusals: Vec::new(),
         }));
         let changed = Arc::new(Notify::new());
         let (s2, c2) = (store.clone(), changed.clone());
@@ -419,6 +428,20 @@ async fn handle(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let kind_list = |p: &Path| format!("{}List", p.plural);
+    if method.as_str() == "GET" {
+        let mut s = lock();
+        if let Some(r) = s
+            .read_refusals
+            .iter_mut()
+            .find(|r| r.0 == p.plural && r.1 > 0)
+        {
+            r.1 -= 1;
+            return full(
+                503,
+                &status(503, "ServiceUnavailable", "the server is restarting"),
+            );
+        }
+    }
     match (method.as_str(), &p.name) {
         ("GET", None) if query_param(&query, "watch").as_deref() == Some("true") => {
             watch(p, &query, store, changed)

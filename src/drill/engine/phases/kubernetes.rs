@@ -335,7 +335,7 @@ impl Ctx<'_> {
                 .privileged()
                 .label(format!("kubectl drain {h}"))
                 .timeout(Duration::from_secs(DRAIN_SECS + 60));
-            self.exec(cp, phase, &drain).await?;
+            self.k8s_kubectl(cp, phase, &drain).await?;
             self.say(&format!("  {h}: drained"));
         }
         for h in hosts {
@@ -354,11 +354,46 @@ impl Ctx<'_> {
                 .privileged()
                 .label(format!("kubectl uncordon {h}"))
                 .timeout(Duration::from_secs(120));
-            self.exec(cp, phase, &uncordon).await?;
+            self.k8s_kubectl(cp, phase, &uncordon).await?;
             self.say(&format!("  {h}: Ready at v{}, uncordoned", up.to));
         }
         self.check_kube_proxy().await;
         Ok(PhaseOutcome::Ok)
+    }
+
+    /// kubectl on the first control plane (drain, uncordon; both idempotent), run again while
+    /// only the API server did not answer: it restarts with that node's new kubelet.
+    async fn k8s_kubectl(&mut self, cp: &str, phase: &str, cmd: &Command) -> Result<(), Stop> {
+        let Some(s) = self.host(cp) else {
+            return Err(self.fail(cp, phase, &cmd.label_text(), "no SSH session to this host"));
+        };
+        let progress = self.progress.clone();
+        let out = super::super::exec_again_while(
+            s.as_ref(),
+            cmd,
+            KUBEADM_ATTEMPTS,
+            self.d.timeouts.retry_pause,
+            |o| {
+                k8sup::transient_reason(&format!("{}\n{}", o.stdout_text(), o.stderr_text()))
+                    .map(|why| format!("the API server did not answer ({why})"))
+            },
+            |line| progress.println(&format!("  {cp}: {line}")),
+        )
+        .await;
+        match out {
+            Ok(o) if o.success() => Ok(()),
+            Ok(o) => {
+                let msg = format!(
+                    "exited with {}: {}{}",
+                    o.status
+                        .map_or_else(|| "a signal".to_owned(), |s| s.to_string()),
+                    tail(&o.stdout_text(), 6),
+                    o.stderr_tail(4)
+                );
+                Err(self.fail(cp, phase, &cmd.label_text(), msg))
+            }
+            Err(e) => Err(self.fail(cp, phase, &cmd.label_text(), e)),
+        }
     }
 
     /// `kubeadm upgrade plan` on `host`, once: its output kept as `kubeadm-plan-<host>.log`, its
@@ -446,27 +481,47 @@ impl Ctx<'_> {
                 kubelet_version(n).as_deref() == Some(want.as_str()) && wait::node_state(n).ready
             })
         };
-        let waited = tokio::time::timeout(
-            Duration::from_secs(NODE_READY_SECS),
-            kube::runtime::wait::await_condition(api, node, cond),
-        )
-        .await;
-        match waited {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => {
-                let h = self.api_host();
-                Err(self.fail(&h, phase, &format!("watch node {node}"), e))
-            }
-            Err(_) => {
-                let h = self.api_host();
-                Err(self.fail(
-                    &h,
-                    phase,
-                    &format!("wait for node {node} Ready at {want}"),
-                    format!("not Ready at {want} within {NODE_READY_SECS} s (it stays cordoned)"),
-                ))
+        // The API answers through the first control plane, whose new kubelet restarts the static
+        // pods (the API server among them): a watch that cannot connect is tried again, 5 s
+        // apart, until the node is Ready or the time is up (the lab's seventh Kubernetes drill
+        // failed here at once, `client error (Connect)`, seconds after cp1's kubelet restarted).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(NODE_READY_SECS);
+        let mut last_error: Option<String> = None;
+        loop {
+            let waited = tokio::time::timeout_at(
+                deadline,
+                kube::runtime::wait::await_condition(api.clone(), node, cond),
+            )
+            .await;
+            match waited {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => {
+                    if last_error.is_none() {
+                        self.say(&format!(
+                            "  {node}: the API did not answer ({e}); waiting for it, up to {NODE_READY_SECS} s in all"
+                        ));
+                    }
+                    last_error = Some(e.to_string());
+                    if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_secs(5)))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(_) => break,
             }
         }
+        let h = self.api_host();
+        Err(self.fail(
+            &h,
+            phase,
+            &format!("wait for node {node} Ready at {want}"),
+            format!(
+                "not Ready at {want} within {NODE_READY_SECS} s (it stays cordoned){}",
+                last_error.map_or_else(String::new, |e| format!("; the API's last error: {e}"))
+            ),
+        ))
     }
 
     /// `kubernetes/verify`: every node at the new version; kube-proxy's DaemonSet, ConfigMap and
