@@ -9,10 +9,11 @@
 //! two nodes, prober and target are the client's node.
 //!
 //! Workers carry the sending side: the client is a worker whenever the cluster has one, and with
-//! a single worker the backend goes to a control plane. Sending costs a node about twice what
-//! echoing does (measured on the lab under TCG at 5 probes/s: the prober 15 % of a vCPU, the
-//! responder 7 %), and the control plane is what a Kubernetes upgrade stresses — on the lab, its
-//! API server missed kubeadm's 10 s calls while it also carried the prober. The pods are pinned
+//! a single worker the backend goes to a control plane. On a busy node sending costs more than
+//! echoing (the lab under TCG at 5 probes/s, on its control plane: the prober 15 % of a vCPU,
+//! the responder 9 %; on the idle worker both 7 %), and the control plane is what a Kubernetes
+//! upgrade stresses — on the lab, its API server missed kubeadm's 10 s calls while it also
+//! carried the prober. The pods are pinned
 //! with `nodeName` and tolerate everything, so control planes' `NoSchedule` taints do not matter.
 
 use super::probes::ProbeSpec;
