@@ -1994,7 +1994,12 @@ fn detached_agents_are_peeked_while_running_and_stopped_by_their_pid() {
         .spawn()
         .expect("serve");
     let t = std::time::Instant::now();
-    while !String::from_utf8_lossy(&sh(&d.peek_script("t-serve")).stdout).contains("listening") {
+    // What the drill waits for before it starts the probers: the real agent's own event.
+    while !probes::parse_events(&String::from_utf8_lossy(
+        &sh(&d.peek_script("t-serve")).stdout,
+    ))
+    .listening
+    {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "serve never listened"
@@ -2063,8 +2068,16 @@ fn detached_agents_are_peeked_while_running_and_stopped_by_their_pid() {
         .read_to_string(&mut out)
         .expect("read");
     let fin = probes::parse_events(&out);
-    assert_eq!(fin.losses.len(), 2, "{out}");
-    assert!(fin.losses.iter().all(|l| l.open), "{out}");
+    // One window per probe still open at the stop, flushed as open. (A machine busy with the
+    // rest of the suite may add a short closed window before it: a 200 ms timeout missed.)
+    let mut open: Vec<&str> = fin
+        .losses
+        .iter()
+        .filter(|l| l.open)
+        .map(|l| l.probe.as_str())
+        .collect();
+    open.sort();
+    assert_eq!(open, ["tcp-pod", "udp-pod"], "{out}");
     assert_eq!(fin.summaries.len(), 2, "{out}");
     assert!(fin.summaries.iter().all(|s| s.lost > 0 && s.sent > s.lost));
     let left: Vec<String> = std::fs::read_dir(dir.path())

@@ -457,7 +457,23 @@ impl Host for ScriptedNode {
             return Ok(out(0, "", ""));
         }
         if label.starts_with("read kubedrill-probe events (") {
-            return Ok(out(0, "", ""));
+            // A responder listens once started, as the agent says in its events.
+            let tag = tag_of(&label);
+            let serving = tag.ends_with("-serve")
+                && self
+                    .stops
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&tag);
+            return Ok(out(
+                0,
+                if serving {
+                    "{\"event\":\"listening\",\"ts_ms\":1,\"tcp\":[\"0.0.0.0:7001\"],\"udp\":[\"0.0.0.0:7002\"]}\n"
+                } else {
+                    ""
+                },
+                "",
+            ));
         }
         if let Some(r) = self.kubernetes(&label) {
             return Ok(r);

@@ -220,6 +220,8 @@ pub struct ProbeRun {
     pub open: Vec<OpenWindow>,
     /// Lines that were not events (kept for diagnosis).
     pub other: Vec<String>,
+    /// A `serve` agent said it listens (its sockets are bound: probes may start).
+    pub listening: bool,
 }
 
 /// Parse the agent's JSON lines.
@@ -238,6 +240,7 @@ pub fn parse_events(text: &str) -> ProbeRun {
                 Ok(l) => r.losses.push(l),
                 Err(_) => r.other.push(line.to_string()),
             },
+            Some("listening") => r.listening = true,
             Some("summary") => match serde_json::from_value(v) {
                 Ok(s) => r.summaries.push(s),
                 Err(_) => r.other.push(line.to_string()),

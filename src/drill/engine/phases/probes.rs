@@ -3,6 +3,10 @@
 #[allow(unused_imports)]
 use super::super::*;
 
+/// How long the echo responders may take to bind before the probers start (a busy TCG node
+/// starts a process in seconds).
+const LISTEN_WAIT: Duration = Duration::from_secs(120);
+
 impl Ctx<'_> {
     pub(in crate::drill::engine) async fn probes_start(&mut self) -> PhaseResult {
         let phase = "probes-start";
@@ -159,6 +163,37 @@ impl Ctx<'_> {
                 probes::serve_detached(bs.as_ref(), Some(&netns), &tcp, &udp, life, &st).await
             }),
         });
+        // Probers only once the responders listen: on a busy backend node the responder can
+        // start seconds after a prober on an idle one, whose first probes and held connections
+        // would then meet a closed port (the lab's eighth Kubernetes drill: every TCP kind lost
+        // its first probe and the three held connections "broke" before anything changed).
+        let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
+        loop {
+            if self.servers.iter().any(|b| b.handle.is_finished()) {
+                break; // said below, with its error
+            }
+            let Some(bs) = self.host(&targets.backend.node) else {
+                break;
+            };
+            if probes::peek(bs.as_ref(), &format!("{}-serve", self.tag))
+                .await
+                .is_ok_and(|r| r.listening)
+            {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.fail(
+                    &targets.backend.node,
+                    phase,
+                    "kubedrill-probe serve",
+                    format!(
+                        "the echo responders did not listen within {} s",
+                        LISTEN_WAIT.as_secs()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         // Probers, one agent per host.
         let mut by_host: BTreeMap<String, Vec<ProbeSpec>> = BTreeMap::new();
         for p in &planned {
