@@ -267,13 +267,16 @@ pub fn uncordon_script(node: &str) -> String {
 /// 23–31: `TLS handshake timeout` reading the `kubeadm-config` ConfigMap at the very start of
 /// `kubeadm upgrade apply`; `Client.Timeout exceeded while awaiting headers`; and `[ERROR
 /// ContainerRuntimeVersion]: could not connect to the container runtime: … DeadlineExceeded`
-/// right after the stage imported the new images.
+/// right after the stage imported the new images; and client-go's `unexpected error when reading
+/// response body. Please retry. Original error: context deadline exceeded` — the API server's
+/// answer cut off (the ninth drill, reading `kubeadm-config` before anything changed).
 pub const TRANSIENT_KUBEADM_ERRORS: &[&str] = &[
     "net/http: TLS handshake timeout",
     "Client.Timeout exceeded while awaiting headers",
     "request canceled (Client.Timeout",
     "connect: connection refused",
     "could not connect to the container runtime",
+    "unexpected error when reading response body. Please retry",
 ];
 
 /// The first transient error `output` (kubeadm's, failed) names, if any: then only a busy API
@@ -358,6 +361,13 @@ mod tests {
         )
         .is_some());
         assert!(transient_reason("etcdserver: request timed out").is_some());
+        // The lab's ninth Kubernetes drill, the first thing `kubeadm upgrade apply` reads.
+        assert_eq!(
+            transient_reason(
+                "E1207 17:35:03.395034   17295 request.go:1196] \"Unexpected error when reading response body\" err=\"context deadline exceeded\"\nerror: [upgrade] FATAL: failed to get config map: unexpected error when reading response body. Please retry. Original error: context deadline exceeded"
+            ),
+            Some("unexpected error when reading response body. Please retry")
+        );
         // The lab's fourth Kubernetes drill, right after the stage imported the images.
         assert_eq!(
             transient_reason(
