@@ -672,6 +672,46 @@ fn the_real_lab_kubernetes_drill_record_loads_and_reports_where_kubeadm_stopped(
     assert!(html.contains(&esc("[ERROR CreateJob]")), "and why");
 }
 
+/// The eighth Kubernetes drill on the lab (2026-12-07, docs/drills.md): the first to run every
+/// phase for real — `kubeadm upgrade apply` on cp1, `upgrade node` on w1, drains, kubelets,
+/// kube-proxy checked absent, soak — and to fail only on the three held connections, which
+/// met a closed port at the very start (the probers then started before the responders
+/// listened; fixed since). The report shows each phase and why.
+#[test]
+fn the_real_lab_kubernetes_drill_that_ran_every_phase_reports_its_start_up_breaks() {
+    const REAL: &str = "lab-kde2e-kubernetes-1.34.4-to-1.35.4-run8";
+    let rec = load(REAL);
+    let outcome = |name: &str| phase_outcome(&rec, name);
+    for phase in [
+        "reset",
+        "connect",
+        "probes-start",
+        "kubernetes/stage",
+        "kubernetes/cp1",
+        "kubernetes/workers-1",
+        "kubernetes/verify",
+        "soak",
+    ] {
+        assert_eq!(outcome(phase).as_deref(), Some("Ok"), "{phase}");
+    }
+    assert!(rec.kube_proxy_events.is_empty());
+    assert_eq!(rec.verdict.reasons.len(), 3, "{:?}", rec.verdict.reasons);
+    for kind in ["tcp-pod-held", "tcp-clusterip-held", "tcp-nodeport-held"] {
+        assert_failed_because(
+            &rec,
+            &[kind, "the held connection broke 1 time(s) (2 opened)"],
+        );
+    }
+    // Every window is the one instant at the start, one probe each.
+    assert!(rec.loss_windows.iter().all(|w| w.lost == 1));
+    let html = real_report_html(REAL);
+    assert!(html.contains(&esc("kubernetes/workers-1")));
+    assert!(
+        html.contains(&esc("broke 1× (2 opened)")),
+        "the connections' fate"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Headless Chromium
 // ---------------------------------------------------------------------------------------------
