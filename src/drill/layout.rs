@@ -13,8 +13,8 @@
 //! echoing (the lab under TCG at 5 probes/s, on its control plane: the prober 15 % of a vCPU,
 //! the responder 9 %; on the idle worker both 7 %), and the control plane is what a Kubernetes
 //! upgrade stresses — on the lab, its API server missed kubeadm's 10 s calls while it also
-//! carried the prober. The pods are pinned
-//! with `nodeName` and tolerate everything, so control planes' `NoSchedule` taints do not matter.
+//! carried the prober. The pods are pinned with `nodeName` and tolerate everything, so control
+//! planes' `NoSchedule` taints do not matter.
 
 use super::probes::ProbeSpec;
 use super::record::ProbePair;

@@ -243,6 +243,17 @@ pub const RUN_INFO: &str = "drill.json";
 /// How many times a command whose failure says it may be retried is run.
 const RETRIES: u32 = 3;
 
+/// The last `n` lines of `s`, newline-terminated (empty for empty `s`).
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let mut t = lines[start..].join("\n");
+    if !t.is_empty() {
+        t.push('\n');
+    }
+    t
+}
+
 /// Run `cmd` on `s`, and again (up to `attempts` runs, `pause` apart) while it fails with
 /// output that `why` names a reason to retry for (the reason is said with the attempt); any
 /// other failure, and the last one, is returned as it is.
@@ -827,6 +838,24 @@ impl Ctx<'_> {
         cmd: &Command,
         retry: impl Fn(&str) -> bool,
     ) -> Result<String, Stop> {
+        self.exec_while(host, phase, cmd, RETRIES, Duration::from_secs(10), |o| {
+            retry(&o.stderr_text()).then(|| o.stderr_tail(1))
+        })
+        .await
+    }
+
+    /// [`Self::exec`], run up to `attempts` times, `pause` apart, while `why` names a reason to
+    /// try again (said on the progress lines). A failure shows stderr's tail, or stdout's for a
+    /// script that merged the two.
+    async fn exec_while(
+        &mut self,
+        host: &str,
+        phase: &str,
+        cmd: &Command,
+        attempts: u32,
+        pause: Duration,
+        why: impl Fn(&crate::ssh::Output) -> Option<String>,
+    ) -> Result<String, Stop> {
         let Some(s) = self.host(host) else {
             return Err(self.fail(
                 host,
@@ -836,23 +865,22 @@ impl Ctx<'_> {
             ));
         };
         let progress = self.progress.clone();
-        let out = exec_again_while(
-            s.as_ref(),
-            cmd,
-            RETRIES,
-            Duration::from_secs(10),
-            |o| retry(&o.stderr_text()).then(|| o.stderr_tail(1)),
-            |line| progress.println(&format!("  {host}: {line}")),
-        )
+        let out = exec_again_while(s.as_ref(), cmd, attempts, pause, why, |line| {
+            progress.println(&format!("  {host}: {line}"))
+        })
         .await;
         match out {
             Ok(o) if o.success() => Ok(o.stdout_text()),
             Ok(o) => {
+                let said = if o.stderr_text().trim().is_empty() {
+                    tail(&o.stdout_text(), 6)
+                } else {
+                    o.stderr_tail(6)
+                };
                 let msg = format!(
-                    "exited with {}: {}",
+                    "exited with {}: {said}",
                     o.status
                         .map_or_else(|| "a signal".to_owned(), |s| s.to_string()),
-                    o.stderr_tail(6)
                 );
                 Err(self.fail(host, phase, &cmd.label_text(), msg))
             }

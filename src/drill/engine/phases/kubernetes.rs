@@ -364,36 +364,13 @@ impl Ctx<'_> {
     /// kubectl on the first control plane (drain, uncordon; both idempotent), run again while
     /// only the API server did not answer: it restarts with that node's new kubelet.
     async fn k8s_kubectl(&mut self, cp: &str, phase: &str, cmd: &Command) -> Result<(), Stop> {
-        let Some(s) = self.host(cp) else {
-            return Err(self.fail(cp, phase, &cmd.label_text(), "no SSH session to this host"));
-        };
-        let progress = self.progress.clone();
-        let out = super::super::exec_again_while(
-            s.as_ref(),
-            cmd,
-            KUBEADM_ATTEMPTS,
-            self.d.timeouts.retry_pause,
-            |o| {
-                k8sup::transient_reason(&format!("{}\n{}", o.stdout_text(), o.stderr_text()))
-                    .map(|why| format!("the API server did not answer ({why})"))
-            },
-            |line| progress.println(&format!("  {cp}: {line}")),
-        )
-        .await;
-        match out {
-            Ok(o) if o.success() => Ok(()),
-            Ok(o) => {
-                let msg = format!(
-                    "exited with {}: {}{}",
-                    o.status
-                        .map_or_else(|| "a signal".to_owned(), |s| s.to_string()),
-                    tail(&o.stdout_text(), 6),
-                    o.stderr_tail(4)
-                );
-                Err(self.fail(cp, phase, &cmd.label_text(), msg))
-            }
-            Err(e) => Err(self.fail(cp, phase, &cmd.label_text(), e)),
-        }
+        let pause = self.d.timeouts.retry_pause;
+        self.exec_while(cp, phase, cmd, KUBEADM_ATTEMPTS, pause, |o| {
+            k8sup::transient_reason(&format!("{}\n{}", o.stdout_text(), o.stderr_text()))
+                .map(|why| format!("the API server did not answer ({why})"))
+        })
+        .await
+        .map(|_| ())
     }
 
     /// `kubeadm upgrade plan` on `host`, once: its output kept as `kubeadm-plan-<host>.log`, its
@@ -639,16 +616,6 @@ pub(in crate::drill::engine) fn worker_batches(inv: &Inventory, batch: u32) -> V
         .map(|h| h.name.clone())
         .collect();
     k8sup::batches(&workers, batch)
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    let start = lines.len().saturating_sub(n);
-    let mut t = lines[start..].join("\n");
-    if !t.is_empty() {
-        t.push('\n');
-    }
-    t
 }
 
 /// Runs of `kubeadm upgrade apply/node` while only a busy API server or container runtime failed
