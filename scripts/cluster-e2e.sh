@@ -273,7 +273,7 @@ REGISTRY_PID=$!
 echo "REGISTRY_PID=$REGISTRY_PID" >> "$WORK/e2e.env"
 for _ in $(seq 50); do in_ns curl -fsS -o /dev/null "http://$GW:5000/v2/" 2>/dev/null && break; sleep 0.2; done
 if [ -n "$DRILL_TO" ]; then
-  # The drill's target images: pulled by the nodes through the mirror during the pre-flight.
+  # The drill's target images: pulled by the nodes through the mirror before the snapshot (below).
   for img in cilium operator-generic; do
     mirrored+=("quay.io/cilium/$img:v$DRILL_TO=$UP/images/quay.io_cilium_${img}_v$DRILL_TO.tar")
   done
@@ -358,7 +358,7 @@ KUBECONFIG_FILE=$(find "$KUBEDRILL_STATE_DIR/clusters" -name admin.conf | head -
 # TCG, cp1's API server misses a TLS handshake now and then right after the agents start (seen
 # in the twelfth run: `Unable to connect to the server: net/http: TLS handshake timeout` on the
 # first `get nodes` after apply). Any other failure (NotFound, a refused apply) returns at once.
-K_TRANSIENT='TLS handshake timeout|Client.Timeout exceeded|connection refused|i/o timeout|request canceled|http2: client connection lost|unexpected EOF|etcdserver: request timed out|the server was unable to return a response'
+K_TRANSIENT='TLS handshake timeout|Client.Timeout exceeded|connection refused|i/o timeout|request canceled|http2: client connection lost|unexpected EOF|etcdserver: request timed out|the server was unable to return a response|request did not complete within requested timeout'
 k() {
   local try out err rc=1
   out=$(mktemp) err=$(mktemp)
@@ -666,6 +666,21 @@ if [ "$KEEP" = 1 ] && [ -n "$DRILLS" ] && ! grep -q '^drill:' "$WORK/lab.yaml"; 
     echo "  resources: {interval_secs: 15}"
     echo "  policy: {soak_secs: 60, pod_burst: 4, max_loss_ms: 4000}"
   } >> "$WORK/lab.yaml"
+fi
+if [ "$KEEP" = 1 ] && [ -n "$DRILL_TO" ]; then
+  # The Cilium target's images, pulled on every node through the mirror before the snapshot, as an
+  # operator pre-pulls before a maintenance window: under TCG one pull took 10–45 minutes and
+  # starved the control plane inside the drill's pre-flight; with the images present the pre-flight
+  # still has to go Ready on every node, and each drill from `clean` starts with them.
+  pulls=()
+  for ip in $(k get nodes -o jsonpath='{.items[*].status.addresses[?(@.type=="InternalIP")].address}'); do
+    node_ssh "$ip" "for i in cilium operator-generic; do crictl pull quay.io/cilium/\$i:v$DRILL_TO >/dev/null || exit 1; done" &
+    pulls+=("$!=$ip")
+  done
+  for p in "${pulls[@]}"; do
+    wait "${p%%=*}" || die "pre-pulling the Cilium $DRILL_TO images on ${p#*=}"
+  done
+  stage "Cilium $DRILL_TO images pulled on every node"
 fi
 if [ "$KEEP" = 1 ] && [ -n "$DRILLS" ]; then
   in_ns "$KD" lab snapshot "$LAB_NAME" clean 2>&1 | tee "$WORK/logs/snapshot.log"
