@@ -305,14 +305,18 @@ pub fn upgrade_config(
     timeout: Option<&str>,
     ignore_preflight_errors: &[String],
 ) -> String {
-    let mut phase = String::new();
-    phase.push_str("  skipPhases:\n  - addon/kube-proxy\n");
+    // `plan` runs the same cluster health checks as `apply` (kubeadm's CreateJob among them):
+    // the errors the inventory ignores are ignored there too, or the plan says nothing.
+    let mut ignored = String::new();
     if !ignore_preflight_errors.is_empty() {
-        phase.push_str("  ignorePreflightErrors:\n");
+        ignored.push_str("  ignorePreflightErrors:\n");
         for e in ignore_preflight_errors {
-            phase.push_str(&format!("  - {}\n", json(e)));
+            ignored.push_str(&format!("  - {}\n", json(e)));
         }
     }
+    let mut phase = String::new();
+    phase.push_str("  skipPhases:\n  - addon/kube-proxy\n");
+    phase.push_str(&ignored);
     if let Some(p) = patches_dir {
         phase.push_str(&format!("  patches:\n    directory: {}\n", json(p)));
     }
@@ -320,7 +324,7 @@ pub fn upgrade_config(
         "# rendered by kubedrill for the Kubernetes {v} upgrade drill: kube-proxy is not\n\
          # brought back (Cilium replaces it); kubeadm_patches are applied to the new manifests.\n\
          apiVersion: kubeadm.k8s.io/v1beta4\nkind: UpgradeConfiguration\n\
-         apply:\n  kubernetesVersion: {}\n{phase}node:\n{phase}plan:\n  kubernetesVersion: {}\n",
+         apply:\n  kubernetesVersion: {}\n{phase}node:\n{phase}plan:\n  kubernetesVersion: {}\n{ignored}",
         json(&format!("v{v}")),
         json(&format!("v{v}")),
     );
@@ -504,6 +508,7 @@ mod tests {
         assert_eq!(doc["timeouts"]["upgradeManifests"], "20m");
         assert_eq!(doc["apply"]["ignorePreflightErrors"][0], "CreateJob");
         assert_eq!(doc["node"]["ignorePreflightErrors"][0], "CreateJob");
+        assert_eq!(doc["plan"]["ignorePreflightErrors"][0], "CreateJob");
         let plain = upgrade_config(v("1.35.4"), None, None, &[]);
         assert!(
             !plain.contains("directory:")
