@@ -712,6 +712,30 @@ fn the_real_lab_kubernetes_drill_that_ran_every_phase_reports_its_start_up_break
     );
 }
 
+/// The eleventh Kubernetes drill on the lab (2026-12-07, the thirteenth lab run's cluster,
+/// docs/drills.md): staged, then `kubeadm upgrade apply` stopped at kubedrill's then fixed
+/// 30-minute limit while the new API server kept failing its own start-up hooks on the TCG
+/// control plane. The held connections survived the 40 minutes; the report says where it stopped.
+#[test]
+fn the_real_lab_kubernetes_drill_stopped_at_the_kubeadm_limit_reports_it() {
+    const REAL: &str = "lab-kde2e-kubernetes-1.34.4-to-1.35.4-run11";
+    let rec = load(REAL);
+    let outcome = |name: &str| phase_outcome(&rec, name);
+    assert_eq!(outcome("kubernetes/stage").as_deref(), Some("Ok"));
+    assert_eq!(outcome("kubernetes/cp1").as_deref(), Some("Failed"));
+    assert_eq!(outcome("kubernetes/workers-1").as_deref(), Some("Skipped"));
+    assert_failed_because(
+        &rec,
+        &["kubeadm upgrade apply v1.35.4", "timed out after 1800s"],
+    );
+    assert_held_connections_survived(&rec);
+    let html = real_report_html(REAL);
+    assert!(
+        html.contains(&esc("timed out after 1800s")),
+        "why it stopped"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Headless Chromium
 // ---------------------------------------------------------------------------------------------

@@ -258,6 +258,15 @@ async fn command_timeout_leaves_the_session_usable() {
         .await
         .expect("exec");
     assert_eq!(out.stdout_text(), "still here\n");
+    // A command that writes only to stdout (`kubeadm … 2>&1`) says where it was stopped.
+    let err = s
+        .exec(
+            &Command::new("echo '[upgrade/staticpods] Waiting for the kubelet'; sleep 30")
+                .timeout(Duration::from_millis(800)),
+        )
+        .await
+        .expect_err("timeout");
+    assert!(err.to_string().contains("Waiting for the kubelet"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

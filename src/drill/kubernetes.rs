@@ -279,6 +279,20 @@ pub const TRANSIENT_KUBEADM_ERRORS: &[&str] = &[
     "unexpected error when reading response body. Please retry",
 ];
 
+/// How long kubedrill lets one `kubeadm upgrade apply`/`node` run before stopping it: never
+/// shorter than kubeadm's own waits. kubeadm waits for each static pod it replaces (etcd, API
+/// server, controller manager, scheduler: the hash change, then the component's health, each
+/// bounded by the `kubedrill_kubeadm_timeout` given to it) and rolls that component back itself
+/// when a wait fails; stopping it earlier leaves a half-upgraded control plane without that
+/// rollback (the thirteenth lab run: stopped at 30 minutes with the new API server still
+/// starting). 30 minutes with kubeadm's own defaults.
+pub fn kubeadm_limit_secs(kubeadm_timeout: Option<&str>) -> u64 {
+    const DEFAULT: u64 = 1800;
+    kubeadm_timeout
+        .and_then(crate::spec::timeout_minutes)
+        .map_or(DEFAULT, |m| DEFAULT.max(8 * m * 60 + 600))
+}
+
 /// The first transient error `output` (kubeadm's, failed) names, if any: then only a busy API
 /// server or container runtime failed it.
 pub fn transient_reason(output: &str) -> Option<&'static str> {
@@ -487,6 +501,15 @@ mod tests {
             d.contains("drain w1") && d.contains("'!kubedrill.io/role'"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn kubeadm_is_given_at_least_its_own_waits() {
+        assert_eq!(kubeadm_limit_secs(None), 1800);
+        assert_eq!(kubeadm_limit_secs(Some("2m")), 1800);
+        // Four components, two waits each, of 20 minutes: 160 minutes and a margin.
+        assert_eq!(kubeadm_limit_secs(Some("20m")), 8 * 20 * 60 + 600);
+        assert_eq!(kubeadm_limit_secs(Some("nonsense")), 1800);
     }
 
     #[test]

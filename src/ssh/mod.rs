@@ -712,7 +712,8 @@ pub enum SshError {
         command: String,
         /// Limit.
         after: Duration,
-        /// Stderr so far (last lines), and how much output was dropped.
+        /// Stderr so far (last lines; stdout's when stderr is empty), and how much output was
+        /// dropped.
         stderr: String,
     },
     /// A command printed more on stdout than its [`OutputLimit`], and its stdout is parsed: a
@@ -1003,7 +1004,12 @@ impl Session {
         let mut stdout = Capture::new(cmd.stdout_limit);
         let mut stderr = Capture::new(cmd.stderr_limit);
         let timed_out = |stderr: &Capture, stdout: &Capture| {
+            // A command that writes everything to stdout (`kubeadm … 2>&1`) still says where
+            // it was when it was stopped.
             let mut tail = tail_lines(&String::from_utf8_lossy(&stderr.tail_or_head()), 5);
+            if tail.trim().is_empty() {
+                tail = tail_lines(&String::from_utf8_lossy(&stdout.tail_or_head()), 5);
+            }
             let dropped = stdout.dropped + stderr.dropped;
             if dropped > 0 {
                 let note = format!(
@@ -1011,10 +1017,11 @@ impl Session {
                     stdout.received() + stderr.received(),
                     dropped_marker(dropped)
                 );
+                // The note first: it stays on the error's first line.
                 tail = if tail.is_empty() {
                     note
                 } else {
-                    format!("{tail}\n{note}")
+                    format!("{note}\n{tail}")
                 };
             }
             Attempt::Failed(SshError::CommandTimeout {

@@ -9,9 +9,6 @@ use super::super::*;
 use crate::drill::kubernetes::{self as k8sup, NodeKind};
 use futures::StreamExt as _;
 
-/// Time allowed for `kubeadm upgrade apply` / `node` on one node (image pulls, static pods
-/// restarted one by one, the API server waited for): kubeadm's own waits plus margin.
-const KUBEADM_SECS: u64 = 1800;
 /// Time allowed for draining one node.
 const DRAIN_SECS: u64 = 600;
 /// Time allowed for a node to be Ready at the new version after its kubelet restarted.
@@ -262,7 +259,9 @@ impl Ctx<'_> {
             let cmd = Command::new(kubeadm.clone())
                 .privileged()
                 .label(label.clone())
-                .timeout(Duration::from_secs(KUBEADM_SECS));
+                .timeout(Duration::from_secs(k8sup::kubeadm_limit_secs(
+                    self.d.spec.kubeadm_timeout.as_deref(),
+                )));
             let s = self.host(h);
             let h = h.clone();
             let progress = self.progress.clone();
@@ -382,7 +381,9 @@ impl Ctx<'_> {
         let cmd = Command::new(k8sup::plan_script(to))
             .privileged()
             .label(format!("kubeadm upgrade plan v{to}"))
-            .timeout(Duration::from_secs(KUBEADM_SECS));
+            .timeout(Duration::from_secs(k8sup::kubeadm_limit_secs(
+                self.d.spec.kubeadm_timeout.as_deref(),
+            )));
         let t = now();
         match s.exec(&cmd).await {
             Ok(o) => {
