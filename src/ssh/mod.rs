@@ -386,6 +386,7 @@ pub struct Command {
     stdout_limit: OutputLimit,
     stderr_limit: OutputLimit,
     lossy_stdout: bool,
+    stdout_in_timeout: bool,
 }
 
 impl fmt::Debug for Command {
@@ -410,6 +411,7 @@ impl Command {
             stdout_limit: OutputLimit::STDOUT,
             stderr_limit: OutputLimit::STDERR,
             lossy_stdout: false,
+            stdout_in_timeout: false,
         }
     }
 
@@ -460,6 +462,14 @@ impl Command {
     /// [`SshError::OutputTruncated`].
     pub fn lossy_stdout(mut self) -> Self {
         self.lossy_stdout = true;
+        self
+    }
+
+    /// Stdout is progress and never a secret (`kubeadm upgrade … 2>&1`): a timeout's error
+    /// shows its last lines when stderr said nothing. Off by default — `kubeadm init` prints its
+    /// bootstrap token, a kubeconfig fetch the client key.
+    pub fn stdout_in_timeout(mut self) -> Self {
+        self.stdout_in_timeout = true;
         self
     }
 
@@ -712,8 +722,8 @@ pub enum SshError {
         command: String,
         /// Limit.
         after: Duration,
-        /// Stderr so far (last lines; stdout's when stderr is empty), and how much output was
-        /// dropped.
+        /// Stderr so far (last lines; stdout's when stderr is empty and the command says
+        /// [`Command::stdout_in_timeout`]), and how much output was dropped.
         stderr: String,
     },
     /// A command printed more on stdout than its [`OutputLimit`], and its stdout is parsed: a
@@ -1004,10 +1014,8 @@ impl Session {
         let mut stdout = Capture::new(cmd.stdout_limit);
         let mut stderr = Capture::new(cmd.stderr_limit);
         let timed_out = |stderr: &Capture, stdout: &Capture| {
-            // A command that writes everything to stdout (`kubeadm … 2>&1`) still says where
-            // it was when it was stopped.
             let mut tail = tail_lines(&String::from_utf8_lossy(&stderr.tail_or_head()), 5);
-            if tail.trim().is_empty() {
+            if tail.trim().is_empty() && cmd.stdout_in_timeout {
                 tail = tail_lines(&String::from_utf8_lossy(&stdout.tail_or_head()), 5);
             }
             let dropped = stdout.dropped + stderr.dropped;

@@ -259,6 +259,7 @@ impl Ctx<'_> {
             let cmd = Command::new(kubeadm.clone())
                 .privileged()
                 .label(label.clone())
+                .stdout_in_timeout()
                 .timeout(Duration::from_secs(k8sup::kubeadm_limit_secs(
                     self.d.spec.kubeadm_timeout.as_deref(),
                 )));
@@ -381,6 +382,7 @@ impl Ctx<'_> {
         let cmd = Command::new(k8sup::plan_script(to))
             .privileged()
             .label(format!("kubeadm upgrade plan v{to}"))
+            .stdout_in_timeout()
             .timeout(Duration::from_secs(k8sup::kubeadm_limit_secs(
                 self.d.spec.kubeadm_timeout.as_deref(),
             )));
