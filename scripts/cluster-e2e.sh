@@ -51,7 +51,8 @@
 # KUBEDRILL_E2E_DRILL_TO (a Cilium version newer than KUBEDRILL_E2E_CILIUM: build it too, bundle
 # its chart, serve its images from the lab's registry mirror as a quay.io mirror, write a `drill:`
 # section from KUBEDRILL_E2E_CILIUM to it into the lab file and, with --keep, pull its images on
-# every node and snapshot the passing cluster as `clean` and print lab=… and snapshot=… for `kubedrill drill run LAB --reset clean`),
+# every node and snapshot the passing cluster as `clean` and print lab=… and snapshot=… for
+# `kubedrill drill run LAB --reset clean`),
 # KUBEDRILL_E2E_K8S_DRILL_TO (with --keep: a Kubernetes version one minor above
 # KUBEDRILL_E2E_KUBERNETES: build it with the others, before the lab starts; after the checks
 # pass, make its offline bundle, serve its control-plane images from the mirror, and write the

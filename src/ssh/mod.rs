@@ -574,12 +574,12 @@ impl Output {
     /// The last `n` lines of stderr, for error messages. When bytes were dropped before them,
     /// the first line says how many, so a reader knows the excerpt is not the whole story.
     pub fn stderr_tail(&self, n: usize) -> String {
-        let tail = tail_lines(&self.stderr_text(), n);
-        if self.stderr_dropped > 0 && !tail.contains(&dropped_marker(self.stderr_dropped)) {
-            format!("{}\n{tail}", dropped_marker(self.stderr_dropped))
-        } else {
-            tail
-        }
+        tail_with_marker(&self.stderr_text(), self.stderr_dropped, n)
+    }
+
+    /// [`Self::stderr_tail`] for stdout (scripts that merge the two, `kubeadm … 2>&1`).
+    pub fn stdout_tail(&self, n: usize) -> String {
+        tail_with_marker(&self.stdout_text(), self.stdout_dropped, n)
     }
 
     /// Whether stdout and stderr arrived whole (nothing dropped).
@@ -591,6 +591,16 @@ impl Output {
 fn tail_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.trim_end().lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The last `n` lines of `text`; when `dropped` bytes were cut before them, a first line says so.
+fn tail_with_marker(text: &str, dropped: u64, n: usize) -> String {
+    let tail = tail_lines(text, n);
+    if dropped > 0 && !tail.contains(&dropped_marker(dropped)) {
+        format!("{}\n{tail}", dropped_marker(dropped))
+    } else {
+        tail
+    }
 }
 
 /// SSH failures, each naming the host.
@@ -1025,11 +1035,10 @@ impl Session {
                     stdout.received() + stderr.received(),
                     dropped_marker(dropped)
                 );
-                // The note first: it stays on the error's first line.
                 tail = if tail.is_empty() {
                     note
                 } else {
-                    format!("{note}\n{tail}")
+                    format!("{tail}\n{note}")
                 };
             }
             Attempt::Failed(SshError::CommandTimeout {

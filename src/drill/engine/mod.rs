@@ -243,17 +243,6 @@ pub const RUN_INFO: &str = "drill.json";
 /// How many times a command whose failure says it may be retried is run.
 const RETRIES: u32 = 3;
 
-/// The last `n` lines of `s`, newline-terminated (empty for empty `s`).
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    let start = lines.len().saturating_sub(n);
-    let mut t = lines[start..].join("\n");
-    if !t.is_empty() {
-        t.push('\n');
-    }
-    t
-}
-
 /// Run `cmd` on `s`, and again (up to `attempts` runs, `pause` apart) while it fails with
 /// output that `why` names a reason to retry for (the reason is said with the attempt); any
 /// other failure, and the last one, is returned as it is.
@@ -873,7 +862,7 @@ impl Ctx<'_> {
             Ok(o) if o.success() => Ok(o.stdout_text()),
             Ok(o) => {
                 let said = if o.stderr_text().trim().is_empty() {
-                    tail(&o.stdout_text(), 6)
+                    o.stdout_tail(6)
                 } else {
                     o.stderr_tail(6)
                 };

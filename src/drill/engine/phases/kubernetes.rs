@@ -260,9 +260,7 @@ impl Ctx<'_> {
                 .privileged()
                 .label(label.clone())
                 .stdout_in_timeout()
-                .timeout(Duration::from_secs(k8sup::kubeadm_limit_secs(
-                    self.d.spec.kubeadm_timeout.as_deref(),
-                )));
+                .timeout(self.kubeadm_limit());
             let s = self.host(h);
             let h = h.clone();
             let progress = self.progress.clone();
@@ -303,10 +301,10 @@ impl Ctx<'_> {
                                 Ok(())
                             } else {
                                 Err(format!(
-                                    "exited with {}: {}{}",
+                                    "exited with {}: {}\n{}",
                                     o.status
                                         .map_or_else(|| "a signal".into(), |s| s.to_string()),
-                                    tail(&o.stdout_text(), 8),
+                                    o.stdout_tail(8),
                                     o.stderr_tail(4)
                                 ))
                             }
@@ -373,6 +371,13 @@ impl Ctx<'_> {
         .map(|_| ())
     }
 
+    /// How long one kubeadm run may take on this cluster ([`k8sup::kubeadm_limit_secs`]).
+    fn kubeadm_limit(&self) -> Duration {
+        Duration::from_secs(k8sup::kubeadm_limit_secs(
+            self.d.spec.kubeadm_timeout.as_deref(),
+        ))
+    }
+
     /// `kubeadm upgrade plan` on `host`, once: its output kept as `kubeadm-plan-<host>.log`, its
     /// failure only said (`apply`'s own pre-flight decides).
     async fn k8s_plan(&self, host: &str, to: Version) {
@@ -383,9 +388,7 @@ impl Ctx<'_> {
             .privileged()
             .label(format!("kubeadm upgrade plan v{to}"))
             .stdout_in_timeout()
-            .timeout(Duration::from_secs(k8sup::kubeadm_limit_secs(
-                self.d.spec.kubeadm_timeout.as_deref(),
-            )));
+            .timeout(self.kubeadm_limit());
         let t = now();
         match s.exec(&cmd).await {
             Ok(o) => {
