@@ -83,7 +83,8 @@ if [ "${1:-}" = --down ]; then
   if [ -d "$KUBEDRILL_STATE_DIR/labs/$LAB_NAME" ]; then
     ip netns exec "$NS" "$KD" lab down "$LAB_NAME" || die "lab down failed: the netns $NS and $WORK are left for a retry"
   fi
-  [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
+  # Already gone when the run was stopped as a whole: that must not end --down here (set -e).
+  if [ -n "${REGISTRY_PID:-}" ]; then kill "$REGISTRY_PID" 2>/dev/null || true; fi
   lab_netns_stop
   rm -rf "$WORK"
   say "removed netns $NS, its libvirtd, the lab and $WORK"
