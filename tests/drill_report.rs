@@ -646,6 +646,57 @@ fn the_second_real_lab_drill_record_loads_and_reports_its_interruption() {
     assert!(html.contains("SIGINT"));
 }
 
+/// The third Cilium drill on the lab (2026-12-07, the fourteenth lab run's cluster, its guests
+/// on the TSC clock; docs/drills.md): the first real `helm upgrade` 1.19.7 → 1.20.2 that went
+/// through — both agents replaced, every node's datapath verified unchanged, soak, report — with
+/// one ICMP probe of 54,574 lost and the three held connections intact. No-go all the same, on
+/// two real findings: cp1's new agent was killed once (Cilium's fixed 5-minute compile limit at
+/// load 23) and the pods created during the rollout never got a network within the burst's limit.
+#[test]
+fn the_first_real_lab_cilium_upgrade_that_went_through_reports_its_no_go() {
+    use kubedrill::report::record::{AgentEventKind, HelmEvent};
+    const REAL: &str = "lab-kde2e-1.19.7-to-1.20.2-run3";
+    let rec = load(REAL);
+    let outcome = |name: &str| phase_outcome(&rec, name);
+    for phase in [
+        "reset",
+        "connect",
+        "preflight",
+        "probes-start",
+        "upgrade/1.20.2",
+        "soak",
+    ] {
+        assert_eq!(outcome(phase).as_deref(), Some("Ok"), "{phase}");
+    }
+    assert_eq!(outcome("rollback").as_deref(), Some("Skipped"));
+    assert!(matches!(
+        rec.helm_events.as_slice(),
+        [HelmEvent::Upgrade { revision: 2, chart_version, .. }] if chart_version == "1.20.2"
+    ));
+    // Both agents replaced; cp1's killed once more after its first start.
+    let restarts = |node: &str| {
+        rec.agent_events
+            .iter()
+            .filter(|e| e.node == node && e.kind == AgentEventKind::Restart)
+            .count()
+    };
+    assert_eq!((restarts("cp1"), restarts("w1")), (2, 1));
+    assert_eq!(rec.verification.len(), 2);
+    assert!(rec.verification.iter().all(|v| v.before == v.after));
+    assert_eq!(rec.verdict.reasons.len(), 2, "{:?}", rec.verdict.reasons);
+    assert_failed_because(&rec, &["cp1: the agent container restarted 1 time(s)"]);
+    assert_failed_because(
+        &rec,
+        &["pod burst: 4 pod(s) not created", "ContainerCreating"],
+    );
+    let lost: u64 = rec.probes.iter().map(|p| p.lost).sum();
+    assert_eq!(lost, 1);
+    assert_held_connections_survived(&rec);
+    let html = real_report_html(REAL);
+    assert!(html.contains(&esc("upgrade/1.20.2")));
+    assert!(html.contains("ContainerCreating"), "the burst's failure");
+}
+
 /// The third Kubernetes drill on the lab (the tenth lab run's cluster, 1.34.4 → 1.35.4 with
 /// Cilium 1.19.7 staying; docs/drills.md): staged on both nodes at once, then `kubeadm upgrade
 /// apply` stopped at kubeadm's own pre-flight — its health-check Job must complete within a
