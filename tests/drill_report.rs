@@ -654,7 +654,7 @@ fn the_second_real_lab_drill_record_loads_and_reports_its_interruption() {
 /// load 23) and the pods created during the rollout never got a network within the burst's limit.
 #[test]
 fn the_first_real_lab_cilium_upgrade_that_went_through_reports_its_no_go() {
-    use kubedrill::report::record::{AgentEventKind, HelmEvent};
+    use kubedrill::report::record::HelmEvent;
     const REAL: &str = "lab-kde2e-1.19.7-to-1.20.2-run3";
     let rec = load(REAL);
     let outcome = |name: &str| phase_outcome(&rec, name);
@@ -785,6 +785,49 @@ fn the_real_lab_kubernetes_drill_stopped_at_the_kubeadm_limit_reports_it() {
         html.contains(&esc("timed out after 1800s")),
         "why it stopped"
     );
+}
+
+/// The twelfth Kubernetes drill on the lab (2026-12-08, the fourteenth lab run's cluster, its
+/// guests on the TSC clock; docs/drills.md): **the first go verdict** — `kubeadm upgrade apply`
+/// 1.34.4 → 1.35.4 on cp1 at the first attempt, `upgrade node` on w1, both drained, kubelets
+/// upgraded, Ready, uncordoned, kube-proxy still absent, soak — and not one of 49,596 probes lost,
+/// the three held connections intact through etcd's, the API server's and both kubelets' restarts.
+#[test]
+fn the_first_real_lab_kubernetes_drill_with_a_go_verdict() {
+    const REAL: &str = "lab-kde2e-kubernetes-1.34.4-to-1.35.4-run12";
+    let rec = load(REAL);
+    assert_eq!(
+        rec.verdict.outcome,
+        Outcome::Pass,
+        "{:?}",
+        rec.verdict.reasons
+    );
+    let k = rec.kubernetes.as_ref().expect("a Kubernetes upgrade");
+    assert_eq!((k.from.as_str(), k.to.as_str()), ("1.34.4", "1.35.4"));
+    let outcome = |name: &str| phase_outcome(&rec, name);
+    for phase in [
+        "reset",
+        "connect",
+        "preflight",
+        "probes-start",
+        "kubernetes/stage",
+        "kubernetes/cp1",
+        "kubernetes/workers-1",
+        "kubernetes/verify",
+        "soak",
+    ] {
+        assert_eq!(outcome(phase).as_deref(), Some("Ok"), "{phase}");
+    }
+    assert_eq!(outcome("rollback").as_deref(), Some("Skipped"));
+    assert!(rec.kube_proxy_events.is_empty(), "kube-proxy stayed away");
+    assert!(rec.loss_windows.is_empty());
+    assert!(rec.probes.iter().all(|p| p.lost == 0 && p.sent > 6000));
+    assert_held_connections_survived(&rec);
+    // No agent restarted: Cilium stayed at 1.19.7 through the Kubernetes upgrade.
+    assert!(rec.agent_events.iter().all(|e| e.restart_count == 0));
+    let html = real_report_html(REAL);
+    assert!(html.contains(&esc("kubernetes/workers-1")));
+    assert!(html.contains("PASS"), "the verdict");
 }
 
 // ---------------------------------------------------------------------------------------------
