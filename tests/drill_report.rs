@@ -830,6 +830,57 @@ fn the_first_real_lab_kubernetes_drill_with_a_go_verdict() {
     assert!(html.contains("PASS"), "the verdict");
 }
 
+/// The faults injected for real (2026-12-08, the fourteenth lab run's cluster; docs/drills.md):
+/// Cilium 1.19.7 → 1.20.2 with `bad-value`, `kill-agent` on cp1 10 s after `helm upgrade` and
+/// w1's link down for 6 s at 40 s. The new agents crash-looped, the rollout was given up at
+/// `CrashLoopBackOff`, every probe lost minutes, the held connections broke, and the rollback ran
+/// (revision 3, back to 1); `kill-agent` found no agent to kill and says so. Verdict: no-go.
+#[test]
+fn the_real_lab_fault_drill_shows_every_fault_and_rolls_back() {
+    use kubedrill::report::record::HelmEvent;
+    const REAL: &str = "lab-kde2e-1.19.7-to-1.20.2-faults";
+    let rec = load(REAL);
+    let fault = |kind: &str| {
+        rec.faults
+            .iter()
+            .find(|f| f.kind == kind)
+            .unwrap_or_else(|| panic!("{kind} recorded"))
+    };
+    assert!(fault("bad-value").injected);
+    let link = fault("link-down");
+    assert!(
+        link.injected && link.detail == "eth0 down for 6 s",
+        "{link:?}"
+    );
+    let kill = fault("kill-agent");
+    assert!(!kill.injected && kill.detail.contains("no cilium-agent running"));
+    let outcome = |name: &str| phase_outcome(&rec, name);
+    assert_eq!(outcome("upgrade/1.20.2").as_deref(), Some("Failed"));
+    assert_eq!(outcome("rollback").as_deref(), Some("Failed"));
+    assert!(matches!(
+        rec.helm_events.as_slice(),
+        [
+            HelmEvent::Upgrade { revision: 2, .. },
+            HelmEvent::Rollback {
+                revision: 3,
+                to_revision: 1,
+                ..
+            }
+        ]
+    ));
+    assert_failed_because(&rec, &["CrashLoopBackOff after 3 restarts"]);
+    assert_failed_because(&rec, &["rolled back: upgrade step failed"]);
+    assert_failed_because(&rec, &["the held connection broke"]);
+    assert!(
+        rec.loss_windows.iter().any(|w| w.duration_ms.0 > 60_000),
+        "minutes of loss"
+    );
+    let html = real_report_html(REAL);
+    assert!(html.contains("Injected faults"));
+    assert!(html.contains(&esc("eth0 down for 6 s")));
+    assert!(html.contains("not injected"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Headless Chromium
 // ---------------------------------------------------------------------------------------------
