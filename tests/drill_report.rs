@@ -575,6 +575,13 @@ fn phase_outcome(rec: &RunRecord, name: &str) -> Option<String> {
         .map(|p| format!("{:?}", p.outcome))
 }
 
+/// Each of `phases` ran and ended `Ok`.
+fn assert_phases_ok(rec: &RunRecord, phases: &[&str]) {
+    for phase in phases {
+        assert_eq!(phase_outcome(rec, phase).as_deref(), Some("Ok"), "{phase}");
+    }
+}
+
 /// The first drill on a real cluster (the seventh lab run's, Cilium 1.19.7 → 1.20.2 on cp1 + w1
 /// under TCG; docs/drills.md): it passed pre-flight and ran its probes, then `helm upgrade` and
 /// the rollback failed on the overloaded API server's "Please retry" errors. Its record loads
@@ -658,16 +665,17 @@ fn the_first_real_lab_cilium_upgrade_that_went_through_reports_its_no_go() {
     const REAL: &str = "lab-kde2e-1.19.7-to-1.20.2-run3";
     let rec = load(REAL);
     let outcome = |name: &str| phase_outcome(&rec, name);
-    for phase in [
-        "reset",
-        "connect",
-        "preflight",
-        "probes-start",
-        "upgrade/1.20.2",
-        "soak",
-    ] {
-        assert_eq!(outcome(phase).as_deref(), Some("Ok"), "{phase}");
-    }
+    assert_phases_ok(
+        &rec,
+        &[
+            "reset",
+            "connect",
+            "preflight",
+            "probes-start",
+            "upgrade/1.20.2",
+            "soak",
+        ],
+    );
     assert_eq!(outcome("rollback").as_deref(), Some("Skipped"));
     assert!(matches!(
         rec.helm_events.as_slice(),
@@ -732,19 +740,19 @@ fn the_real_lab_kubernetes_drill_record_loads_and_reports_where_kubeadm_stopped(
 fn the_real_lab_kubernetes_drill_that_ran_every_phase_reports_its_start_up_breaks() {
     const REAL: &str = "lab-kde2e-kubernetes-1.34.4-to-1.35.4-run8";
     let rec = load(REAL);
-    let outcome = |name: &str| phase_outcome(&rec, name);
-    for phase in [
-        "reset",
-        "connect",
-        "probes-start",
-        "kubernetes/stage",
-        "kubernetes/cp1",
-        "kubernetes/workers-1",
-        "kubernetes/verify",
-        "soak",
-    ] {
-        assert_eq!(outcome(phase).as_deref(), Some("Ok"), "{phase}");
-    }
+    assert_phases_ok(
+        &rec,
+        &[
+            "reset",
+            "connect",
+            "probes-start",
+            "kubernetes/stage",
+            "kubernetes/cp1",
+            "kubernetes/workers-1",
+            "kubernetes/verify",
+            "soak",
+        ],
+    );
     assert!(rec.kube_proxy_events.is_empty());
     assert_eq!(rec.verdict.reasons.len(), 3, "{:?}", rec.verdict.reasons);
     for kind in ["tcp-pod-held", "tcp-clusterip-held", "tcp-nodeport-held"] {
@@ -805,19 +813,20 @@ fn the_first_real_lab_kubernetes_drill_with_a_go_verdict() {
     let k = rec.kubernetes.as_ref().expect("a Kubernetes upgrade");
     assert_eq!((k.from.as_str(), k.to.as_str()), ("1.34.4", "1.35.4"));
     let outcome = |name: &str| phase_outcome(&rec, name);
-    for phase in [
-        "reset",
-        "connect",
-        "preflight",
-        "probes-start",
-        "kubernetes/stage",
-        "kubernetes/cp1",
-        "kubernetes/workers-1",
-        "kubernetes/verify",
-        "soak",
-    ] {
-        assert_eq!(outcome(phase).as_deref(), Some("Ok"), "{phase}");
-    }
+    assert_phases_ok(
+        &rec,
+        &[
+            "reset",
+            "connect",
+            "preflight",
+            "probes-start",
+            "kubernetes/stage",
+            "kubernetes/cp1",
+            "kubernetes/workers-1",
+            "kubernetes/verify",
+            "soak",
+        ],
+    );
     assert_eq!(outcome("rollback").as_deref(), Some("Skipped"));
     assert!(rec.kube_proxy_events.is_empty(), "kube-proxy stayed away");
     assert!(rec.loss_windows.is_empty());
